@@ -1,0 +1,1 @@
+"""Dispatch Farm: the application package. Importing it starts nothing."""

@@ -1,0 +1,113 @@
+"""Database engines and units of work.
+
+The web process uses the async engine (psycopg 3 async); workers, the clock and the CLI use the
+sync engine (Dramatiq runs actors in threads). A unit of work owns one session and the actions
+that must only run once its transaction has committed (enqueues, socket emits).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.logging import get_logger
+from app.settings import DatabaseSettings
+
+log = get_logger(__name__)
+
+AfterCommit = Callable[[], Any] | Callable[[], Awaitable[Any]]
+
+
+def _connect_args(settings: DatabaseSettings) -> dict[str, Any]:
+    return {
+        "connect_timeout": max(1, int(settings.connect_timeout_s)),
+        "options": f"-c statement_timeout={settings.statement_timeout_ms}",
+        "application_name": "dispatch-farm",
+    }
+
+
+def create_sync_engine(settings: DatabaseSettings, *, pool_size: int | None = None) -> Engine:
+    return create_engine(
+        settings.url,
+        pool_size=pool_size or settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout_s,
+        pool_pre_ping=True,
+        echo=settings.echo,
+        connect_args=_connect_args(settings),
+    )
+
+
+def create_async_db_engine(settings: DatabaseSettings) -> AsyncEngine:
+    return create_async_engine(
+        settings.url,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout_s,
+        pool_pre_ping=True,
+        echo=settings.echo,
+        connect_args=_connect_args(settings),
+    )
+
+
+def sync_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def async_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+class UnitOfWork:
+    """A sync session plus the actions to run after its commit (used by jobs and the CLI)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._after_commit: list[Callable[[], Any]] = []
+
+    def after_commit(self, action: Callable[[], Any]) -> None:
+        self._after_commit.append(action)
+
+    def commit(self) -> None:
+        self.session.commit()
+        actions, self._after_commit = self._after_commit, []
+        for action in actions:
+            action()
+
+    def rollback(self) -> None:
+        self._after_commit.clear()
+        self.session.rollback()
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class AsyncUnitOfWork:
+    """An async session plus the actions to run after its commit (used by the API)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self._after_commit: list[AfterCommit] = []
+
+    def after_commit(self, action: AfterCommit) -> None:
+        self._after_commit.append(action)
+
+    async def commit(self) -> None:
+        await self.session.commit()
+        actions, self._after_commit = self._after_commit, []
+        for action in actions:
+            result = action()
+            if inspect.isawaitable(result):
+                await result
+
+    async def rollback(self) -> None:
+        self._after_commit.clear()
+        await self.session.rollback()
+
+    async def close(self) -> None:
+        await self.session.close()

@@ -1,0 +1,158 @@
+"""One error root for the application. Each error has an HTTP status and a stable code.
+
+The API maps every `AppError` to `{"error": {"code", "message", "details"}}`; workers and the CLI
+use the same classes so a business failure reads the same everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class AppError(Exception):
+    """Base of every expected failure."""
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "INTERNAL_ERROR"
+    default_message: ClassVar[str] = "Internal error."
+
+    def __init__(self, message: str | None = None, *, details: Any = None) -> None:
+        self.message = message or self.default_message
+        self.details = details
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+# --- input -----------------------------------------------------------------------------------
+class ValidationFailed(AppError):
+    """The request body, query or path is malformed; `details` names the offending fields."""
+
+    status_code = 400
+    code = "VALIDATION_ERROR"
+    default_message = "The request is not valid."
+
+
+# --- authentication --------------------------------------------------------------------------
+class AuthError(AppError):
+    """Base of authentication failures (401)."""
+
+    status_code = 401
+
+
+class InvalidCredentials(AuthError):
+    """Email and password do not match an account."""
+
+    code = "INVALID_CREDENTIALS"
+    default_message = "Email or password is incorrect."
+
+
+class InvalidToken(AuthError):
+    """A token is missing, malformed or signed with another key."""
+
+    code = "INVALID_TOKEN"
+    default_message = "The token is missing or not valid."
+
+
+class TokenExpired(AuthError):
+    """A token is past its expiry."""
+
+    code = "TOKEN_EXPIRED"
+    default_message = "The token has expired."
+
+
+class TokenRevoked(AuthError):
+    """A token was revoked (logout, logout-all, refresh reuse)."""
+
+    code = "TOKEN_REVOKED"
+    default_message = "The token has been revoked."
+
+
+# --- authorisation ---------------------------------------------------------------------------
+class AccountDeactivated(AppError):
+    """The account is suspended or deactivated."""
+
+    status_code = 403
+    code = "ACCOUNT_DEACTIVATED"
+    default_message = "This account is deactivated."
+
+
+class Forbidden(AppError):
+    """The caller is authenticated but may not do this."""
+
+    status_code = 403
+    code = "FORBIDDEN"
+    default_message = "You may not do this."
+
+
+# --- state -----------------------------------------------------------------------------------
+class NotFound(AppError):
+    """The resource does not exist or the caller may not see it."""
+
+    status_code = 404
+    code = "NOT_FOUND"
+    default_message = "Not found."
+
+
+class Conflict(AppError):
+    """The request conflicts with the current state (duplicate, closed resource)."""
+
+    status_code = 409
+    code = "CONFLICT"
+    default_message = "The request conflicts with the current state."
+
+
+class InvalidTransition(AppError):
+    """A state machine refused a move; `details` carries `from` and `to`."""
+
+    status_code = 409
+    code = "INVALID_TRANSITION"
+    default_message = "This status change is not allowed."
+
+    def __init__(self, from_status: str | None, to_status: str, message: str | None = None) -> None:
+        super().__init__(
+            message or f"Cannot move from {from_status} to {to_status}.",
+            details={"from": from_status, "to": to_status},
+        )
+
+
+# --- limits and faults -----------------------------------------------------------------------
+class RateLimited(AppError):
+    """Too many requests; `retry_after_s` says when to try again."""
+
+    status_code = 429
+    code = "RATE_LIMITED"
+    default_message = "Too many requests; try again later."
+
+    def __init__(self, retry_after_s: int) -> None:
+        self.retry_after_s = max(1, retry_after_s)
+        super().__init__(details={"retryAfter": self.retry_after_s})
+
+
+class InvalidSignature(AppError):
+    """A provider webhook's signature does not verify."""
+
+    status_code = 400
+    code = "INVALID_SIGNATURE"
+    default_message = "The signature does not verify."
+
+
+class ServiceUnavailable(AppError):
+    """A dependency (PostgreSQL, Redis, a provider) is unreachable; nothing was half-done."""
+
+    status_code = 503
+    code = "SERVICE_UNAVAILABLE"
+    default_message = "A dependency is unavailable; try again shortly."
+
+
+class ProviderError(AppError):
+    """A provider (Stripe, Twilio) answered with an error."""
+
+    status_code = 502
+    code = "PROVIDER_ERROR"
+    default_message = "A payment or messaging provider failed."
+
+    def __init__(self, message: str | None = None, *, transient: bool, details: Any = None) -> None:
+        self.transient = transient
+        super().__init__(message, details=details)

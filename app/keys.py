@@ -1,0 +1,67 @@
+"""Every Redis key, channel, room and queue name of the farm, in one place."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from app.settings import RedisSettings
+
+# Dramatiq queues: separate so a notification backlog never delays dispatch.
+QUEUE_DISPATCH: Final = "dispatch"
+QUEUE_PAYMENTS: Final = "payments"
+QUEUE_NOTIFICATIONS: Final = "notifications"
+QUEUE_MAINTENANCE: Final = "maintenance"
+QUEUES: Final = (QUEUE_DISPATCH, QUEUE_PAYMENTS, QUEUE_NOTIFICATIONS, QUEUE_MAINTENANCE)
+
+# PostgreSQL NOTIFY channel that wakes the outbox relay.
+OUTBOX_CHANNEL: Final = "farm_outbox"
+
+
+def user_room(user_id: object) -> str:
+    return f"user:{user_id}"
+
+
+def driver_room(driver_id: object) -> str:
+    return f"driver:{driver_id}"
+
+
+def ride_room(ride_id: object) -> str:
+    return f"ride:{ride_id}"
+
+
+class RedisKeys:
+    """Key builders bound to one prefix (each test run uses its own)."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.prefix = settings.prefix
+
+    def _k(self, *parts: object) -> str:
+        return ":".join((self.prefix, *(str(p) for p in parts)))
+
+    # auth
+    def revoked_access(self, jti: str) -> str:
+        return self._k("auth", "revoked", jti)
+
+    def revocations_loaded(self) -> str:
+        """Present while the revocation cache mirrors PostgreSQL (absent after a Redis restart)."""
+        return self._k("auth", "revocations-loaded")
+
+    def revocations_rebuild_lock(self) -> str:
+        return self._k("auth", "revocations-rebuild")
+
+    def user_snapshot(self, user_id: object) -> str:
+        return self._k("auth", "user", user_id)
+
+    def rate_limit(self, scope: str, subject: str) -> str:
+        return self._k("rl", scope, subject)
+
+    # realtime
+    def socketio_channel(self) -> str:
+        return self._k("socketio")
+
+    def user_sockets(self, user_id: object) -> str:
+        return self._k("sockets", "user", user_id)
+
+    # dispatch
+    def driver_geo(self, vehicle_type: str) -> str:
+        return self._k("geo", "drivers", vehicle_type)

@@ -1,0 +1,321 @@
+"""Typed settings, grouped per concern and built once per process.
+
+Values come from the environment, then from an optional `.env` file in the working directory
+(the environment wins), then from defaults that work on a development machine with PostgreSQL
+and Redis on loopback. Nothing else in the code base reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from dotenv import dotenv_values
+
+DEV_JWT_SECRET = "dev-only-secret-change-me-in-production-0123456789"
+
+Environment = Literal["development", "test", "production"]
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/dispatchfarm"
+    pool_size: int = 10
+    max_overflow: int = 10
+    pool_timeout_s: float = 5.0
+    connect_timeout_s: float = 3.0
+    statement_timeout_ms: int = 15_000
+    echo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "farm"
+    dramatiq_namespace: str = "dramatiq"
+    socket_timeout_s: float = 2.0
+    health_check_interval_s: int = 10
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_algorithm: str = "HS256"
+    access_token_ttl_s: int = 15 * 60
+    refresh_token_ttl_s: int = 7 * 24 * 3600
+    #: Spent, revoked or expired refresh tokens are kept this long (for reuse detection and audit).
+    token_retention_s: int = 7 * 24 * 3600
+    #: Requests allowed per client address and auth route in one window.
+    rate_limit_requests: int = 20
+    rate_limit_window_s: int = 60
+    #: Trust the left-most X-Forwarded-For address (only behind a proxy that sets it).
+    trust_forwarded_for: bool = False
+    #: Cached user snapshots (status, token generation, profile) live this long in Redis.
+    user_cache_ttl_s: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    processes: int = 1
+    threads: int = 8
+    #: How long an idle consumer waits on Redis before polling again (Dramatiq's worker_timeout).
+    poll_timeout_ms: int = 100
+    queue_prefetch: int = 32
+    shutdown_timeout_ms: int = 30_000
+    #: Seconds without a heartbeat before a worker's unacked messages are requeued.
+    heartbeat_timeout_s: int = 60
+    #: Outbox relay: rows moved to Redis per batch and the fallback poll interval.
+    relay_batch_size: int = 500
+    relay_poll_interval_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClockSettings:
+    tokens_cleanup_interval_s: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    radii_km: tuple[float, ...] = (5.0, 10.0, 20.0)
+    bid_window_s: int = 180
+    max_offers_per_round: int = 20
+    driver_stale_after_s: int = 120
+
+
+@dataclass(frozen=True, slots=True)
+class StripeSettings:
+    secret_key: str = ""
+    webhook_secret: str = ""
+    api_base: str = ""
+    connect_base: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.secret_key)
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioSettings:
+    account_sid: str = ""
+    auth_token: str = ""
+    sms_from: str = ""
+    whatsapp_from: str = ""
+    api_base: str = ""
+    #: The public URL Twilio calls for status callbacks (signatures are computed over it).
+    status_callback_url: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.account_sid and self.auth_token)
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = "INFO"
+    format: Literal["console", "json"] = "console"
+
+
+@dataclass(frozen=True, slots=True)
+class WebSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    cors_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    env: Environment = "development"
+    db: DatabaseSettings = field(default_factory=DatabaseSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    clock: ClockSettings = field(default_factory=ClockSettings)
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    stripe: StripeSettings = field(default_factory=StripeSettings)
+    twilio: TwilioSettings = field(default_factory=TwilioSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+
+
+class _Source:
+    """Reads typed values from one merged mapping and remembers which names it was asked for."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = values
+
+    def _raw(self, name: str) -> str | None:
+        value = self._values.get(name)
+        return None if value is None or value == "" else value
+
+    def str(self, name: str, default: str) -> str:
+        value = self._raw(name)
+        return default if value is None else value
+
+    def int(self, name: str, default: int) -> int:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError as exc:
+            raise SettingsError(f"{name} must be an integer, got {value!r}") from exc
+
+    def float(self, name: str, default: float) -> float:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            return float(value)
+        except ValueError as exc:
+            raise SettingsError(f"{name} must be a number, got {value!r}") from exc
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self._raw(name)
+        if value is None:
+            return default
+        lowered = value.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise SettingsError(f"{name} must be true or false, got {value!r}")
+
+    def floats(self, name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            parsed = tuple(float(part) for part in value.split(",") if part.strip())
+        except ValueError as exc:
+            raise SettingsError(f"{name} must be comma-separated numbers, got {value!r}") from exc
+        if not parsed:
+            raise SettingsError(f"{name} must list at least one number")
+        return parsed
+
+    def strs(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self._raw(name)
+        if value is None:
+            return default
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.str(name, default)
+        if value not in allowed:
+            raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
+    """Build settings from `environ` (default: the process environment) over an optional `.env`."""
+    merged: dict[str, str] = {}
+    dotenv_path = env_file if env_file is not None else Path.cwd() / ".env"
+    if dotenv_path.is_file():
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    merged.update(os.environ if environ is None else environ)
+    src = _Source(merged)
+
+    env = src.choice("APP_ENV", "development", ("development", "test", "production"))
+    jwt_secret = src.str("JWT_SECRET", DEV_JWT_SECRET)
+    if env == "production" and jwt_secret == DEV_JWT_SECRET:
+        raise SettingsError("JWT_SECRET must be set to a private value when APP_ENV=production")
+    if len(jwt_secret) < 32:
+        raise SettingsError("JWT_SECRET must be at least 32 characters")
+
+    radii = src.floats("DISPATCH_RADII_KM", DispatchSettings.radii_km)
+    if any(r <= 0 for r in radii) or list(radii) != sorted(radii):
+        raise SettingsError("DISPATCH_RADII_KM must be positive and increasing, e.g. 5,10,20")
+
+    return Settings(
+        env=env,  # type: ignore[arg-type]
+        db=DatabaseSettings(
+            url=src.str("DATABASE_URL", DatabaseSettings.url),
+            pool_size=src.int("DB_POOL_SIZE", DatabaseSettings.pool_size),
+            max_overflow=src.int("DB_MAX_OVERFLOW", DatabaseSettings.max_overflow),
+            pool_timeout_s=src.float("DB_POOL_TIMEOUT", DatabaseSettings.pool_timeout_s),
+            connect_timeout_s=src.float("DB_CONNECT_TIMEOUT", DatabaseSettings.connect_timeout_s),
+            statement_timeout_ms=src.int("DB_STATEMENT_TIMEOUT_MS", DatabaseSettings.statement_timeout_ms),
+            echo=src.bool("DB_ECHO", False),
+        ),
+        redis=RedisSettings(
+            url=src.str("REDIS_URL", RedisSettings.url),
+            prefix=src.str("REDIS_PREFIX", RedisSettings.prefix),
+            dramatiq_namespace=src.str("DRAMATIQ_NAMESPACE", RedisSettings.dramatiq_namespace),
+            socket_timeout_s=src.float("REDIS_SOCKET_TIMEOUT", RedisSettings.socket_timeout_s),
+            health_check_interval_s=src.int(
+                "REDIS_HEALTH_CHECK_INTERVAL", RedisSettings.health_check_interval_s
+            ),
+        ),
+        auth=AuthSettings(
+            jwt_secret=jwt_secret,
+            access_token_ttl_s=src.int("ACCESS_TOKEN_TTL", AuthSettings.access_token_ttl_s),
+            refresh_token_ttl_s=src.int("REFRESH_TOKEN_TTL", AuthSettings.refresh_token_ttl_s),
+            token_retention_s=src.int("TOKEN_RETENTION", AuthSettings.token_retention_s),
+            rate_limit_requests=src.int("AUTH_RATE_LIMIT", AuthSettings.rate_limit_requests),
+            rate_limit_window_s=src.int("AUTH_RATE_WINDOW", AuthSettings.rate_limit_window_s),
+            trust_forwarded_for=src.bool("TRUST_FORWARDED_FOR", False),
+            user_cache_ttl_s=src.int("USER_CACHE_TTL", AuthSettings.user_cache_ttl_s),
+        ),
+        worker=WorkerSettings(
+            processes=src.int("WORKER_PROCESSES", WorkerSettings.processes),
+            threads=src.int("WORKER_THREADS", WorkerSettings.threads),
+            poll_timeout_ms=src.int("WORKER_POLL_TIMEOUT_MS", WorkerSettings.poll_timeout_ms),
+            queue_prefetch=src.int("WORKER_QUEUE_PREFETCH", WorkerSettings.queue_prefetch),
+            shutdown_timeout_ms=src.int("WORKER_SHUTDOWN_TIMEOUT_MS", WorkerSettings.shutdown_timeout_ms),
+            heartbeat_timeout_s=src.int("WORKER_HEARTBEAT_TIMEOUT", WorkerSettings.heartbeat_timeout_s),
+            relay_batch_size=src.int("OUTBOX_BATCH_SIZE", WorkerSettings.relay_batch_size),
+            relay_poll_interval_s=src.float("OUTBOX_POLL_INTERVAL", WorkerSettings.relay_poll_interval_s),
+        ),
+        clock=ClockSettings(
+            tokens_cleanup_interval_s=src.int(
+                "TOKENS_CLEANUP_INTERVAL", ClockSettings.tokens_cleanup_interval_s
+            ),
+        ),
+        dispatch=DispatchSettings(
+            radii_km=radii,
+            bid_window_s=src.int("DISPATCH_BID_WINDOW", DispatchSettings.bid_window_s),
+            max_offers_per_round=src.int("DISPATCH_MAX_OFFERS", DispatchSettings.max_offers_per_round),
+            driver_stale_after_s=src.int("DRIVER_STALE_AFTER", DispatchSettings.driver_stale_after_s),
+        ),
+        stripe=StripeSettings(
+            secret_key=src.str("STRIPE_SECRET_KEY", ""),
+            webhook_secret=src.str("STRIPE_WEBHOOK_SECRET", ""),
+            api_base=src.str("STRIPE_API_BASE", ""),
+            connect_base=src.str("STRIPE_CONNECT_BASE", ""),
+        ),
+        twilio=TwilioSettings(
+            account_sid=src.str("TWILIO_ACCOUNT_SID", ""),
+            auth_token=src.str("TWILIO_AUTH_TOKEN", ""),
+            sms_from=src.str("TWILIO_SMS_FROM", ""),
+            whatsapp_from=src.str("TWILIO_WHATSAPP_FROM", ""),
+            api_base=src.str("TWILIO_API_BASE", ""),
+            status_callback_url=src.str("TWILIO_STATUS_CALLBACK_URL", ""),
+        ),
+        log=LogSettings(
+            level=src.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            format=src.choice(  # type: ignore[arg-type]
+                "LOG_FORMAT", "json" if env == "production" else "console", ("console", "json")
+            ),
+        ),
+        web=WebSettings(
+            host=src.str("WEB_HOST", WebSettings.host),
+            port=src.int("PORT", WebSettings.port),
+            cors_origins=src.strs("CORS_ORIGINS", ()),
+        ),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built on first use."""
+    return load_settings()

@@ -1,0 +1,96 @@
+"""Accounts, drivers and the tokens that authenticate them."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Enum, ForeignKey, Index, String, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, created_at, utcnow, uuid_pk
+
+
+class Role(enum.StrEnum):
+    CUSTOMER = "customer"
+    DRIVER = "driver"
+    ADMIN = "admin"
+
+
+class VehicleType(enum.StrEnum):
+    MOTORBIKE = "motorbike"
+    CAR = "car"
+    VAN = "van"
+    TRUCK = "truck"
+
+
+def _str_enum(cls: type[enum.StrEnum], name: str) -> Enum:
+    return Enum(cls, name=name, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    email: Mapped[str] = mapped_column(String(320))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    full_name: Mapped[str] = mapped_column(String(200))
+    phone: Mapped[str] = mapped_column(String(16))
+    role: Mapped[Role] = mapped_column(_str_enum(Role, "user_role"))
+    whatsapp_opt_in: Mapped[bool] = mapped_column(default=False)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    #: Bumped by logout-all and suspension: access tokens carrying an older generation are refused.
+    token_generation: Mapped[int] = mapped_column(default=0)
+    deactivated_at: Mapped[datetime | None]
+    deactivation_reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    driver: Mapped[Driver | None] = relationship(back_populates="user", uselist=False, lazy="raise")
+
+    __table_args__ = (Index("uq_users_email_lower", text("lower(email)"), unique=True),)
+
+
+class Driver(Base):
+    """The driver side of a user with role `driver`."""
+
+    __tablename__ = "drivers"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    vehicle_type: Mapped[VehicleType] = mapped_column(_str_enum(VehicleType, "vehicle_type"))
+    created_at: Mapped[datetime] = created_at()
+
+    user: Mapped[User] = relationship(back_populates="driver", lazy="raise")
+
+
+class RefreshToken(Base):
+    """A single-use refresh token, stored as a SHA-256 hash. A login starts a family (session)."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    family_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    revoked_reason: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_refresh_tokens_cleanup", "expires_at"),
+        Index("ix_refresh_tokens_revoked_at", "revoked_at", postgresql_where=text("revoked_at IS NOT NULL")),
+    )
+
+
+class RevokedAccessToken(Base):
+    """The durable record of a logged-out access token (Redis caches it for the fast check)."""
+
+    __tablename__ = "revoked_access_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    revoked_at: Mapped[datetime] = mapped_column(default=utcnow)

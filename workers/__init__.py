@@ -1,0 +1,1 @@
+"""Process entry points: the Dramatiq broker and middleware, the worker, the clock, the autoscaler."""

@@ -1,0 +1,67 @@
+"""The Dramatiq broker, configured once per process from the settings.
+
+Importing this module sets the global broker, so actor modules (`jobs/`) must import it first
+(`jobs/__init__.py` does). Every process that enqueues or consumes uses the same namespace,
+queues and middleware.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
+
+from app.redis_conn import create_sync_redis
+from app.settings import Settings, get_settings
+from workers.middleware import (
+    DurableRetries,
+    FailedJobRecorder,
+    LogContext,
+    OutboxRelayMiddleware,
+    SessionPerMessage,
+)
+
+
+def build_broker(settings: Settings) -> RedisBroker:
+    client = create_sync_redis(settings.redis, decode_responses=False)
+    broker = RedisBroker(
+        client=client,
+        namespace=settings.redis.dramatiq_namespace,
+        heartbeat_timeout=settings.worker.heartbeat_timeout_s * 1000,
+        middleware=[],
+    )
+    # Order matters: `after_*` hooks run in reverse, so the recorder (listed before the retries)
+    # sees the verdict the retries middleware reached for the message.
+    for middleware in (
+        LogContext(),
+        AgeLimit(),
+        TimeLimit(time_limit=5 * 60 * 1000),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        FailedJobRecorder(settings),
+        DurableRetries(max_retries=10, min_backoff=1_000, max_backoff=15 * 60 * 1000),
+        SessionPerMessage(settings),
+        OutboxRelayMiddleware(settings),
+    ):
+        broker.add_middleware(middleware)
+    return broker
+
+
+def _setup() -> RedisBroker:
+    current = dramatiq.get_broker() if _has_broker() else None
+    if isinstance(current, RedisBroker) and getattr(current, "_farm_configured", False):
+        return current
+    broker = build_broker(get_settings())
+    broker._farm_configured = True  # type: ignore[attr-defined]
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def _has_broker() -> bool:
+    return dramatiq.broker.global_broker is not None
+
+
+broker = _setup()
+
+__all__ = ["Retries", "broker", "build_broker"]

@@ -1,0 +1,61 @@
+"""Clients shared by every job of a worker process: created on first use, closed at shutdown."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.adapters.realtime import Publisher
+from app.db import create_sync_engine, sync_session_factory
+from app.keys import RedisKeys
+from app.redis_conn import create_sync_redis
+from app.settings import Settings, get_settings
+
+
+@dataclass
+class WorkerResources:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    redis: redis.Redis
+    keys: RedisKeys
+    publisher: Publisher
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.redis.close()
+        self.engine.dispose()
+
+
+_lock = threading.Lock()
+_resources: WorkerResources | None = None
+
+
+def get_resources() -> WorkerResources:
+    global _resources
+    if _resources is None:
+        with _lock:
+            if _resources is None:
+                settings = get_settings()
+                engine = create_sync_engine(settings.db, pool_size=max(2, settings.worker.threads + 2))
+                _resources = WorkerResources(
+                    settings=settings,
+                    engine=engine,
+                    sessions=sync_session_factory(engine),
+                    redis=create_sync_redis(settings.redis),
+                    keys=RedisKeys(settings.redis),
+                    publisher=Publisher(settings.redis),
+                )
+    return _resources
+
+
+def close_resources() -> None:
+    global _resources
+    with _lock:
+        if _resources is not None:
+            _resources.close()
+            _resources = None
