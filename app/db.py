@@ -99,6 +99,9 @@ class AsyncUnitOfWork:
 
     async def commit(self) -> None:
         await self.session.commit()
+        await self.run_after_commit()
+
+    async def run_after_commit(self) -> None:
         actions, self._after_commit = self._after_commit, []
         for action in actions:
             result = action()

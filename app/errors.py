@@ -15,6 +15,8 @@ class AppError(Exception):
     status_code: ClassVar[int] = 500
     code: ClassVar[str] = "INTERNAL_ERROR"
     default_message: ClassVar[str] = "Internal error."
+    #: The unit of work commits (instead of rolling back) before this error reaches the caller.
+    keeps_changes: ClassVar[bool] = False
 
     def __init__(self, message: str | None = None, *, details: Any = None) -> None:
         self.message = message or self.default_message
@@ -67,6 +69,12 @@ class TokenRevoked(AuthError):
 
     code = "TOKEN_REVOKED"
     default_message = "The token has been revoked."
+
+
+class RefreshTokenReused(TokenRevoked):
+    """A spent refresh token was presented again: its whole family is revoked (kept on commit)."""
+
+    keeps_changes = True
 
 
 # --- authorisation ---------------------------------------------------------------------------

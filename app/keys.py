@@ -39,8 +39,8 @@ class RedisKeys:
         return ":".join((self.prefix, *(str(p) for p in parts)))
 
     # auth
-    def revoked_access(self, jti: str) -> str:
-        return self._k("auth", "revoked", jti)
+    def revoked_session(self, session_id: object) -> str:
+        return self._k("auth", "revoked-session", session_id)
 
     def revocations_loaded(self) -> str:
         """Present while the revocation cache mirrors PostgreSQL (absent after a Redis restart)."""

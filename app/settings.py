@@ -25,7 +25,7 @@ class SettingsError(ValueError):
     """A configuration value is missing or malformed."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DatabaseSettings:
     url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/dispatchfarm"
     pool_size: int = 10
@@ -36,7 +36,7 @@ class DatabaseSettings:
     echo: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RedisSettings:
     url: str = "redis://127.0.0.1:6379/0"
     prefix: str = "farm"
@@ -48,7 +48,7 @@ class RedisSettings:
         return ":".join((self.prefix, *parts))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AuthSettings:
     jwt_secret: str = DEV_JWT_SECRET
     jwt_algorithm: str = "HS256"
@@ -65,7 +65,7 @@ class AuthSettings:
     user_cache_ttl_s: int = 3600
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class WorkerSettings:
     processes: int = 1
     threads: int = 8
@@ -80,12 +80,12 @@ class WorkerSettings:
     relay_poll_interval_s: float = 2.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ClockSettings:
     tokens_cleanup_interval_s: int = 3600
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DispatchSettings:
     radii_km: tuple[float, ...] = (5.0, 10.0, 20.0)
     bid_window_s: int = 180
@@ -93,7 +93,7 @@ class DispatchSettings:
     driver_stale_after_s: int = 120
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class StripeSettings:
     secret_key: str = ""
     webhook_secret: str = ""
@@ -105,7 +105,7 @@ class StripeSettings:
         return bool(self.secret_key)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TwilioSettings:
     account_sid: str = ""
     auth_token: str = ""
@@ -120,20 +120,20 @@ class TwilioSettings:
         return bool(self.account_sid and self.auth_token)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "INFO"
     format: Literal["console", "json"] = "console"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     cors_origins: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Settings:
     env: Environment = "development"
     db: DatabaseSettings = field(default_factory=DatabaseSettings)

@@ -3,7 +3,7 @@
 from models.audit import AuditEntry
 from models.base import Base
 from models.jobs import FailedJob, OutboxMessage
-from models.users import Driver, RefreshToken, RevokedAccessToken, Role, User, VehicleType
+from models.users import Driver, RefreshToken, RevokedSession, Role, User, VehicleType
 
 __all__ = [
     "AuditEntry",
@@ -12,7 +12,7 @@ __all__ = [
     "FailedJob",
     "OutboxMessage",
     "RefreshToken",
-    "RevokedAccessToken",
+    "RevokedSession",
     "Role",
     "User",
     "VehicleType",

@@ -85,12 +85,17 @@ class RefreshToken(Base):
     )
 
 
-class RevokedAccessToken(Base):
-    """The durable record of a logged-out access token (Redis caches it for the fast check)."""
+class RevokedSession(Base):
+    """A session (login) whose access tokens are refused: logout or refresh-token reuse.
 
-    __tablename__ = "revoked_access_tokens"
+    Durable here; Redis caches it for the per-request check until `expires_at`, after which no
+    access token of the session can still be valid.
+    """
 
-    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    __tablename__ = "revoked_sessions"
+
+    session_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(String(32))
     expires_at: Mapped[datetime] = mapped_column(index=True)
     revoked_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
 
+from app.keys import QUEUES
 from app.redis_conn import create_sync_redis
 from app.settings import Settings, get_settings
 from workers.middleware import (
@@ -34,6 +43,7 @@ def build_broker(settings: Settings) -> RedisBroker:
     # sees the verdict the retries middleware reached for the message.
     for middleware in (
         LogContext(),
+        CurrentMessage(),
         AgeLimit(),
         TimeLimit(time_limit=5 * 60 * 1000),
         ShutdownNotifications(),
@@ -45,6 +55,8 @@ def build_broker(settings: Settings) -> RedisBroker:
         OutboxRelayMiddleware(settings),
     ):
         broker.add_middleware(middleware)
+    for queue in QUEUES:
+        broker.declare_queue(queue)
     return broker
 
 

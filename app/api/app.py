@@ -1,0 +1,87 @@
+"""`create_app()`: the Litestar application (importing this module starts nothing)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator, Callable
+from contextlib import asynccontextmanager
+
+import structlog
+from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.context import WebContext
+from app.api.controllers.admin import AdminController
+from app.api.controllers.auth import AuthController, me
+from app.api.controllers.health import health, ready
+from app.api.dependencies import provide_uow
+from app.api.errors import handle_exception
+from app.settings import Settings
+
+API_PREFIX = "/api/v1"
+
+
+def request_id_middleware(app: ASGIApp) -> ASGIApp:
+    """Binds `request_id` (from `X-Request-ID` or a new one) to logs and echoes it back."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")[:64]
+                break
+        request_id = request_id or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    return middleware
+
+
+def create_app(settings: Settings, context_factory: Callable[[], WebContext] | None = None) -> Litestar:
+    """The API. `context_factory` shares the process's clients with the socket server."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
+        ctx = context_factory() if context_factory else WebContext.build(settings)
+        app.state.ctx = ctx
+        try:
+            yield
+        finally:
+            await ctx.close()
+
+    api = Router(
+        path=API_PREFIX,
+        route_handlers=[AuthController, AdminController, me],
+        dependencies={"uow": Provide(provide_uow)},
+    )
+    return Litestar(
+        route_handlers=[api, health, ready],
+        lifespan=[lifespan],
+        middleware=[request_id_middleware],
+        exception_handlers={Exception: handle_exception},
+        cors_config=CORSConfig(allow_origins=list(settings.web.cors_origins)) if settings.web.cors_origins else None,
+        openapi_config=OpenAPIConfig(
+            title="Dispatch Farm API",
+            version="1.0.0",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+        ),
+        debug=False,
+        logging_config=None,
+    )

@@ -1,0 +1,1 @@
+"""HTTP controllers: parse input, call one service, shape the answer."""

@@ -1,0 +1,42 @@
+"""`/api/v1/admin/*`: admin-only account actions."""
+
+from __future__ import annotations
+
+import uuid
+
+from litestar import Controller, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.status_codes import HTTP_204_NO_CONTENT
+
+from app.api.dependencies import provide_principal, web_context
+from app.api.schemas import ReasonIn
+from app.db import AsyncUnitOfWork
+from app.services import accounts
+from app.services.access import Principal
+from models import Role
+
+
+async def provide_admin(principal: Principal) -> Principal:
+    principal.require_role(Role.ADMIN)
+    return principal
+
+
+class AdminController(Controller):
+    path = "/admin"
+    tags = ["admin"]
+    dependencies = {"principal": Provide(provide_principal), "admin": Provide(provide_admin)}
+
+    @post("/drivers/{driver_id:uuid}/suspend", status_code=HTTP_204_NO_CONTENT)
+    async def suspend(self, driver_id: uuid.UUID, data: ReasonIn, uow: AsyncUnitOfWork, state: State,
+                      admin: Principal) -> None:
+        """Suspend a driver: every token refused at once (403), live sockets disconnected."""
+        await accounts.suspend_driver(uow, web_context(state).tokens, driver_id, data.reason,
+                                      actor_id=admin.id, actor_role=admin.role)
+
+    @post("/drivers/{driver_id:uuid}/activate", status_code=HTTP_204_NO_CONTENT)
+    async def activate(self, driver_id: uuid.UUID, data: ReasonIn, uow: AsyncUnitOfWork, state: State,
+                       admin: Principal) -> None:
+        """Re-activate a driver; it logs in again (older tokens stay refused)."""
+        await accounts.activate_driver(uow, web_context(state).tokens, driver_id, data.reason,
+                                       actor_id=admin.id, actor_role=admin.role)

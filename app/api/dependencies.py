@@ -1,0 +1,92 @@
+"""Request-scoped dependencies: the unit of work, the caller, rate limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+
+from app.api.context import WebContext
+from app.db import AsyncUnitOfWork
+from app.errors import AppError, ServiceUnavailable
+from app.logging import get_logger
+from app.redis_conn import REDIS_ERRORS
+from app.services.access import Principal
+
+log = get_logger("api")
+
+
+def web_context(state: State) -> WebContext:
+    ctx: WebContext = state.ctx
+    return ctx
+
+
+async def provide_uow(state: State) -> AsyncGenerator[AsyncUnitOfWork, None]:
+    """The request's unit of work: committed when the handler returns, rolled back if it raises."""
+    uow = AsyncUnitOfWork(web_context(state).sessions())
+    try:
+        yield uow
+    except AppError as error:
+        if error.keeps_changes:
+            await uow.commit()
+        else:
+            await uow.rollback()
+        raise
+    except BaseException:
+        await uow.rollback()
+        raise
+    else:
+        await uow.session.commit()
+        try:
+            await uow.run_after_commit()
+        except REDIS_ERRORS as error:
+            log.error("api.after_commit_failed", error=repr(error))
+            raise ServiceUnavailable(
+                "The change was saved but could not be published yet; repeat the request.",
+                details={"dependency": "redis"},
+            ) from error
+    finally:
+        await uow.close()
+
+
+def bearer_token(request: Request[Any, Any, Any]) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+async def provide_principal(request: Request[Any, Any, Any], state: State) -> Principal:
+    """The authenticated caller (401/403/503 otherwise)."""
+    try:
+        return await web_context(state).gate.authenticate(bearer_token(request))
+    except REDIS_ERRORS as error:
+        log.error("auth.revocation_check_unavailable", error=repr(error))
+        raise ServiceUnavailable("Token checks are unavailable; try again shortly.",
+                                 details={"dependency": "redis"}) from error
+
+
+def client_address(request: Request[Any, Any, Any], trust_forwarded_for: bool) -> str:
+    if trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.client.host if request.client else "unknown"
+
+
+async def auth_rate_limit(request: Request[Any, Any, Any], state: State) -> None:
+    """Per client address and route: `AUTH_RATE_LIMIT` requests per `AUTH_RATE_WINDOW` seconds."""
+    ctx = web_context(state)
+    route = request.scope["path"].rsplit("/", 1)[-1]
+    address = client_address(request, ctx.settings.auth.trust_forwarded_for)
+    try:
+        await ctx.limiter.hit(f"auth-{route}", address, limit=ctx.settings.auth.rate_limit_requests,
+                              window_s=ctx.settings.auth.rate_limit_window_s)
+    except REDIS_ERRORS as error:
+        raise ServiceUnavailable("Rate limits are unavailable; try again shortly.",
+                                 details={"dependency": "redis"}) from error

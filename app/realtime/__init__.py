@@ -1,0 +1,1 @@
+"""The Socket.IO server: authentication on connect, rooms, client events."""

@@ -1,0 +1,81 @@
+"""python-socketio `AsyncServer` over `AsyncRedisManager`: every web process sees every emit.
+
+A client connects with `auth: {token}`; a missing, expired or revoked token is refused with the
+API's error code. The socket joins `user:{id}` (and `driver:{id}` for drivers). Its id is kept in
+a Redis set per user so an admin suspension or a logout-all can disconnect it from any process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import socketio
+
+from app.adapters.realtime import BusJson
+from app.api.context import WebContext
+from app.errors import AppError
+from app.keys import driver_room, user_room
+from app.logging import get_logger
+from app.redis_conn import REDIS_ERRORS
+
+log = get_logger("realtime.server")
+
+SOCKET_SET_TTL_S = 24 * 3600
+
+
+def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, channel: str,
+                         cors_origins: list[str] | str) -> socketio.AsyncServer:
+    manager = socketio.AsyncRedisManager(redis_url, channel=channel, json=BusJson)
+    sio = socketio.AsyncServer(
+        async_mode="asgi",
+        client_manager=manager,
+        cors_allowed_origins=cors_origins,
+        json=BusJson,
+        logger=False,
+        engineio_logger=False,
+    )
+
+    @sio.event
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        ctx = context()
+        token = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            principal = await ctx.gate.authenticate(token if isinstance(token, str) else None)
+        except AppError as error:
+            log.info("socket.refused", code=error.code)
+            raise socketio.exceptions.ConnectionRefusedError(
+                {"code": error.code, "message": error.message}
+            ) from None
+        except REDIS_ERRORS:
+            raise socketio.exceptions.ConnectionRefusedError(
+                {"code": "SERVICE_UNAVAILABLE", "message": "Try again shortly."}
+            ) from None
+        user_id = str(principal.id)
+        await sio.save_session(sid, {"user_id": user_id, "role": principal.role,
+                                     "session_id": str(principal.claims.session_id)})
+        await sio.enter_room(sid, user_room(user_id))
+        if principal.role == "driver":
+            await sio.enter_room(sid, driver_room(user_id))
+        key = ctx.keys.user_sockets(user_id)
+        pipe = ctx.redis.pipeline(transaction=False)
+        pipe.sadd(key, sid)
+        pipe.expire(key, SOCKET_SET_TTL_S)
+        await pipe.execute()
+        log.info("socket.connected", user_id=user_id, sid=sid)
+
+    @sio.event
+    async def disconnect(sid: str, *reason: Any) -> None:
+        try:
+            session = await sio.get_session(sid)
+        except KeyError:
+            return
+        user_id = session.get("user_id")
+        if user_id:
+            try:
+                await context().redis.srem(context().keys.user_sockets(user_id), sid)
+            except REDIS_ERRORS as error:
+                log.warning("socket.untrack_failed", error=repr(error))
+        log.info("socket.disconnected", user_id=user_id, sid=sid)
+
+    return sio

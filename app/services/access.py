@@ -1,0 +1,126 @@
+"""Who is calling: verify an access token and check it against revocations, in one Redis trip.
+
+Used by every authenticated HTTP route and by the Socket.IO connect handler. It fails closed: if
+Redis can't be asked, the caller gets `ServiceUnavailable` (503), never access.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.adapters.token_store import TokenStore, UserSnapshot
+from app.errors import AccountDeactivated, Forbidden, InvalidToken, ServiceUnavailable, TokenRevoked
+from app.logging import get_logger
+from app.security import AccessClaims, decode_access_token
+from app.settings import AuthSettings
+from models import Driver, RevokedSession, User
+
+log = get_logger("auth.access")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller."""
+
+    claims: AccessClaims
+    user: UserSnapshot
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.user.id
+
+    @property
+    def role(self) -> str:
+        return self.user.role
+
+    def require_role(self, *roles: str) -> None:
+        if self.user.role not in roles:
+            raise Forbidden(f"This needs the role {' or '.join(roles)}.")
+
+
+def snapshot_of(user: User, vehicle_type: str | None) -> UserSnapshot:
+    return UserSnapshot(
+        id=user.id,
+        email=user.email,
+        full_name=user.full_name,
+        phone=user.phone,
+        role=user.role.value,
+        vehicle_type=vehicle_type,
+        whatsapp_opt_in=user.whatsapp_opt_in,
+        is_active=user.is_active,
+        generation=user.token_generation,
+        created_at=user.created_at,
+    )
+
+
+async def load_snapshot(session: AsyncSession, user_id: uuid.UUID) -> UserSnapshot | None:
+    row = (
+        await session.execute(
+            select(User, Driver.vehicle_type).outerjoin(Driver, Driver.user_id == User.id)
+            .where(User.id == user_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    user, vehicle_type = row
+    return snapshot_of(user, vehicle_type.value if vehicle_type else None)
+
+
+class AccessGate:
+    """Turns a bearer token into a `Principal` or raises the API's auth error."""
+
+    def __init__(self, settings: AuthSettings, store: TokenStore,
+                 sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._settings = settings
+        self._store = store
+        self._sessions = sessions
+
+    async def authenticate(self, token: str | None) -> Principal:
+        if not token:
+            raise InvalidToken("An access token is required.")
+        claims = decode_access_token(self._settings, token)
+        state = await self._store.access_state(claims.session_id, claims.user_id)
+        revoked = state.session_revoked
+        if not state.loaded:
+            await self._rebuild_revocations()
+            revoked = await self._store.is_session_revoked(claims.session_id)
+        user = state.user
+        if user is None:
+            async with self._sessions() as session:
+                user = await load_snapshot(session, claims.user_id)
+            if user is None:
+                raise InvalidToken("The token's account no longer exists.")
+            await self._store.put_user(user)
+        if not user.is_active:
+            raise AccountDeactivated()
+        if revoked or claims.generation < user.generation:
+            raise TokenRevoked()
+        return Principal(claims=claims, user=user)
+
+    async def _rebuild_revocations(self) -> None:
+        """Reload revoked sessions from PostgreSQL into an empty (restarted) Redis."""
+        for _ in range(40):
+            if await self._store.try_lock_rebuild():
+                now = datetime.now(UTC)
+                async with self._sessions() as session:
+                    rows = (
+                        await session.execute(
+                            select(RevokedSession.session_id, RevokedSession.expires_at)
+                            .where(RevokedSession.expires_at > now)
+                        )
+                    ).all()
+                await self._store.finish_rebuild(
+                    (sid, int((expires - now).total_seconds()) + 1) for sid, expires in rows
+                )
+                log.warning("auth.revocations_rebuilt", count=len(rows))
+                return
+            await asyncio.sleep(0.05)
+            if await self._store.is_loaded():
+                return
+        raise ServiceUnavailable("The revocation cache is being rebuilt; try again.")

@@ -1,0 +1,75 @@
+"""Admin account actions: suspend and re-activate drivers, create admins. Every one is audited."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import anyio.to_thread
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from app.adapters.token_store import TokenStore
+from app.db import AsyncUnitOfWork
+from app.errors import Conflict, NotFound
+from app.logging import get_logger
+from app.security import hash_password
+from app.services.auth import revoke_all_tokens
+from models import AuditEntry, Driver, Role, User
+
+log = get_logger("accounts")
+
+
+def _audit(uow: AsyncUnitOfWork, actor_id: uuid.UUID | None, actor_role: str, action: str,
+           user_id: uuid.UUID, details: dict[str, object]) -> None:
+    uow.session.add(AuditEntry(actor_id=actor_id, actor_role=actor_role, action=action,
+                               target_type="user", target_id=str(user_id), details=details))
+
+
+async def _driver(uow: AsyncUnitOfWork, driver_id: uuid.UUID) -> User:
+    user = await uow.session.scalar(
+        select(User).join(Driver, Driver.user_id == User.id).where(User.id == driver_id).with_for_update()
+    )
+    if user is None:
+        raise NotFound("No driver has this id.")
+    return user
+
+
+async def suspend_driver(uow: AsyncUnitOfWork, store: TokenStore, driver_id: uuid.UUID, reason: str,
+                         *, actor_id: uuid.UUID | None, actor_role: str) -> None:
+    """Deactivate the driver and refuse every token it holds, at once; its sockets are ended."""
+    user = await _driver(uow, driver_id)
+    user.is_active = False
+    user.deactivated_at = datetime.now(UTC)
+    user.deactivation_reason = reason
+    await revoke_all_tokens(uow, driver_id, reason="suspended", store=store)
+    _audit(uow, actor_id, actor_role, "driver.suspended", driver_id, {"reason": reason})
+    log.info("accounts.driver_suspended", driver_id=str(driver_id))
+
+
+async def activate_driver(uow: AsyncUnitOfWork, store: TokenStore, driver_id: uuid.UUID, reason: str,
+                          *, actor_id: uuid.UUID | None, actor_role: str) -> None:
+    """Re-activate the driver; tokens issued before the suspension stay refused."""
+    user = await _driver(uow, driver_id)
+    user.is_active = True
+    user.deactivated_at = None
+    user.deactivation_reason = None
+    await revoke_all_tokens(uow, driver_id, reason="reactivated", store=store)
+    _audit(uow, actor_id, actor_role, "driver.activated", driver_id, {"reason": reason})
+    log.info("accounts.driver_activated", driver_id=str(driver_id))
+
+
+async def create_admin(uow: AsyncUnitOfWork, email: str, password: str, full_name: str,
+                       phone: str) -> User:
+    existing = await uow.session.scalar(select(User.id).where(func.lower(User.email) == email.lower()))
+    if existing is not None:
+        raise Conflict("An account with this email already exists.", details={"email": "taken"})
+    user = User(id=uuid.uuid4(), email=email, password_hash=await anyio.to_thread.run_sync(hash_password, password),
+                full_name=full_name, phone=phone, role=Role.ADMIN, created_at=datetime.now(UTC))
+    uow.session.add(user)
+    try:
+        await uow.session.flush()
+    except IntegrityError as exc:
+        raise Conflict("An account with this email already exists.", details={"email": "taken"}) from exc
+    _audit(uow, None, "cli", "admin.created", user.id, {"email": email})
+    return user

@@ -1,0 +1,61 @@
+"""The `clock` process: APScheduler sends periodic jobs and does no work itself (run exactly one).
+
+`python -m workers.clock`. Each tick only enqueues a message; workers do the work, so a slow job
+never delays the schedule, and a missed tick (clock restarted) is simply sent at the next one.
+"""
+
+from __future__ import annotations
+
+import signal
+from datetime import UTC, datetime
+import sys
+from typing import Any
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from app.logging import configure_logging, get_logger
+from app.settings import Settings, get_settings
+
+log = get_logger("clock")
+
+
+def send(actor_name: str) -> None:
+    """Enqueue one message for `actor_name`; a Redis outage is logged and retried next tick."""
+    import jobs
+
+    try:
+        message = jobs.broker.get_actor(actor_name).send()
+        log.info("clock.sent", actor=actor_name, message_id=message.message_id)
+    except Exception as error:
+        log.error("clock.send_failed", actor=actor_name, error=repr(error))
+
+
+def build_scheduler(settings: Settings) -> BlockingScheduler:
+    scheduler = BlockingScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1,
+                                                                 "misfire_grace_time": 60})
+    scheduler.add_job(send, IntervalTrigger(seconds=settings.clock.tokens_cleanup_interval_s),
+                      args=["tokens.cleanup"], id="tokens.cleanup", name="tokens.cleanup",
+                      next_run_time=datetime.now(UTC))
+    return scheduler
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log, process="clock")
+    scheduler = build_scheduler(settings)
+
+    def stop(signum: int, frame: Any) -> None:
+        log.info("clock.stopping", signal=signum)
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for job in scheduler.get_jobs():
+        log.info("clock.scheduled", job=job.id, trigger=str(job.trigger))
+    scheduler.start()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
