@@ -1,0 +1,1 @@
+"""Operator entry points: the `farmctl` CLI, dev run/test scripts and benchmarks."""
