@@ -32,7 +32,7 @@ def create_sync_redis(settings: RedisSettings, *, decode_responses: bool = True)
         settings.url,
         decode_responses=decode_responses,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
-        **_common(settings),  # type: ignore[arg-type]
+        **_common(settings),
     )
 
 

@@ -158,11 +158,11 @@ class _Source:
         value = self._values.get(name)
         return None if value is None or value == "" else value
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         value = self._raw(name)
         return default if value is None else value
 
-    def int(self, name: str, default: int) -> int:
+    def integer(self, name: str, default: int) -> int:
         value = self._raw(name)
         if value is None:
             return default
@@ -171,7 +171,7 @@ class _Source:
         except ValueError as exc:
             raise SettingsError(f"{name} must be an integer, got {value!r}") from exc
 
-    def float(self, name: str, default: float) -> float:
+    def number(self, name: str, default: float) -> float:
         value = self._raw(name)
         if value is None:
             return default
@@ -180,7 +180,7 @@ class _Source:
         except ValueError as exc:
             raise SettingsError(f"{name} must be a number, got {value!r}") from exc
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         value = self._raw(name)
         if value is None:
             return default
@@ -210,7 +210,7 @@ class _Source:
         return tuple(part.strip() for part in value.split(",") if part.strip())
 
     def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
-        value = self.str(name, default)
+        value = self.text(name, default)
         if value not in allowed:
             raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         return value
@@ -226,7 +226,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
     src = _Source(merged)
 
     env = src.choice("APP_ENV", "development", ("development", "test", "production"))
-    jwt_secret = src.str("JWT_SECRET", DEV_JWT_SECRET)
+    jwt_secret = src.text("JWT_SECRET", DEV_JWT_SECRET)
     if env == "production" and jwt_secret == DEV_JWT_SECRET:
         raise SettingsError("JWT_SECRET must be set to a private value when APP_ENV=production")
     if len(jwt_secret) < 32:
@@ -239,67 +239,67 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
     return Settings(
         env=env,  # type: ignore[arg-type]
         db=DatabaseSettings(
-            url=src.str("DATABASE_URL", DatabaseSettings.url),
-            pool_size=src.int("DB_POOL_SIZE", DatabaseSettings.pool_size),
-            max_overflow=src.int("DB_MAX_OVERFLOW", DatabaseSettings.max_overflow),
-            pool_timeout_s=src.float("DB_POOL_TIMEOUT", DatabaseSettings.pool_timeout_s),
-            connect_timeout_s=src.float("DB_CONNECT_TIMEOUT", DatabaseSettings.connect_timeout_s),
-            statement_timeout_ms=src.int("DB_STATEMENT_TIMEOUT_MS", DatabaseSettings.statement_timeout_ms),
-            echo=src.bool("DB_ECHO", False),
+            url=src.text("DATABASE_URL", DatabaseSettings.url),
+            pool_size=src.integer("DB_POOL_SIZE", DatabaseSettings.pool_size),
+            max_overflow=src.integer("DB_MAX_OVERFLOW", DatabaseSettings.max_overflow),
+            pool_timeout_s=src.number("DB_POOL_TIMEOUT", DatabaseSettings.pool_timeout_s),
+            connect_timeout_s=src.number("DB_CONNECT_TIMEOUT", DatabaseSettings.connect_timeout_s),
+            statement_timeout_ms=src.integer("DB_STATEMENT_TIMEOUT_MS", DatabaseSettings.statement_timeout_ms),
+            echo=src.flag("DB_ECHO", False),
         ),
         redis=RedisSettings(
-            url=src.str("REDIS_URL", RedisSettings.url),
-            prefix=src.str("REDIS_PREFIX", RedisSettings.prefix),
-            dramatiq_namespace=src.str("DRAMATIQ_NAMESPACE", RedisSettings.dramatiq_namespace),
-            socket_timeout_s=src.float("REDIS_SOCKET_TIMEOUT", RedisSettings.socket_timeout_s),
-            health_check_interval_s=src.int(
+            url=src.text("REDIS_URL", RedisSettings.url),
+            prefix=src.text("REDIS_PREFIX", RedisSettings.prefix),
+            dramatiq_namespace=src.text("DRAMATIQ_NAMESPACE", RedisSettings.dramatiq_namespace),
+            socket_timeout_s=src.number("REDIS_SOCKET_TIMEOUT", RedisSettings.socket_timeout_s),
+            health_check_interval_s=src.integer(
                 "REDIS_HEALTH_CHECK_INTERVAL", RedisSettings.health_check_interval_s
             ),
         ),
         auth=AuthSettings(
             jwt_secret=jwt_secret,
-            access_token_ttl_s=src.int("ACCESS_TOKEN_TTL", AuthSettings.access_token_ttl_s),
-            refresh_token_ttl_s=src.int("REFRESH_TOKEN_TTL", AuthSettings.refresh_token_ttl_s),
-            token_retention_s=src.int("TOKEN_RETENTION", AuthSettings.token_retention_s),
-            rate_limit_requests=src.int("AUTH_RATE_LIMIT", AuthSettings.rate_limit_requests),
-            rate_limit_window_s=src.int("AUTH_RATE_WINDOW", AuthSettings.rate_limit_window_s),
-            trust_forwarded_for=src.bool("TRUST_FORWARDED_FOR", False),
-            user_cache_ttl_s=src.int("USER_CACHE_TTL", AuthSettings.user_cache_ttl_s),
+            access_token_ttl_s=src.integer("ACCESS_TOKEN_TTL", AuthSettings.access_token_ttl_s),
+            refresh_token_ttl_s=src.integer("REFRESH_TOKEN_TTL", AuthSettings.refresh_token_ttl_s),
+            token_retention_s=src.integer("TOKEN_RETENTION", AuthSettings.token_retention_s),
+            rate_limit_requests=src.integer("AUTH_RATE_LIMIT", AuthSettings.rate_limit_requests),
+            rate_limit_window_s=src.integer("AUTH_RATE_WINDOW", AuthSettings.rate_limit_window_s),
+            trust_forwarded_for=src.flag("TRUST_FORWARDED_FOR", False),
+            user_cache_ttl_s=src.integer("USER_CACHE_TTL", AuthSettings.user_cache_ttl_s),
         ),
         worker=WorkerSettings(
-            processes=src.int("WORKER_PROCESSES", WorkerSettings.processes),
-            threads=src.int("WORKER_THREADS", WorkerSettings.threads),
-            poll_timeout_ms=src.int("WORKER_POLL_TIMEOUT_MS", WorkerSettings.poll_timeout_ms),
-            queue_prefetch=src.int("WORKER_QUEUE_PREFETCH", WorkerSettings.queue_prefetch),
-            shutdown_timeout_ms=src.int("WORKER_SHUTDOWN_TIMEOUT_MS", WorkerSettings.shutdown_timeout_ms),
-            heartbeat_timeout_s=src.int("WORKER_HEARTBEAT_TIMEOUT", WorkerSettings.heartbeat_timeout_s),
-            relay_batch_size=src.int("OUTBOX_BATCH_SIZE", WorkerSettings.relay_batch_size),
-            relay_poll_interval_s=src.float("OUTBOX_POLL_INTERVAL", WorkerSettings.relay_poll_interval_s),
+            processes=src.integer("WORKER_PROCESSES", WorkerSettings.processes),
+            threads=src.integer("WORKER_THREADS", WorkerSettings.threads),
+            poll_timeout_ms=src.integer("WORKER_POLL_TIMEOUT_MS", WorkerSettings.poll_timeout_ms),
+            queue_prefetch=src.integer("WORKER_QUEUE_PREFETCH", WorkerSettings.queue_prefetch),
+            shutdown_timeout_ms=src.integer("WORKER_SHUTDOWN_TIMEOUT_MS", WorkerSettings.shutdown_timeout_ms),
+            heartbeat_timeout_s=src.integer("WORKER_HEARTBEAT_TIMEOUT", WorkerSettings.heartbeat_timeout_s),
+            relay_batch_size=src.integer("OUTBOX_BATCH_SIZE", WorkerSettings.relay_batch_size),
+            relay_poll_interval_s=src.number("OUTBOX_POLL_INTERVAL", WorkerSettings.relay_poll_interval_s),
         ),
         clock=ClockSettings(
-            tokens_cleanup_interval_s=src.int(
+            tokens_cleanup_interval_s=src.integer(
                 "TOKENS_CLEANUP_INTERVAL", ClockSettings.tokens_cleanup_interval_s
             ),
         ),
         dispatch=DispatchSettings(
             radii_km=radii,
-            bid_window_s=src.int("DISPATCH_BID_WINDOW", DispatchSettings.bid_window_s),
-            max_offers_per_round=src.int("DISPATCH_MAX_OFFERS", DispatchSettings.max_offers_per_round),
-            driver_stale_after_s=src.int("DRIVER_STALE_AFTER", DispatchSettings.driver_stale_after_s),
+            bid_window_s=src.integer("DISPATCH_BID_WINDOW", DispatchSettings.bid_window_s),
+            max_offers_per_round=src.integer("DISPATCH_MAX_OFFERS", DispatchSettings.max_offers_per_round),
+            driver_stale_after_s=src.integer("DRIVER_STALE_AFTER", DispatchSettings.driver_stale_after_s),
         ),
         stripe=StripeSettings(
-            secret_key=src.str("STRIPE_SECRET_KEY", ""),
-            webhook_secret=src.str("STRIPE_WEBHOOK_SECRET", ""),
-            api_base=src.str("STRIPE_API_BASE", ""),
-            connect_base=src.str("STRIPE_CONNECT_BASE", ""),
+            secret_key=src.text("STRIPE_SECRET_KEY", ""),
+            webhook_secret=src.text("STRIPE_WEBHOOK_SECRET", ""),
+            api_base=src.text("STRIPE_API_BASE", ""),
+            connect_base=src.text("STRIPE_CONNECT_BASE", ""),
         ),
         twilio=TwilioSettings(
-            account_sid=src.str("TWILIO_ACCOUNT_SID", ""),
-            auth_token=src.str("TWILIO_AUTH_TOKEN", ""),
-            sms_from=src.str("TWILIO_SMS_FROM", ""),
-            whatsapp_from=src.str("TWILIO_WHATSAPP_FROM", ""),
-            api_base=src.str("TWILIO_API_BASE", ""),
-            status_callback_url=src.str("TWILIO_STATUS_CALLBACK_URL", ""),
+            account_sid=src.text("TWILIO_ACCOUNT_SID", ""),
+            auth_token=src.text("TWILIO_AUTH_TOKEN", ""),
+            sms_from=src.text("TWILIO_SMS_FROM", ""),
+            whatsapp_from=src.text("TWILIO_WHATSAPP_FROM", ""),
+            api_base=src.text("TWILIO_API_BASE", ""),
+            status_callback_url=src.text("TWILIO_STATUS_CALLBACK_URL", ""),
         ),
         log=LogSettings(
             level=src.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -308,8 +308,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             ),
         ),
         web=WebSettings(
-            host=src.str("WEB_HOST", WebSettings.host),
-            port=src.int("PORT", WebSettings.port),
+            host=src.text("WEB_HOST", WebSettings.host),
+            port=src.integer("PORT", WebSettings.port),
             cors_origins=src.strs("CORS_ORIGINS", ()),
         ),
     )

@@ -3,8 +3,7 @@
 `workers.broker` is imported first so the actors bind to the farm's configured broker.
 """
 
-from workers.broker import broker  # noqa: F401  (sets the global broker before any actor)
-
-from jobs import sessions, tokens  # noqa: E402
+from jobs import sessions, tokens
+from workers.broker import broker
 
 __all__ = ["broker", "sessions", "tokens"]

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
     upgrade = db.add_parser("upgrade", help="create the database if needed and migrate it",
-                            epilog="example:\n  farmctl db upgrade", formatter_class=argparse.RawDescriptionHelpFormatter)
+                            epilog="example:\n  farmctl db upgrade",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     upgrade.add_argument("revision", nargs="?", default="head")
     upgrade.set_defaults(func=cmd_db_upgrade)
 

@@ -6,6 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/dev/bootstrap.sh
 
+if [[ $# -eq 0 ]]; then
+  say "lint: ruff"
+  ruff check .
+  say "types: mypy"
+  mypy
+fi
+
 set +e
 python -m pytest "$@"
 status=$?

@@ -7,8 +7,8 @@ never delays the schedule, and a missed tick (clock restarted) is simply sent at
 from __future__ import annotations
 
 import signal
-from datetime import UTC, datetime
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.schedulers.blocking import BlockingScheduler

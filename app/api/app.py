@@ -75,7 +75,9 @@ def create_app(settings: Settings, context_factory: Callable[[], WebContext] | N
         lifespan=[lifespan],
         middleware=[request_id_middleware],
         exception_handlers={Exception: handle_exception},
-        cors_config=CORSConfig(allow_origins=list(settings.web.cors_origins)) if settings.web.cors_origins else None,
+        cors_config=(
+            CORSConfig(allow_origins=list(settings.web.cors_origins)) if settings.web.cors_origins else None
+        ),
         openapi_config=OpenAPIConfig(
             title="Dispatch Farm API",
             version="1.0.0",

@@ -64,8 +64,9 @@ async def create_admin(uow: AsyncUnitOfWork, email: str, password: str, full_nam
     existing = await uow.session.scalar(select(User.id).where(func.lower(User.email) == email.lower()))
     if existing is not None:
         raise Conflict("An account with this email already exists.", details={"email": "taken"})
-    user = User(id=uuid.uuid4(), email=email, password_hash=await anyio.to_thread.run_sync(hash_password, password),
-                full_name=full_name, phone=phone, role=Role.ADMIN, created_at=datetime.now(UTC))
+    password_hash = await anyio.to_thread.run_sync(hash_password, password)
+    user = User(id=uuid.uuid4(), email=email, password_hash=password_hash, full_name=full_name,
+                phone=phone, role=Role.ADMIN, created_at=datetime.now(UTC))
     uow.session.add(user)
     try:
         await uow.session.flush()

@@ -32,7 +32,13 @@ from app.errors import (
 from app.keys import QUEUE_MAINTENANCE
 from app.logging import get_logger
 from app.outbox import add_job_async
-from app.security import hash_password, hash_refresh_token, issue_access_token, new_refresh_token, verify_password
+from app.security import (
+    hash_password,
+    hash_refresh_token,
+    issue_access_token,
+    new_refresh_token,
+    verify_password,
+)
 from app.services.access import Principal, snapshot_of
 from app.settings import AuthSettings
 from models import AuditEntry, Driver, RefreshToken, RevokedSession, Role, User, VehicleType
