@@ -88,17 +88,30 @@ class UnitOfWork:
 
 
 class AsyncUnitOfWork:
-    """An async session plus the actions to run after its commit (used by the API)."""
+    """An async session, the actions to run after its commit, and compensations if it rolls back.
+
+    Compensations undo what a service had to do *before* the commit for safety (e.g. a cache
+    entry made stricter first); they run best-effort when the transaction does not commit.
+    """
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self._after_commit: list[AfterCommit] = []
+        self._on_rollback: list[AfterCommit] = []
 
     def after_commit(self, action: AfterCommit) -> None:
         self._after_commit.append(action)
 
+    def on_rollback(self, action: AfterCommit) -> None:
+        self._on_rollback.append(action)
+
     async def commit(self) -> None:
-        await self.session.commit()
+        try:
+            await self.session.commit()
+        except BaseException:
+            await self.rollback()
+            raise
+        self._on_rollback.clear()
         await self.run_after_commit()
 
     async def run_after_commit(self) -> None:
@@ -110,7 +123,17 @@ class AsyncUnitOfWork:
 
     async def rollback(self) -> None:
         self._after_commit.clear()
-        await self.session.rollback()
+        compensations, self._on_rollback = self._on_rollback, []
+        try:
+            await self.session.rollback()
+        finally:
+            for action in compensations:
+                try:
+                    result = action()
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as error:
+                    log.error("uow.compensation_failed", error=repr(error))
 
     async def close(self) -> None:
         await self.session.close()

@@ -7,6 +7,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import jwt
@@ -14,20 +15,26 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from app.errors import InvalidToken, TokenExpired
-from app.settings import AuthSettings
+from app.settings import AuthSettings, get_settings
 
-_hasher = PasswordHasher()
-# A real hash to verify against when the email is unknown, so timing does not reveal accounts.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+@lru_cache(maxsize=1)
+def _password_hasher() -> tuple[PasswordHasher, str]:
+    """argon2id with the configured cost, and a real hash to verify against for unknown emails
+    (so timing does not reveal which accounts exist)."""
+    auth = get_settings().auth
+    hasher = PasswordHasher(time_cost=auth.password_time_cost, memory_cost=auth.password_memory_kib)
+    return hasher, hasher.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    return _password_hasher()[0].hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        hasher, dummy = _password_hasher()
+        return hasher.verify(password_hash or dummy, password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
@@ -79,13 +86,17 @@ def issue_access_token(
 
 
 def decode_access_token(settings: AuthSettings, token: str) -> AccessClaims:
-    """Verify signature and expiry; raise `TokenExpired` or `InvalidToken`."""
+    """Verify signature and expiry; raise `TokenExpired` or `InvalidToken`.
+
+    `iat` is not checked against this machine's clock: a token minted a second ahead on another
+    web machine is ours (the signature says so), and `exp` still bounds its life exactly.
+    """
     try:
         payload = jwt.decode(
             token,
             settings.jwt_secret,
             algorithms=[settings.jwt_algorithm],
-            options={"require": ["sub", "jti", "iat", "exp", "role", "sid", "gen"]},
+            options={"require": ["sub", "jti", "iat", "exp", "role", "sid", "gen"], "verify_iat": False},
         )
     except jwt.ExpiredSignatureError as exc:
         raise TokenExpired() from exc

@@ -7,6 +7,8 @@ and Redis on loopback. Nothing else in the code base reads `os.environ`.
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -63,6 +65,9 @@ class AuthSettings:
     trust_forwarded_for: bool = False
     #: Cached user snapshots (status, token generation, profile) live this long in Redis.
     user_cache_ttl_s: int = 3600
+    #: argon2id cost (the library's defaults; lower only for test suites).
+    password_time_cost: int = 3
+    password_memory_kib: int = 65536
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,12 @@ class _Source:
         except ValueError as exc:
             raise SettingsError(f"{name} must be an integer, got {value!r}") from exc
 
+    def positive(self, name: str, default: int) -> int:
+        value = self.integer(name, default)
+        if value <= 0:
+            raise SettingsError(f"{name} must be a positive integer, got {value}")
+        return value
+
     def number(self, name: str, default: float) -> float:
         value = self._raw(name)
         if value is None:
@@ -233,18 +244,22 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         raise SettingsError("JWT_SECRET must be at least 32 characters")
 
     radii = src.floats("DISPATCH_RADII_KM", DispatchSettings.radii_km)
-    if any(r <= 0 for r in radii) or list(radii) != sorted(radii):
-        raise SettingsError("DISPATCH_RADII_KM must be positive and increasing, e.g. 5,10,20")
+    if any(not 0 < r < math.inf for r in radii) or any(b <= a for a, b in itertools.pairwise(radii)):
+        raise SettingsError(
+            "DISPATCH_RADII_KM must be finite, positive and strictly increasing, e.g. 5,10,20"
+        )
 
     return Settings(
         env=env,  # type: ignore[arg-type]
         db=DatabaseSettings(
             url=src.text("DATABASE_URL", DatabaseSettings.url),
-            pool_size=src.integer("DB_POOL_SIZE", DatabaseSettings.pool_size),
+            pool_size=src.positive("DB_POOL_SIZE", DatabaseSettings.pool_size),
             max_overflow=src.integer("DB_MAX_OVERFLOW", DatabaseSettings.max_overflow),
             pool_timeout_s=src.number("DB_POOL_TIMEOUT", DatabaseSettings.pool_timeout_s),
             connect_timeout_s=src.number("DB_CONNECT_TIMEOUT", DatabaseSettings.connect_timeout_s),
-            statement_timeout_ms=src.integer("DB_STATEMENT_TIMEOUT_MS", DatabaseSettings.statement_timeout_ms),
+            statement_timeout_ms=src.positive(
+                "DB_STATEMENT_TIMEOUT_MS", DatabaseSettings.statement_timeout_ms
+            ),
             echo=src.flag("DB_ECHO", False),
         ),
         redis=RedisSettings(
@@ -258,34 +273,36 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         ),
         auth=AuthSettings(
             jwt_secret=jwt_secret,
-            access_token_ttl_s=src.integer("ACCESS_TOKEN_TTL", AuthSettings.access_token_ttl_s),
-            refresh_token_ttl_s=src.integer("REFRESH_TOKEN_TTL", AuthSettings.refresh_token_ttl_s),
-            token_retention_s=src.integer("TOKEN_RETENTION", AuthSettings.token_retention_s),
-            rate_limit_requests=src.integer("AUTH_RATE_LIMIT", AuthSettings.rate_limit_requests),
-            rate_limit_window_s=src.integer("AUTH_RATE_WINDOW", AuthSettings.rate_limit_window_s),
+            access_token_ttl_s=src.positive("ACCESS_TOKEN_TTL", AuthSettings.access_token_ttl_s),
+            refresh_token_ttl_s=src.positive("REFRESH_TOKEN_TTL", AuthSettings.refresh_token_ttl_s),
+            token_retention_s=src.positive("TOKEN_RETENTION", AuthSettings.token_retention_s),
+            rate_limit_requests=src.positive("AUTH_RATE_LIMIT", AuthSettings.rate_limit_requests),
+            rate_limit_window_s=src.positive("AUTH_RATE_WINDOW", AuthSettings.rate_limit_window_s),
             trust_forwarded_for=src.flag("TRUST_FORWARDED_FOR", False),
-            user_cache_ttl_s=src.integer("USER_CACHE_TTL", AuthSettings.user_cache_ttl_s),
+            user_cache_ttl_s=src.positive("USER_CACHE_TTL", AuthSettings.user_cache_ttl_s),
+            password_time_cost=src.positive("PASSWORD_HASH_TIME_COST", AuthSettings.password_time_cost),
+            password_memory_kib=src.positive("PASSWORD_HASH_MEMORY_KIB", AuthSettings.password_memory_kib),
         ),
         worker=WorkerSettings(
-            processes=src.integer("WORKER_PROCESSES", WorkerSettings.processes),
-            threads=src.integer("WORKER_THREADS", WorkerSettings.threads),
-            poll_timeout_ms=src.integer("WORKER_POLL_TIMEOUT_MS", WorkerSettings.poll_timeout_ms),
-            queue_prefetch=src.integer("WORKER_QUEUE_PREFETCH", WorkerSettings.queue_prefetch),
+            processes=src.positive("WORKER_PROCESSES", WorkerSettings.processes),
+            threads=src.positive("WORKER_THREADS", WorkerSettings.threads),
+            poll_timeout_ms=src.positive("WORKER_POLL_TIMEOUT_MS", WorkerSettings.poll_timeout_ms),
+            queue_prefetch=src.positive("WORKER_QUEUE_PREFETCH", WorkerSettings.queue_prefetch),
             shutdown_timeout_ms=src.integer("WORKER_SHUTDOWN_TIMEOUT_MS", WorkerSettings.shutdown_timeout_ms),
-            heartbeat_timeout_s=src.integer("WORKER_HEARTBEAT_TIMEOUT", WorkerSettings.heartbeat_timeout_s),
-            relay_batch_size=src.integer("OUTBOX_BATCH_SIZE", WorkerSettings.relay_batch_size),
+            heartbeat_timeout_s=src.positive("WORKER_HEARTBEAT_TIMEOUT", WorkerSettings.heartbeat_timeout_s),
+            relay_batch_size=src.positive("OUTBOX_BATCH_SIZE", WorkerSettings.relay_batch_size),
             relay_poll_interval_s=src.number("OUTBOX_POLL_INTERVAL", WorkerSettings.relay_poll_interval_s),
         ),
         clock=ClockSettings(
-            tokens_cleanup_interval_s=src.integer(
+            tokens_cleanup_interval_s=src.positive(
                 "TOKENS_CLEANUP_INTERVAL", ClockSettings.tokens_cleanup_interval_s
             ),
         ),
         dispatch=DispatchSettings(
             radii_km=radii,
-            bid_window_s=src.integer("DISPATCH_BID_WINDOW", DispatchSettings.bid_window_s),
-            max_offers_per_round=src.integer("DISPATCH_MAX_OFFERS", DispatchSettings.max_offers_per_round),
-            driver_stale_after_s=src.integer("DRIVER_STALE_AFTER", DispatchSettings.driver_stale_after_s),
+            bid_window_s=src.positive("DISPATCH_BID_WINDOW", DispatchSettings.bid_window_s),
+            max_offers_per_round=src.positive("DISPATCH_MAX_OFFERS", DispatchSettings.max_offers_per_round),
+            driver_stale_after_s=src.positive("DRIVER_STALE_AFTER", DispatchSettings.driver_stale_after_s),
         ),
         stripe=StripeSettings(
             secret_key=src.text("STRIPE_SECRET_KEY", ""),
@@ -309,7 +326,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         ),
         web=WebSettings(
             host=src.text("WEB_HOST", WebSettings.host),
-            port=src.integer("PORT", WebSettings.port),
+            port=src.positive("PORT", WebSettings.port),
             cors_origins=src.strs("CORS_ORIGINS", ()),
         ),
     )

@@ -27,6 +27,9 @@ os.environ.update(
         "AUTH_RATE_LIMIT": "100000",
         "OUTBOX_POLL_INTERVAL": "0.5",
         "WORKER_POLL_TIMEOUT_MS": "50",
+        # argon2 at its lowest cost keeps the suite fast; production uses the library defaults.
+        "PASSWORD_HASH_TIME_COST": "1",
+        "PASSWORD_HASH_MEMORY_KIB": "1024",
     }
 )
 

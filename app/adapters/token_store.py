@@ -78,6 +78,10 @@ class TokenStore:
             user=_decoder.decode(user) if user is not None else None,
         )
 
+    async def forget_user(self, user_id: uuid.UUID) -> None:
+        """Drop the cached snapshot: the next check reloads it from PostgreSQL."""
+        await self._redis.delete(self._keys.user_snapshot(user_id))
+
     async def is_session_revoked(self, session_id: uuid.UUID) -> bool:
         return bool(await self._redis.exists(self._keys.revoked_session(session_id)))
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, TypeAlias
 
 from litestar import Request
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from app.api.context import WebContext
 from app.db import AsyncUnitOfWork
@@ -17,10 +18,32 @@ from app.services.access import Principal
 
 log = get_logger("api")
 
+#: Handler parameter types for the named dependencies every controller uses.
+UnitOfWorkDep: TypeAlias = NamedDependency[AsyncUnitOfWork]
+CallerDep: TypeAlias = NamedDependency[Principal]
+RateLimitDep: TypeAlias = NamedDependency[None]
+
 
 def web_context(state: State) -> WebContext:
     ctx: WebContext = state.ctx
     return ctx
+
+
+async def _commit(uow: AsyncUnitOfWork) -> None:
+    """Commit, then run the after-commit actions; Redis failing there is a 503 (the change is kept)."""
+    try:
+        await uow.session.commit()
+    except BaseException:
+        await uow.rollback()
+        raise
+    try:
+        await uow.run_after_commit()
+    except REDIS_ERRORS as error:
+        log.error("api.after_commit_failed", error=repr(error))
+        raise ServiceUnavailable(
+            "The change was saved but could not be published yet; repeat the request.",
+            details={"dependency": "redis"},
+        ) from error
 
 
 async def provide_uow(state: State) -> AsyncGenerator[AsyncUnitOfWork, None]:
@@ -30,7 +53,7 @@ async def provide_uow(state: State) -> AsyncGenerator[AsyncUnitOfWork, None]:
         yield uow
     except AppError as error:
         if error.keeps_changes:
-            await uow.commit()
+            await _commit(uow)
         else:
             await uow.rollback()
         raise
@@ -38,15 +61,7 @@ async def provide_uow(state: State) -> AsyncGenerator[AsyncUnitOfWork, None]:
         await uow.rollback()
         raise
     else:
-        await uow.session.commit()
-        try:
-            await uow.run_after_commit()
-        except REDIS_ERRORS as error:
-            log.error("api.after_commit_failed", error=repr(error))
-            raise ServiceUnavailable(
-                "The change was saved but could not be published yet; repeat the request.",
-                details={"dependency": "redis"},
-            ) from error
+        await _commit(uow)
     finally:
         await uow.close()
 

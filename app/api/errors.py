@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar import MediaType, Request, Response
@@ -45,18 +46,31 @@ def app_error_response(exc: AppError) -> Response[Any]:
     return _respond(exc.status_code, exc.to_dict(), headers)
 
 
+_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
+
+
 def _validation_details(exc: ValidationException) -> dict[str, str]:
+    """`{field: problem}`; an unknown or missing field is named itself (Litestar names its parent)."""
     details: dict[str, str] = {}
     extra = exc.extra if isinstance(exc.extra, list) else []
     for item in extra:
         if not isinstance(item, dict):
             continue
         key = str(item.get("key") or item.get("source") or "body")
-        details[key] = str(item.get("message", "invalid"))
+        key = "body" if key == "data" else key
+        message = str(item.get("message", "invalid"))
+        named = _NAMED_FIELD.search(message)
+        if named:
+            key = named.group(1) if key == "body" else f"{key}.{named.group(1)}"
+        details[key] = message
     return details or {"body": exc.detail}
 
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, ExceptionGroup) and exc.exceptions:
+        # Litestar groups what a dependency's clean-up raised while the handler's error unwound
+        # (e.g. the unit of work failing to commit a kept change): answer for the first of them.
+        return handle_exception(request, exc.exceptions[0])
     if isinstance(exc, AppError):
         return app_error_response(exc)
     if isinstance(exc, ValidationException):

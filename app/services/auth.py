@@ -1,5 +1,9 @@
 """Registration, login, refresh-token rotation, logout and logout-all.
 
+Revocations are written to PostgreSQL (the truth) and to the Redis cache *before* the commit,
+so a Redis failure fails the request with nothing committed, and a committed revocation is
+already in force in every web process.
+
 Refresh tokens are opaque, single-use and stored hashed. One login starts a *session* whose id is
 the refresh-token family and the `sid` claim of its access tokens: spending a refresh token twice
 revokes the whole family and its session; logout revokes the session; logout-all bumps the user's
@@ -124,10 +128,9 @@ class AuthService:
         return await self._start_session(uow, user, vehicle_type.value if vehicle_type else None)
 
     async def _start_session(self, uow: AsyncUnitOfWork, user: User, vehicle_type: str | None) -> Session:
-        snapshot = snapshot_of(user, vehicle_type)
+        # No cache write here: the first authenticated request loads the snapshot on a miss.
         tokens = await self._issue(uow, user, family_id=uuid.uuid4())
-        uow.after_commit(lambda: self.store.put_user(snapshot))
-        return Session(user=snapshot, tokens=tokens)
+        return Session(user=snapshot_of(user, vehicle_type), tokens=tokens)
 
     async def _issue(self, uow: AsyncUnitOfWork, user: User, family_id: uuid.UUID) -> TokenPair:
         now = datetime.now(UTC)
@@ -215,7 +218,9 @@ class AuthService:
                     expires_at=now + timedelta(seconds=ttl), revoked_at=now)
             .on_conflict_do_nothing(index_elements=["session_id"])
         )
-        uow.after_commit(lambda: self.store.revoke_sessions([(family_id, ttl + 1)]))
+        # Revocations reach Redis *before* the commit: if Redis can't be told, nothing is
+        # committed (503); if the commit then fails, the session is only revoked early.
+        await self.store.revoke_sessions([(family_id, ttl + 1)])
 
 
 async def revoke_all_tokens(uow: AsyncUnitOfWork, user_id: uuid.UUID, *, reason: str,
@@ -233,5 +238,8 @@ async def revoke_all_tokens(uow: AsyncUnitOfWork, user_id: uuid.UUID, *, reason:
     await uow.session.flush()
     vehicle_type = await uow.session.scalar(select(Driver.vehicle_type).where(Driver.user_id == user_id))
     snapshot = snapshot_of(user, vehicle_type.value if vehicle_type else None)
-    uow.after_commit(lambda: store.put_user(snapshot))
+    # The stricter snapshot reaches Redis before the commit, so no request can pass on the old
+    # generation once the commit lands; if the commit fails, the entry is dropped and reloaded.
+    await store.put_user(snapshot)
+    uow.on_rollback(lambda: store.forget_user(user_id))
     return user

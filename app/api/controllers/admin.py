@@ -7,17 +7,17 @@ import uuid
 from litestar import Controller, post
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from app.api.dependencies import provide_principal, web_context
+from app.api.dependencies import CallerDep, UnitOfWorkDep, provide_principal, web_context
 from app.api.schemas import ReasonIn
-from app.db import AsyncUnitOfWork
 from app.services import accounts
 from app.services.access import Principal
 from models import Role
 
 
-async def provide_admin(principal: Principal) -> Principal:
+async def provide_admin(principal: CallerDep) -> Principal:
     principal.require_role(Role.ADMIN)
     return principal
 
@@ -28,15 +28,29 @@ class AdminController(Controller):
     dependencies = {"principal": Provide(provide_principal), "admin": Provide(provide_admin)}
 
     @post("/drivers/{driver_id:uuid}/suspend", status_code=HTTP_204_NO_CONTENT)
-    async def suspend(self, driver_id: uuid.UUID, data: ReasonIn, uow: AsyncUnitOfWork, state: State,
-                      admin: Principal) -> None:
+    async def suspend(
+        self,
+        driver_id: FromPath[uuid.UUID],
+        data: JSONBody[ReasonIn],
+        uow: UnitOfWorkDep,
+        state: State,
+        admin: CallerDep,
+    ) -> None:
         """Suspend a driver: every token refused at once (403), live sockets disconnected."""
-        await accounts.suspend_driver(uow, web_context(state).tokens, driver_id, data.reason,
-                                      actor_id=admin.id, actor_role=admin.role)
+        await accounts.suspend_driver(
+            uow, web_context(state).tokens, driver_id, data.reason, actor_id=admin.id, actor_role=admin.role
+        )
 
     @post("/drivers/{driver_id:uuid}/activate", status_code=HTTP_204_NO_CONTENT)
-    async def activate(self, driver_id: uuid.UUID, data: ReasonIn, uow: AsyncUnitOfWork, state: State,
-                       admin: Principal) -> None:
+    async def activate(
+        self,
+        driver_id: FromPath[uuid.UUID],
+        data: JSONBody[ReasonIn],
+        uow: UnitOfWorkDep,
+        state: State,
+        admin: CallerDep,
+    ) -> None:
         """Re-activate a driver; it logs in again (older tokens stay refused)."""
-        await accounts.activate_driver(uow, web_context(state).tokens, driver_id, data.reason,
-                                       actor_id=admin.id, actor_role=admin.role)
+        await accounts.activate_driver(
+            uow, web_context(state).tokens, driver_id, data.reason, actor_id=admin.id, actor_role=admin.role
+        )

@@ -1,0 +1,51 @@
+"""`/health`, `/ready` and the OpenAPI document, at the root."""
+
+from __future__ import annotations
+
+from app.settings import Settings
+from tests.integration.conftest import AppFactory, Client, RedisServer, error_code, with_redis
+
+
+async def test_health_answers_while_the_process_serves(api: Client) -> None:
+    response = await api.get("/health")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+async def test_ready_when_postgres_and_redis_answer(api: Client) -> None:
+    response = await api.get("/ready")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "checks": {"postgres": "ok", "redis": "ok"}}
+
+
+async def test_not_ready_names_redis_when_it_is_down(
+    settings: Settings, make_client: AppFactory, redis_server: RedisServer
+) -> None:
+    # Given a web process whose Redis has died
+    client = await make_client(with_redis(settings, redis_server.url))
+    assert (await client.get("/ready")).status_code == 200
+    redis_server.kill()
+
+    # When the orchestrator asks whether it is ready
+    response = await client.get("/ready")
+
+    # Then it is 503 SERVICE_UNAVAILABLE naming Redis, with PostgreSQL still fine
+    assert response.status_code == 503
+    assert error_code(response) == "SERVICE_UNAVAILABLE"
+    assert "redis" in response.json()["error"]["message"]
+    assert response.json()["error"]["details"] == {"checks": {"postgres": "ok", "redis": "unavailable"}}
+    # And liveness is unaffected
+    assert (await client.get("/health")).status_code == 200
+
+
+async def test_the_openapi_document_lists_the_auth_routes(api: Client) -> None:
+    response = await api.get("/schema/openapi.json")
+
+    assert response.status_code == 200
+    document = response.json()
+    assert document["openapi"].startswith("3.1")
+    for path in ("/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/auth/refresh",
+                 "/api/v1/auth/logout", "/api/v1/auth/logout-all", "/api/v1/me"):
+        assert path in document["paths"], path

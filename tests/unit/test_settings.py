@@ -1,0 +1,140 @@
+"""`load_settings()`: typed values from a mapping over an optional `.env`, with safe defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.settings import DEV_JWT_SECRET, SettingsError, load_settings
+
+PRIVATE_SECRET = "a-private-production-secret-0123456789"
+
+
+@pytest.fixture
+def no_env_file(tmp_path: Path) -> Path:
+    return tmp_path / "absent.env"
+
+
+def test_an_empty_environment_gives_the_development_defaults(no_env_file: Path) -> None:
+    settings = load_settings({}, env_file=no_env_file)
+
+    assert settings.env == "development"
+    assert settings.auth.jwt_secret == DEV_JWT_SECRET
+    assert settings.auth.access_token_ttl_s == 900
+    assert settings.auth.rate_limit_requests == 20
+    assert settings.auth.trust_forwarded_for is False
+    assert settings.dispatch.radii_km == (5.0, 10.0, 20.0)
+    assert settings.redis.url == "redis://127.0.0.1:6379/0"
+    assert settings.redis.key("auth", "x") == "farm:auth:x"
+    assert settings.log.format == "console"
+    assert settings.web.cors_origins == ()
+    assert settings.stripe.enabled is False
+    assert settings.twilio.enabled is False
+
+
+def test_values_are_typed(no_env_file: Path) -> None:
+    settings = load_settings(
+        {
+            "ACCESS_TOKEN_TTL": "60",
+            "DB_POOL_TIMEOUT": "2.5",
+            "TRUST_FORWARDED_FOR": "yes",
+            "DB_ECHO": "0",
+            "CORS_ORIGINS": "https://a.example, https://b.example,",
+            "REDIS_PREFIX": "blue",
+            "STRIPE_SECRET_KEY": "sk_test_x",
+        },
+        env_file=no_env_file,
+    )
+
+    assert settings.auth.access_token_ttl_s == 60
+    assert settings.db.pool_timeout_s == 2.5
+    assert settings.auth.trust_forwarded_for is True
+    assert settings.db.echo is False
+    assert settings.web.cors_origins == ("https://a.example", "https://b.example")
+    assert settings.redis.key("rl") == "blue:rl"
+    assert settings.stripe.enabled is True
+
+
+def test_an_empty_value_means_the_default(no_env_file: Path) -> None:
+    settings = load_settings({"ACCESS_TOKEN_TTL": "", "JWT_SECRET": ""}, env_file=no_env_file)
+
+    assert settings.auth.access_token_ttl_s == 900
+    assert settings.auth.jwt_secret == DEV_JWT_SECRET
+
+
+def test_the_environment_wins_over_the_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("ACCESS_TOKEN_TTL=120\nAUTH_RATE_LIMIT=7\n")
+
+    settings = load_settings({"ACCESS_TOKEN_TTL": "300"}, env_file=env_file)
+
+    assert settings.auth.access_token_ttl_s == 300
+    assert settings.auth.rate_limit_requests == 7
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ACCESS_TOKEN_TTL", "fifteen"),
+        ("AUTH_RATE_LIMIT", "1.5"),
+        ("DB_POOL_TIMEOUT", "soon"),
+        ("TRUST_FORWARDED_FOR", "maybe"),
+        ("APP_ENV", "staging"),
+        ("LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_a_malformed_value_is_refused_by_name(no_env_file: Path, name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings({name: value}, env_file=no_env_file)
+
+
+def test_production_refuses_the_development_jwt_secret(no_env_file: Path) -> None:
+    with pytest.raises(SettingsError, match="JWT_SECRET"):
+        load_settings({"APP_ENV": "production"}, env_file=no_env_file)
+    with pytest.raises(SettingsError, match="JWT_SECRET"):
+        load_settings({"APP_ENV": "production", "JWT_SECRET": DEV_JWT_SECRET}, env_file=no_env_file)
+
+
+def test_production_starts_with_a_private_secret_and_logs_json(no_env_file: Path) -> None:
+    settings = load_settings({"APP_ENV": "production", "JWT_SECRET": PRIVATE_SECRET}, env_file=no_env_file)
+
+    assert settings.env == "production"
+    assert settings.auth.jwt_secret == PRIVATE_SECRET
+    assert settings.log.format == "json"
+
+
+def test_a_short_jwt_secret_is_refused(no_env_file: Path) -> None:
+    with pytest.raises(SettingsError, match="32"):
+        load_settings({"JWT_SECRET": "too-short"}, env_file=no_env_file)
+
+
+@pytest.mark.parametrize(
+    ("value", "radii"),
+    [("3,7.5,15", (3.0, 7.5, 15.0)), (" 2 , 4 ", (2.0, 4.0)), ("12", (12.0,)), ("1,2,", (1.0, 2.0))],
+)
+def test_dispatch_radii_are_parsed(no_env_file: Path, value: str, radii: tuple[float, ...]) -> None:
+    assert load_settings({"DISPATCH_RADII_KM": value}, env_file=no_env_file).dispatch.radii_km == radii
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("10,5", id="decreasing"),
+        pytest.param("0,5", id="zero"),
+        pytest.param("-1,5", id="negative"),
+        pytest.param("5,ten", id="not-a-number"),
+        pytest.param(",", id="no-number"),
+    ],
+)
+def test_bad_dispatch_radii_are_refused(no_env_file: Path, value: str) -> None:
+    with pytest.raises(SettingsError, match="DISPATCH_RADII_KM"):
+        load_settings({"DISPATCH_RADII_KM": value}, env_file=no_env_file)
+
+
+@pytest.mark.parametrize("value", ["nan", "5,nan,3", "5,5"], ids=["nan", "nan-in-the-middle", "repeated"])
+def test_radii_that_are_not_numbers_or_not_strictly_increasing_are_refused(
+    no_env_file: Path, value: str
+) -> None:
+    with pytest.raises(SettingsError, match="DISPATCH_RADII_KM"):
+        load_settings({"DISPATCH_RADII_KM": value}, env_file=no_env_file)
