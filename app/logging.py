@@ -20,8 +20,13 @@ def configure_logging(settings: LogSettings, *, process: str) -> None:
     """Route structlog and the standard library's logging through one renderer."""
     global _configured
     level = getattr(logging, settings.level)
+    def add_process(_: object, __: str, event_dict: structlog.types.EventDict) -> structlog.types.EventDict:
+        event_dict.setdefault("process", process)
+        return event_dict
+
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_process,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -53,9 +58,14 @@ def configure_logging(settings: LogSettings, *, process: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("uvicorn.access", "apscheduler.executors.default", "engineio.server", "socketio.server"):
+    # Servers that install their own handlers (uvicorn) log through ours instead.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        server_logger = logging.getLogger(name)
+        server_logger.handlers.clear()
+        server_logger.propagate = True
+    for noisy in ("uvicorn.access", "apscheduler.executors.default", "apscheduler.scheduler",
+                  "engineio.server", "socketio.server", "alembic", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    structlog.contextvars.bind_contextvars(process=process)
     _configured = True
 
 

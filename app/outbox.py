@@ -37,7 +37,7 @@ def add_job(session: Session, actor: str, queue: str, *args: Any, delay_ms: int 
     """Write a job for `actor` into the outbox of this (sync) transaction; returns its message id."""
     row = _row(actor, queue, args, kwargs, delay_ms)
     session.execute(insert(OutboxMessage).values(**row))
-    return row["message_id"]  # type: ignore[no-any-return]
+    return row["message_id"]
 
 
 async def add_job_async(session: AsyncSession, actor: str, queue: str, *args: Any,
@@ -45,4 +45,4 @@ async def add_job_async(session: AsyncSession, actor: str, queue: str, *args: An
     """Write a job for `actor` into the outbox of this (async) transaction; returns its message id."""
     row = _row(actor, queue, args, kwargs, delay_ms)
     await session.execute(insert(OutboxMessage).values(**row))
-    return row["message_id"]  # type: ignore[no-any-return]
+    return row["message_id"]

@@ -53,9 +53,10 @@ def job(
             fn(ctx, *args, **kwargs)
             uow.commit()
 
-        return dramatiq.actor(
-            run, actor_name=name, queue_name=queue, broker=broker, max_retries=max_retries,
+        declare = dramatiq.actor(
+            actor_name=name, queue_name=queue, broker=broker, max_retries=max_retries,
             min_backoff=min_backoff_ms, max_backoff=max_backoff_ms, time_limit=time_limit_ms, **options,
         )
+        return declare(run)
 
     return decorator

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import traceback
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +35,7 @@ class LogContext(Middleware):
     ) -> None:
         structlog.contextvars.unbind_contextvars("message_id", "actor", "queue")
 
-    after_skip_message = after_process_message  # type: ignore[assignment]
+    after_skip_message = after_process_message
 
 
 class SessionPerMessage(Middleware):
@@ -63,9 +64,11 @@ class SessionPerMessage(Middleware):
                 uow.close()
                 context.set_unit_of_work(None)
 
-    after_skip_message = after_process_message  # type: ignore[assignment]
+    after_skip_message = after_process_message
 
-    def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        # After the worker threads and the relay have stopped: closing before would leave running
+        # jobs on a disposed engine and let them open a fresh set of clients nobody closes.
         from workers.resources import close_resources
 
         close_resources()
@@ -97,23 +100,34 @@ class FailedJobRecorder(Middleware):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._runs_before = threading.local()
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        # `Retries` counts a failed run in `options["retries"]`, except one that raised an
+        # exception listed in `throws=`: remember the count this run started from.
+        self._runs_before.value = (message.message_id, int(message.options.get("retries", 0)))
 
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: Any = None
     ) -> None:
         if exception is not None and message.failed:
-            self._record(message, exception)
+            started = getattr(self._runs_before, "value", None)
+            attempts = started[1] + 1 if started and started[0] == message.message_id else None
+            self._record(message, exception, attempts=attempts)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
-        if message.failed:
-            self._record(message, message._exception or RuntimeError("message skipped"))
+        if message.failed:  # refused before running (e.g. by AgeLimit): this try isn't a run
+            self._record(message, message._exception or RuntimeError("message skipped"),
+                         attempts=int(message.options.get("retries", 0)))
 
-    def _record(self, message: MessageProxy, exception: BaseException) -> None:
+    def _record(self, message: MessageProxy, exception: BaseException, *,
+                attempts: int | None) -> None:
         from workers.resources import get_resources
 
         row = failed_job_row(message.message_id, message.queue_name, message.actor_name,
                              list(message.args), dict(message.kwargs), dict(message.options),
-                             exception, message.message_timestamp, source="worker")
+                             exception, message.message_timestamp, source="worker",
+                             attempts=attempts)
         try:
             with get_resources().sessions.begin() as session:
                 session.execute(insert(FailedJob).values(**row).on_conflict_do_nothing(
@@ -136,8 +150,13 @@ def failed_job_row(
     *,
     source: str,
     traceback_text: str | None = None,
+    attempts: int | None = None,
 ) -> dict[str, Any]:
-    """The `failed_jobs` row for one message (shared by the recorder and the dead-letter import)."""
+    """The `failed_jobs` row for one message (shared by the recorder and the dead-letter import).
+
+    `attempts` is how many times the actor ran. Without it, it is derived from the message as last
+    enqueued (a dead letter): `Retries` enqueues run n+1 with `retries` = n, so that plus one.
+    """
     options = {k: v for k, v in options.items() if k != "traceback"}
     if exception is not None:
         tb = "".join(traceback.format_exception(exception))
@@ -159,7 +178,7 @@ def failed_job_row(
         "exception_type": exc_type[:200],
         "exception_message": exc_message,
         "traceback": tb,
-        "attempts": int(options.get("retries", 0)) or 1,
+        "attempts": attempts if attempts is not None else int(options.get("retries", 0)) + 1,
         "enqueued_at": enqueued_at,
         "source": source,
     }

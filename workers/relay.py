@@ -27,6 +27,9 @@ from models import OutboxMessage
 
 log = get_logger("workers.relay")
 
+#: How often a relay waiting for a notification checks whether it was asked to stop (seconds).
+STOP_CHECK_S = 0.25
+
 
 def _libpq_dsn(url: str) -> str:
     sa_url = make_url(url)
@@ -95,6 +98,16 @@ class OutboxRelay(threading.Thread):
             log.debug("outbox.relayed", count=moved)
         return moved
 
+    def _wait(self, listen_conn: psycopg.Connection[Any], interval: float) -> None:
+        """Return on a notification, after `interval` seconds, or within moments of `stop()`."""
+        deadline = time.monotonic() + interval
+        while not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            for _ in listen_conn.notifies(timeout=min(remaining, STOP_CHECK_S), stop_after=1):
+                return
+
     def run(self) -> None:
         interval = self.settings.worker.relay_poll_interval_s
         while not self._stopping.is_set():
@@ -105,8 +118,7 @@ class OutboxRelay(threading.Thread):
                     log.info("outbox.relay_started")
                     self.drain()
                     while not self._stopping.is_set():
-                        for _ in listen_conn.notifies(timeout=interval, stop_after=1):
-                            break
+                        self._wait(listen_conn, interval)
                         self.drain()
             except Exception as error:
                 log.error("outbox.relay_error", error=repr(error))

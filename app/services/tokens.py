@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import CursorResult, Result, delete, or_, select
 from sqlalchemy.orm import Session
 
 from models import RefreshToken, RevokedSession
@@ -29,9 +30,14 @@ def purge_expired(session: Session, *, now: datetime, retention: timedelta) -> P
     tokens = 0
     while True:
         ids = select(RefreshToken.id).where(stale).limit(BATCH).scalar_subquery()
-        deleted = session.execute(delete(RefreshToken).where(RefreshToken.id.in_(ids))).rowcount
-        tokens += deleted or 0
+        deleted = _rowcount(session.execute(delete(RefreshToken).where(RefreshToken.id.in_(ids))))
+        tokens += deleted
         if not deleted or deleted < BATCH:
             break
-    sessions = session.execute(delete(RevokedSession).where(RevokedSession.expires_at < now)).rowcount
-    return PurgeReport(refresh_tokens=tokens, revoked_sessions=sessions or 0)
+    sessions = _rowcount(session.execute(delete(RevokedSession).where(RevokedSession.expires_at < now)))
+    return PurgeReport(refresh_tokens=tokens, revoked_sessions=sessions)
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows a DELETE removed (a DML statement's result is a `CursorResult`)."""
+    return cast(CursorResult[Any], result).rowcount or 0
