@@ -33,6 +33,16 @@ class BusJson:
         return msgspec.json.decode(data)
 
 
+def disconnect_message(sid: str, host_id: str) -> dict[str, Any]:
+    """The pub/sub message that makes the socket server holding `sid` disconnect it.
+
+    A write-only manager's own `disconnect()` first applies the message to its local server, which
+    it does not have (AttributeError on `None.disconnect`), and never publishes it; so the
+    publishers send python-socketio's message themselves.
+    """
+    return {"method": "disconnect", "sid": sid, "namespace": "/", "host_id": host_id}
+
+
 def stamp(payload: dict[str, Any]) -> dict[str, Any]:
     """Every payload carries `at` (RFC 3339 UTC) unless the caller set it."""
     if "at" not in payload:
@@ -52,7 +62,7 @@ class Publisher:
         log.debug("realtime.emitted", event_name=event, room=room)
 
     def disconnect(self, sid: str) -> None:
-        self._manager.disconnect(sid, namespace="/")
+        self._manager._publish(disconnect_message(sid, self._manager.host_id))
 
     def close(self) -> None:
         redis_client = getattr(self._manager, "redis", None)
@@ -72,4 +82,4 @@ class AsyncPublisher:
         log.debug("realtime.emitted", event_name=event, room=room)
 
     async def disconnect(self, sid: str) -> None:
-        await self._manager.disconnect(sid, namespace="/")
+        await self._manager._publish(disconnect_message(sid, self._manager.host_id))

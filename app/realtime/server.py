@@ -44,12 +44,10 @@ def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, c
             principal = await ctx.gate.authenticate(token if isinstance(token, str) else None)
         except AppError as error:
             log.info("socket.refused", code=error.code)
-            raise socketio.exceptions.ConnectionRefusedError(
-                {"code": error.code, "message": error.message}
-            ) from None
+            raise socketio.exceptions.ConnectionRefusedError(error.message, {"code": error.code}) from None
         except REDIS_ERRORS:
             raise socketio.exceptions.ConnectionRefusedError(
-                {"code": "SERVICE_UNAVAILABLE", "message": "Try again shortly."}
+                "Try again shortly.", {"code": "SERVICE_UNAVAILABLE"}
             ) from None
         user_id = str(principal.id)
         await sio.save_session(sid, {"user_id": user_id, "role": principal.role,
