@@ -42,6 +42,14 @@ class RedisKeys:
     def revoked_session(self, session_id: object) -> str:
         return self._k("auth", "revoked-session", session_id)
 
+    def revoked_sessions_index(self) -> str:
+        """Sorted set of revoked session ids scored by when their revocation lapses (epoch s)."""
+        return self._k("auth", "revoked-sessions")
+
+    def auth_changes_channel(self) -> str:
+        """Pub/sub channel announcing revocations and user changes to every web process."""
+        return self._k("auth", "changes")
+
     def revocations_loaded(self) -> str:
         """Present while the revocation cache mirrors PostgreSQL (absent after a Redis restart)."""
         return self._k("auth", "revocations-loaded")

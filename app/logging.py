@@ -6,6 +6,7 @@ Context (`request_id` per request, `message_id`/`actor` per job) is bound with
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 
@@ -67,6 +68,20 @@ def configure_logging(settings: LogSettings, *, process: str) -> None:
                   "engineio.server", "socketio.server", "alembic", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _configured = True
+
+
+def freeze_startup_objects() -> None:
+    """Move everything allocated at start-up out of the garbage collector's reach.
+
+    A long-lived process keeps its modules, settings and clients for ever; leaving them to the
+    cyclic collector makes every full collection walk them again (tens of milliseconds, stalling
+    every request in flight). Call once, when start-up is done.
+    """
+    gc.collect()
+    gc.freeze()
+    # Young collections every 700 allocations are most of the collector's pauses under load;
+    # requests allocate short-lived objects that reference counting frees anyway.
+    gc.set_threshold(20_000, 20, 20)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 import jwt
+import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -85,37 +89,69 @@ def issue_access_token(
     return token, claims
 
 
-def decode_access_token(settings: AuthSettings, token: str) -> AccessClaims:
-    """Verify signature and expiry; raise `TokenExpired` or `InvalidToken`.
+class _Header(msgspec.Struct):
+    alg: str
 
-    `iat` is not checked against this machine's clock: a token minted a second ahead on another
-    web machine is ours (the signature says so), and `exp` still bounds its life exactly.
+
+class _AccessPayload(msgspec.Struct):
+    sub: uuid.UUID
+    role: str
+    jti: str
+    sid: uuid.UUID
+    gen: int
+    iat: int | float
+    exp: int | float
+    typ: str
+
+
+_header_decoder = msgspec.json.Decoder(_Header)
+_payload_decoder = msgspec.json.Decoder(_AccessPayload)
+
+
+def _b64url(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def decode_access_token(settings: AuthSettings, token: str, *, now: float | None = None) -> AccessClaims:
+    """Verify an HS256 access token; raise `TokenExpired` or `InvalidToken`.
+
+    This runs on every authenticated request and socket connect, so it is a direct HS256 check
+    (HMAC-SHA256 over `header.payload`, constant-time compare, then typed claim decoding) rather
+    than a general JWT library: the algorithm is fixed by us, never read from the token. Tokens
+    are minted with PyJWT (`issue_access_token`). `iat` is not checked against this machine's
+    clock (a token minted a second ahead on another web machine is ours); `exp` is exact.
     """
     try:
-        payload = jwt.decode(
-            token,
-            settings.jwt_secret,
-            algorithms=[settings.jwt_algorithm],
-            options={"require": ["sub", "jti", "iat", "exp", "role", "sid", "gen"], "verify_iat": False},
-        )
-    except jwt.ExpiredSignatureError as exc:
-        raise TokenExpired() from exc
-    except jwt.PyJWTError as exc:
+        signing_input, _, signature = token.rpartition(".")
+        header_segment, _, payload_segment = signing_input.partition(".")
+        if not header_segment or not payload_segment or "." in payload_segment:
+            raise InvalidToken()
+        expected = hmac.new(_jwt_key(settings.jwt_secret), signing_input.encode("ascii"), hashlib.sha256)
+        if not hmac.compare_digest(expected.digest(), _b64url(signature)):
+            raise InvalidToken()
+        if _header_decoder.decode(_b64url(header_segment)).alg != settings.jwt_algorithm:
+            raise InvalidToken()
+        payload = _payload_decoder.decode(_b64url(payload_segment))
+    except (ValueError, TypeError, msgspec.DecodeError, UnicodeError) as exc:
         raise InvalidToken() from exc
-    if payload.get("typ") != "access":
+    if payload.typ != "access":
         raise InvalidToken()
-    try:
-        return AccessClaims(
-            user_id=uuid.UUID(payload["sub"]),
-            role=str(payload["role"]),
-            jti=str(payload["jti"]),
-            session_id=uuid.UUID(payload["sid"]),
-            generation=int(payload["gen"]),
-            issued_at=int(payload["iat"]),
-            expires_at=int(payload["exp"]),
-        )
-    except (ValueError, TypeError) as exc:
-        raise InvalidToken() from exc
+    if payload.exp <= (time.time() if now is None else now):
+        raise TokenExpired()
+    return AccessClaims(
+        user_id=payload.sub,
+        role=payload.role,
+        jti=payload.jti,
+        session_id=payload.sid,
+        generation=payload.gen,
+        issued_at=int(payload.iat),
+        expires_at=int(payload.exp),
+    )
+
+
+@lru_cache(maxsize=4)
+def _jwt_key(secret: str) -> bytes:
+    return secret.encode()
 
 
 def new_refresh_token() -> tuple[str, str]:

@@ -53,6 +53,7 @@ class RedisSettings:
 @dataclass(frozen=True)
 class AuthSettings:
     jwt_secret: str = DEV_JWT_SECRET
+    #: Access tokens are HS256 (the verifier is specialised for it).
     jwt_algorithm: str = "HS256"
     access_token_ttl_s: int = 15 * 60
     refresh_token_ttl_s: int = 7 * 24 * 3600

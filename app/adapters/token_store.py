@@ -9,6 +9,7 @@ PostgreSQL is the truth; Redis is a cache that must never let a revoked token ba
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -18,7 +19,7 @@ import redis.asyncio as aredis
 
 from app.keys import RedisKeys
 
-# Store the snapshot unless the stored one has a newer generation.
+# Store the snapshot unless the stored one has a newer generation; announce it if asked to.
 _CAS_SNAPSHOT = """
 local current = redis.call('GET', KEYS[1])
 if current then
@@ -28,8 +29,16 @@ if current then
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
+end
 return 1
 """
+
+#: Messages on the auth-changes channel (see `app.adapters.access_cache`).
+USER_CHANGED = "u"
+SESSION_REVOKED = "s"
+CACHE_REBUILT = "r"
 
 
 class UserSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,25 +88,51 @@ class TokenStore:
         )
 
     async def forget_user(self, user_id: uuid.UUID) -> None:
-        """Drop the cached snapshot: the next check reloads it from PostgreSQL."""
-        await self._redis.delete(self._keys.user_snapshot(user_id))
+        """Drop the cached snapshot (here and in every process): the next check reloads it."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(self._keys.user_snapshot(user_id))
+        pipe.publish(self._keys.auth_changes_channel(), f"{USER_CHANGED}|{user_id}")
+        await pipe.execute()
 
     async def is_session_revoked(self, session_id: uuid.UUID) -> bool:
         return bool(await self._redis.exists(self._keys.revoked_session(session_id)))
 
-    async def put_user(self, snapshot: UserSnapshot) -> None:
+    async def put_user(self, snapshot: UserSnapshot, *, announce: bool) -> None:
+        """Cache a snapshot (compare-and-set on its generation).
+
+        `announce=True` for a change (every process drops its copy); a cache fill of what
+        PostgreSQL already says is not announced.
+        """
+        channel = self._keys.auth_changes_channel() if announce else ""
         await self._cas(
             keys=[self._keys.user_snapshot(snapshot.id)],
-            args=[_encoder.encode(snapshot), snapshot.generation, self._user_ttl_s],
+            args=[_encoder.encode(snapshot), snapshot.generation, self._user_ttl_s, channel,
+                  f"{USER_CHANGED}|{snapshot.id}"],
         )
 
     async def revoke_sessions(self, sessions: Iterable[tuple[uuid.UUID, int]]) -> None:
-        """Mark sessions revoked for `ttl` seconds each (the longest an access token lives)."""
-        pipe = self._redis.pipeline(transaction=False)
+        """Mark sessions revoked for `ttl` seconds each (the longest an access token lives).
+
+        The per-session key, the index and the announcement are written atomically (MULTI).
+        """
+        now = time.time()
+        pipe = self._redis.pipeline(transaction=True)
+        index = self._keys.revoked_sessions_index()
         for session_id, ttl in sessions:
             if ttl > 0:
+                lapses = int(now + ttl)
                 pipe.set(self._keys.revoked_session(session_id), "1", ex=ttl)
+                pipe.zadd(index, {str(session_id): lapses})
+                pipe.publish(self._keys.auth_changes_channel(), f"{SESSION_REVOKED}|{session_id}|{lapses}")
+        pipe.zremrangebyscore(index, "-inf", now)
         await pipe.execute()
+
+    async def revoked_sessions(self) -> dict[uuid.UUID, float]:
+        """Every session revocation still in force: id → when it lapses (epoch seconds)."""
+        rows = await self._redis.zrangebyscore(
+            self._keys.revoked_sessions_index(), time.time(), "+inf", withscores=True
+        )
+        return {uuid.UUID(str(row[0])): float(row[1]) for row in rows}
 
     async def try_lock_rebuild(self, ttl_s: int = 10) -> bool:
         return bool(await self._redis.set(self._keys.revocations_rebuild_lock(), "1", nx=True, ex=ttl_s))
@@ -107,6 +142,7 @@ class TokenStore:
         pipe = self._redis.pipeline(transaction=False)
         pipe.set(self._keys.revocations_loaded(), "1")
         pipe.delete(self._keys.revocations_rebuild_lock())
+        pipe.publish(self._keys.auth_changes_channel(), CACHE_REBUILT)
         await pipe.execute()
 
     async def is_loaded(self) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 
@@ -20,6 +20,7 @@ from app.api.controllers.auth import AuthController, me
 from app.api.controllers.health import health, ready
 from app.api.dependencies import provide_uow
 from app.api.errors import handle_exception
+from app.logging import freeze_startup_objects
 from app.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -37,7 +38,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")[:64]
                 break
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or os.urandom(12).hex()
         structlog.contextvars.bind_contextvars(request_id=request_id)
 
         async def send_with_id(message: Message) -> None:
@@ -60,6 +61,8 @@ def create_app(settings: Settings, context_factory: Callable[[], WebContext] | N
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         ctx = context_factory() if context_factory else WebContext.build(settings)
         app.state.ctx = ctx
+        ctx.start()
+        freeze_startup_objects()
         try:
             yield
         finally:

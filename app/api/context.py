@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import redis.asyncio as aredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.adapters.access_cache import AccessMirror
 from app.adapters.rate_limiter import RateLimiter
 from app.adapters.realtime import AsyncPublisher
 from app.adapters.token_store import TokenStore
@@ -30,6 +32,8 @@ class WebContext:
     auth: AuthService
     limiter: RateLimiter
     publisher: AsyncPublisher
+    mirror: AccessMirror
+    _mirror_task: asyncio.Task[None] | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> WebContext:
@@ -38,6 +42,7 @@ class WebContext:
         client = create_async_redis(settings.redis)
         keys = RedisKeys(settings.redis)
         tokens = TokenStore(client, keys, settings.auth.user_cache_ttl_s)
+        mirror = AccessMirror(client, tokens, keys.auth_changes_channel())
         return cls(
             settings=settings,
             engine=engine,
@@ -45,12 +50,29 @@ class WebContext:
             redis=client,
             keys=keys,
             tokens=tokens,
-            gate=AccessGate(settings.auth, tokens, sessions),
+            gate=AccessGate(settings.auth, tokens, sessions, mirror),
+            mirror=mirror,
             auth=AuthService(settings.auth, tokens),
             limiter=RateLimiter(client, keys),
             publisher=AsyncPublisher(settings.redis),
         )
 
+    def start(self) -> None:
+        """Start following the auth-changes channel (call inside the running event loop)."""
+        if self._mirror_task is None:
+            self._mirror_task = asyncio.create_task(
+                self.mirror.run(self.gate.ensure_revocations_loaded), name="auth-mirror"
+            )
+
     async def close(self) -> None:
+        if self._mirror_task is not None:
+            # A cancellation that lands while a Redis connect is completing can be swallowed
+            # (asyncio timeouts in Python 3.11), so ask again until the task has stopped.
+            for _ in range(30):
+                self._mirror_task.cancel()
+                done, _ = await asyncio.wait({self._mirror_task}, timeout=0.1)
+                if done:
+                    break
+            self._mirror_task = None
         await self.redis.aclose()
         await self.engine.dispose()

@@ -1,4 +1,7 @@
-"""Who is calling: verify an access token and check it against revocations, in one Redis trip.
+"""Who is calling: verify an access token and check it against revocations.
+
+From the process's live mirror of the revocation cache when it has the user (no I/O), otherwise
+with one Redis round trip (and PostgreSQL on a cache miss).
 
 Used by every authenticated HTTP route and by the Socket.IO connect handler. It fails closed: if
 Redis can't be asked, the caller gets `ServiceUnavailable` (503), never access.
@@ -14,6 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.adapters.access_cache import AccessMirror
 from app.adapters.token_store import TokenStore, UserSnapshot
 from app.errors import AccountDeactivated, Forbidden, InvalidToken, ServiceUnavailable, TokenRevoked
 from app.logging import get_logger
@@ -76,15 +80,29 @@ class AccessGate:
     """Turns a bearer token into a `Principal` or raises the API's auth error."""
 
     def __init__(self, settings: AuthSettings, store: TokenStore,
-                 sessions: async_sessionmaker[AsyncSession]) -> None:
+                 sessions: async_sessionmaker[AsyncSession], mirror: AccessMirror | None = None) -> None:
         self._settings = settings
         self._store = store
         self._sessions = sessions
+        self._mirror = mirror
 
     async def authenticate(self, token: str | None) -> Principal:
         if not token:
             raise InvalidToken("An access token is required.")
         claims = decode_access_token(self._settings, token)
+        mirror = self._mirror
+        if mirror is None:
+            return await self._authenticate_from_redis(claims)
+        user = mirror.user(claims.user_id)
+        if user is not None:
+            return self._verdict(claims, user, mirror.session_revoked(claims.session_id))
+        epoch = mirror.epoch
+        principal = await self._authenticate_from_redis(claims)
+        mirror.remember(principal.user, epoch)
+        return principal
+
+    async def _authenticate_from_redis(self, claims: AccessClaims) -> Principal:
+        """The slow path: one Redis round trip (and PostgreSQL on a cache miss)."""
         state = await self._store.access_state(claims.session_id, claims.user_id)
         revoked = state.session_revoked
         if not state.loaded:
@@ -96,12 +114,21 @@ class AccessGate:
                 user = await load_snapshot(session, claims.user_id)
             if user is None:
                 raise InvalidToken("The token's account no longer exists.")
-            await self._store.put_user(user)
+            await self._store.put_user(user, announce=False)
+        return self._verdict(claims, user, revoked)
+
+    @staticmethod
+    def _verdict(claims: AccessClaims, user: UserSnapshot, session_revoked: bool) -> Principal:
         if not user.is_active:
             raise AccountDeactivated()
-        if revoked or claims.generation < user.generation:
+        if session_revoked or claims.generation < user.generation:
             raise TokenRevoked()
         return Principal(claims=claims, user=user)
+
+    async def ensure_revocations_loaded(self) -> None:
+        """Rebuild the revocation cache from PostgreSQL if Redis lost it (the mirror calls this)."""
+        if not await self._store.is_loaded():
+            await self._rebuild_revocations()
 
     async def _rebuild_revocations(self) -> None:
         """Reload revoked sessions from PostgreSQL into an empty (restarted) Redis."""

@@ -240,6 +240,6 @@ async def revoke_all_tokens(uow: AsyncUnitOfWork, user_id: uuid.UUID, *, reason:
     snapshot = snapshot_of(user, vehicle_type.value if vehicle_type else None)
     # The stricter snapshot reaches Redis before the commit, so no request can pass on the old
     # generation once the commit lands; if the commit fails, the entry is dropped and reloaded.
-    await store.put_user(snapshot)
+    await store.put_user(snapshot, announce=True)
     uow.on_rollback(lambda: store.forget_user(user_id))
     return user

@@ -39,11 +39,22 @@ TARGET_P99_MS = 30.0
 WARM_UP_S = 2
 
 
+def split_cpus(no_pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """CPU 0 for the web process, the rest for wrk (None: no pinning, or a single-CPU machine)."""
+    available = sorted(os.sched_getaffinity(0))
+    if no_pin or len(available) < 2:
+        return None, None
+    return {available[0]}, set(available[1:])
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="wrk against authenticated GET /api/v1/me")
     parser.add_argument("--duration", type=int, default=10, help="measured seconds (default 10)")
     parser.add_argument("--connections", type=int, default=64, help="open connections (default 64)")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="let the OS place wrk and the web process (default: web on CPU 0, wrk on "
+                             "the others, so the load generator does not preempt the server)")
     parser.add_argument("--profile", type=Path, metavar="PATH",
                         help="also sample the web process with py-spy during the measured run "
                              "(.svg flame graph, .txt collapsed stacks, .json speedscope); "
@@ -121,18 +132,21 @@ def main(argv: list[str] | None = None) -> int:
         web = WebProcess.start({**stack.env, "LOG_LEVEL": "WARNING",
                                 "ACCESS_TOKEN_TTL": str(max(900, args.duration + WARM_UP_S + 300))})
         web.wait_ready()
+        web_cpus, wrk_cpus = split_cpus(args.no_pin)
+        if web_cpus:
+            web.pin(web_cpus)
         token = sign_up(web.base_url)
         url = f"{web.base_url}/api/v1/me"
         wrk_env = {"BENCH_TOKEN": token}
         say(f"warming up for {WARM_UP_S} s")
         run_wrk(wrk, url, SCRIPT, duration_s=WARM_UP_S, connections=args.connections,
-                threads=args.threads, env=wrk_env)
+                threads=args.threads, env=wrk_env, cpus=wrk_cpus)
         load = os.getloadavg()
         say(f"measuring for {args.duration} s")
         profiler = start_profiler(py_spy, web.pid, args.duration, args.profile) if py_spy else None
         cpu_before = web.cpu_seconds()
         result = run_wrk(wrk, url, SCRIPT, duration_s=args.duration, connections=args.connections,
-                         threads=args.threads, env=wrk_env)
+                         threads=args.threads, env=wrk_env, cpus=wrk_cpus)
         cpu_s = web.cpu_seconds() - cpu_before
         if profiler is not None:
             _, errors = profiler.communicate(timeout=60)

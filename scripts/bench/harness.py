@@ -106,11 +106,16 @@ class WrkResult:
 
 
 def run_wrk(wrk: str, url: str, script: Path, *, duration_s: int, connections: int, threads: int,
-            env: Mapping[str, str]) -> WrkResult:
+            env: Mapping[str, str], cpus: set[int] | None = None) -> WrkResult:
     argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--timeout", "5s",
             "-s", str(script), url]
+
+    def pin() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
     done = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=duration_s + 60)
+                          timeout=duration_s + 60, preexec_fn=pin)
     if done.returncode != 0:
         raise BenchError(f"wrk exited {done.returncode}: {done.stderr.strip()[-1000:]}")
     return WrkResult.parse(done.stdout)
@@ -247,6 +252,11 @@ class WebProcess:
                     last = repr(error)
                 time.sleep(0.1)
         raise BenchError(f"/ready did not answer 200 in {timeout_s:.0f} s ({last}):\n{self.output()[-3000:]}")
+
+    def pin(self, cpus: set[int]) -> None:
+        """Keep the web process (every thread) on `cpus`, away from the load generator."""
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            os.sched_setaffinity(int(task.name), cpus)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the process has used so far (Linux)."""

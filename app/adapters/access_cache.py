@@ -1,0 +1,154 @@
+"""A per-process mirror of the revocation cache, kept current over Redis pub/sub.
+
+Authenticating a request needs three facts: the revocation cache is loaded, the token's session
+is not revoked, and the user's snapshot (active, token generation). Redis holds them; asking it on
+every request costs a round trip and most of a web process's CPU. This mirror answers from memory
+while — and only while — its subscription to the auth-changes channel is live:
+
+- it subscribes first, then loads every revocation still in force from Redis, so nothing revoked
+  in between is missed (revocations only add, user changes only drop: order does not matter);
+- writers change Redis and announce it in the same atomic step (`TokenStore`), so a revocation
+  reaches every process within the pub/sub delivery time, and before the writer's commit;
+- user snapshots are filled on a miss from the slow path, and a fill that raced an announcement
+  is discarded (the `epoch` counter), so an older snapshot never outlives a newer one;
+- if the subscription drops (Redis restarted or unreachable), the mirror empties itself and every
+  check goes back to Redis, which fails closed (503) while Redis is down.
+Revocations cannot happen without Redis (writers fail first), so while Redis is unreachable the
+mirror can only be missing changes that were never made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aredis
+
+from app.adapters.token_store import (
+    CACHE_REBUILT,
+    SESSION_REVOKED,
+    USER_CHANGED,
+    TokenStore,
+    UserSnapshot,
+)
+from app.logging import get_logger
+
+log = get_logger("auth.mirror")
+
+#: Silence on the subscription longer than this (despite pings) means it is dead.
+PING_EVERY_S = 2.0
+DEAD_AFTER_S = 6.0
+
+
+class AccessMirror:
+    def __init__(self, client: aredis.Redis, store: TokenStore, channel: str, *,
+                 user_ttl_s: float = 60.0) -> None:
+        self._client = client
+        self._store = store
+        self._channel = channel
+        self._user_ttl_s = user_ttl_s
+        self._users: dict[uuid.UUID, tuple[UserSnapshot, float]] = {}
+        self._revoked: dict[uuid.UUID, float] = {}
+        self._live = False
+        #: Bumped by every announcement that may make a cached snapshot stale.
+        self.epoch = 0
+
+    @property
+    def live(self) -> bool:
+        return self._live
+
+    # --- reads (request path) -------------------------------------------------------------------
+    def user(self, user_id: uuid.UUID) -> UserSnapshot | None:
+        """The cached snapshot, or None (not live, missing or past its local lifetime)."""
+        if not self._live:
+            return None
+        entry = self._users.get(user_id)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def session_revoked(self, session_id: uuid.UUID) -> bool:
+        lapses = self._revoked.get(session_id)
+        return lapses is not None and lapses > time.time()
+
+    def remember(self, user: UserSnapshot, epoch: int) -> None:
+        """Cache a snapshot read on the slow path, unless an announcement arrived meanwhile."""
+        if self._live and epoch == self.epoch:
+            self._users[user.id] = (user, time.monotonic() + self._user_ttl_s)
+
+    # --- announcements ---------------------------------------------------------------------------
+    def apply(self, message: str) -> None:
+        kind, _, rest = message.partition("|")
+        if kind == SESSION_REVOKED:
+            session_id, _, lapses = rest.partition("|")
+            self._revoked[uuid.UUID(session_id)] = float(lapses)
+        elif kind == USER_CHANGED:
+            self.epoch += 1
+            self._users.pop(uuid.UUID(rest), None)
+        elif kind == CACHE_REBUILT:
+            self.epoch += 1
+            self._users.clear()
+
+    def _go_dark(self) -> None:
+        self._live = False
+        self.epoch += 1
+        self._users.clear()
+        self._revoked.clear()
+
+    def _prune(self) -> None:
+        now = time.time()
+        for session_id in [s for s, lapses in self._revoked.items() if lapses <= now]:
+            del self._revoked[session_id]
+        clock = time.monotonic()
+        for user_id in [u for u, (_, until) in self._users.items() if until < clock]:
+            del self._users[user_id]
+
+    # --- subscription ----------------------------------------------------------------------------
+    async def run(self, ensure_loaded: Callable[[], Awaitable[None]]) -> None:
+        """Follow the channel until cancelled; reconnect with backoff, dark while disconnected."""
+        backoff = 0.2
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                await ensure_loaded()
+                revoked = await self._store.revoked_sessions()
+                self._revoked = {**revoked, **self._revoked}
+                self._live = True
+                backoff = 0.2
+                log.info("auth.mirror_live", revoked_sessions=len(self._revoked))
+                await self._follow(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if self._live:
+                    log.warning("auth.mirror_dark", error=repr(error))
+                self._go_dark()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                self._go_dark()
+                # A read cut short by cancellation can leave the connection mid-reply: bound the
+                # close so shutting down never waits on it.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pubsub.aclose(), timeout=1.0)
+
+    async def _follow(self, pubsub: aredis.client.PubSub) -> None:
+        last_heard = last_ping = time.monotonic()
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            now = time.monotonic()
+            if message is not None:
+                last_heard = now
+                if message["type"] == "message":
+                    self.apply(message["data"])
+                continue
+            if now - last_heard > DEAD_AFTER_S:
+                raise ConnectionError("the auth-changes subscription went silent")
+            if now - last_ping > PING_EVERY_S:
+                await pubsub.ping()
+                last_ping = now
+                self._prune()
