@@ -3,16 +3,34 @@
 from models.audit import AuditEntry
 from models.base import Base
 from models.jobs import FailedJob, OutboxMessage
-from models.users import Driver, RefreshToken, RevokedSession, Role, User, VehicleType
+from models.rides import Bid, BidStatus, Offer, PaymentMethod, Region, Ride, RideEvent, RideStatus
+from models.users import (
+    Driver,
+    DriverAvailability,
+    RefreshToken,
+    RevokedSession,
+    Role,
+    User,
+    VehicleType,
+)
 
 __all__ = [
     "AuditEntry",
     "Base",
+    "Bid",
+    "BidStatus",
     "Driver",
+    "DriverAvailability",
     "FailedJob",
+    "Offer",
     "OutboxMessage",
+    "PaymentMethod",
     "RefreshToken",
+    "Region",
     "RevokedSession",
+    "Ride",
+    "RideEvent",
+    "RideStatus",
     "Role",
     "User",
     "VehicleType",

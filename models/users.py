@@ -52,13 +52,29 @@ class User(Base):
     __table_args__ = (Index("uq_users_email_lower", text("lower(email)"), unique=True),)
 
 
+class DriverAvailability(enum.StrEnum):
+    OFFLINE = "offline"
+    ONLINE = "online"
+
+
 class Driver(Base):
-    """The driver side of a user with role `driver`."""
+    """The driver side of a user with role `driver`: vehicle, availability, last known position."""
 
     __tablename__ = "drivers"
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     vehicle_type: Mapped[VehicleType] = mapped_column(_str_enum(VehicleType, "vehicle_type"))
+    availability: Mapped[DriverAvailability] = mapped_column(
+        _str_enum(DriverAvailability, "driver_availability"), default=DriverAvailability.OFFLINE,
+        server_default=DriverAvailability.OFFLINE.value,
+    )
+    #: The ride the driver is assigned to and has not finished: a driver with one is busy.
+    active_ride_id: Mapped[uuid.UUID | None] = mapped_column(unique=True)
+    last_lat: Mapped[float | None]
+    last_lng: Mapped[float | None]
+    last_heading: Mapped[float | None]
+    last_speed_kph: Mapped[float | None]
+    last_seen_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = created_at()
 
     user: Mapped[User] = relationship(back_populates="driver", lazy="raise")
