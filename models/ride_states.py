@@ -7,6 +7,7 @@ step at a time; the system ends a ride nobody bid on. Accepting a bid is the cus
 
 from __future__ import annotations
 
+import itertools
 from typing import Final
 
 from app.errors import InvalidTransition
@@ -33,7 +34,7 @@ def _table() -> dict[tuple[S, S], frozenset[str]]:
         (S.PENDING_BIDS, S.BID_ACCEPTED): frozenset({CUSTOMER}),
         (S.PENDING_BIDS, S.NO_DRIVERS_AVAILABLE): frozenset({SYSTEM}),
     }
-    for before, after in zip(DRIVER_PATH, DRIVER_PATH[1:], strict=False):
+    for before, after in itertools.pairwise(DRIVER_PATH):
         table[(before, after)] = frozenset({DRIVER})
     for status in S:
         if status not in FINAL:

@@ -135,7 +135,9 @@ class Bid(Base):
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     eta_minutes: Mapped[int]
-    status: Mapped[BidStatus] = mapped_column(_str_enum(BidStatus, "bid_status", 16), default=BidStatus.PENDING)
+    status: Mapped[BidStatus] = mapped_column(
+        _str_enum(BidStatus, "bid_status", 16), default=BidStatus.PENDING
+    )
     created_at: Mapped[datetime] = created_at()
 
     __table_args__ = (

@@ -14,7 +14,7 @@ from typing import Any
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from app.logging import configure_logging, get_logger
+from app.logging import configure_logging, freeze_startup_objects, get_logger
 from app.settings import Settings, get_settings
 
 log = get_logger("clock")
@@ -44,6 +44,7 @@ def main() -> None:
     settings = get_settings()
     configure_logging(settings.log, process="clock")
     scheduler = build_scheduler(settings)
+    freeze_startup_objects()
 
     def stop(signum: int, frame: Any) -> None:
         log.info("clock.stopping", signal=signum)

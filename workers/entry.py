@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dramatiq.brokers.redis import RedisBroker
 
-from app.logging import configure_logging
+from app.logging import configure_logging, freeze_startup_objects
 from app.settings import get_settings
 
 
@@ -12,4 +12,5 @@ def setup() -> RedisBroker:
     configure_logging(get_settings().log, process="worker")
     import jobs  # registers every actor on the farm's broker
 
+    freeze_startup_objects()
     return jobs.broker

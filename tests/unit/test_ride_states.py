@@ -1,4 +1,4 @@
-"""The ride state machine, checked exhaustively: every pair of states × every role."""
+"""The ride state machine, checked exhaustively: every pair of states and every role."""
 
 from __future__ import annotations
 
