@@ -89,6 +89,8 @@ class WorkerSettings:
 @dataclass(frozen=True)
 class ClockSettings:
     tokens_cleanup_interval_s: int = 3600
+    #: How often stalled dispatches are looked for (and re-driven).
+    reconcile_interval_s: int = 30
 
 
 @dataclass(frozen=True)
@@ -298,6 +300,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             tokens_cleanup_interval_s=src.positive(
                 "TOKENS_CLEANUP_INTERVAL", ClockSettings.tokens_cleanup_interval_s
             ),
+            reconcile_interval_s=src.positive("RECONCILE_INTERVAL", ClockSettings.reconcile_interval_s),
         ),
         dispatch=DispatchSettings(
             radii_km=radii,

@@ -3,7 +3,17 @@
 from models.audit import AuditEntry
 from models.base import Base
 from models.jobs import FailedJob, OutboxMessage
-from models.rides import Bid, BidStatus, Offer, PaymentMethod, Region, Ride, RideEvent, RideStatus
+from models.rides import (
+    Bid,
+    BidStatus,
+    NotificationRequest,
+    Offer,
+    PaymentMethod,
+    Region,
+    Ride,
+    RideEvent,
+    RideStatus,
+)
 from models.users import (
     Driver,
     DriverAvailability,
@@ -22,6 +32,7 @@ __all__ = [
     "Driver",
     "DriverAvailability",
     "FailedJob",
+    "NotificationRequest",
     "Offer",
     "OutboxMessage",
     "PaymentMethod",

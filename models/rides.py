@@ -8,6 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import BigInteger, CheckConstraint, Enum, ForeignKey, Identity, Index, Numeric, String, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, created_at, utcnow, uuid_pk
@@ -146,3 +147,19 @@ class Bid(Base):
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("eta_minutes >= 0", name="eta_non_negative"),
     )
+
+
+class NotificationRequest(Base):
+    """A message a user must be sent (bids ready, no drivers…), recorded in the transaction of the
+    change that causes it; delivery (channel, provider, status callbacks) builds on this row."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    template: Mapped[str] = mapped_column(String(64))
+    #: One notification per cause, e.g. `ride:<id>:bids_ready:0`.
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    params: Mapped[dict[str, object]] = mapped_column(JSONB, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    created_at: Mapped[datetime] = created_at()

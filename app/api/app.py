@@ -18,6 +18,8 @@ from app.api.context import WebContext
 from app.api.controllers.admin import AdminController
 from app.api.controllers.auth import AuthController, me
 from app.api.controllers.health import health, ready
+from app.api.controllers.regions import regions
+from app.api.controllers.rides import RideController
 from app.api.dependencies import provide_uow
 from app.api.errors import handle_exception
 from app.logging import freeze_startup_objects
@@ -70,7 +72,7 @@ def create_app(settings: Settings, context_factory: Callable[[], WebContext] | N
 
     api = Router(
         path=API_PREFIX,
-        route_handlers=[AuthController, AdminController, me],
+        route_handlers=[AuthController, AdminController, RideController, regions, me],
         dependencies={"uow": Provide(provide_uow)},
     )
     return Litestar(

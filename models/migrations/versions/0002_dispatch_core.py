@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
 revision: str = '0002'
@@ -102,6 +103,18 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ride_history'))
     )
     op.create_index('ix_ride_history_ride', 'ride_history', ['ride_id', 'id'], unique=False)
+    op.create_table('notifications',
+    sa.Column('id', sa.UUID(), nullable=False),
+    sa.Column('user_id', sa.UUID(), nullable=False),
+    sa.Column('template', sa.String(length=64), nullable=False),
+    sa.Column('dedupe_key', sa.String(length=200), nullable=False),
+    sa.Column('params', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_notifications_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_notifications')),
+    sa.UniqueConstraint('dedupe_key', name=op.f('uq_notifications_dedupe_key'))
+    )
     op.add_column('drivers', sa.Column('availability', sa.Enum('offline', 'online', name='driver_availability', native_enum=False, length=16), server_default='offline', nullable=False))
     op.add_column('drivers', sa.Column('active_ride_id', sa.UUID(), nullable=True))
     op.add_column('drivers', sa.Column('last_lat', sa.Double(), nullable=True))
@@ -124,6 +137,7 @@ def downgrade() -> None:
     op.drop_column('drivers', 'last_lat')
     op.drop_column('drivers', 'active_ride_id')
     op.drop_column('drivers', 'availability')
+    op.drop_table('notifications')
     op.drop_index('ix_ride_history_ride', table_name='ride_history')
     op.drop_table('ride_history')
     op.drop_index('ix_offers_driver', table_name='offers')

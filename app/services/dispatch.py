@@ -1,0 +1,254 @@
+"""Dispatch: offer a ride to nearby drivers in widening rounds, then check for bids.
+
+`step(ride, round)` claims the round with a compare-and-set on `rides.dispatch_round`, finds the
+nearest eligible drivers within `radii_km[round]`, records their offers, schedules
+`check_bids(ride, round)` after the bid window (outbox, same transaction) and — after commit —
+sends each driver `ride:offer`. `check_bids` claims the check the same way, then tells the
+customer the bids are ready, starts the next round, or ends the ride as NO_DRIVERS_AVAILABLE.
+
+Both are idempotent: a redelivered or replayed message for a round already done changes nothing
+(a step re-sends the round's still-open offers, since their first emit may have been lost with a
+crashed worker). A ride that is no longer PENDING_BIDS (accepted, cancelled) stops the rounds.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from app.keys import QUEUE_DISPATCH, driver_room, ride_room
+from app.logging import get_logger
+from app.outbox import add_job
+from app.services.ride_events import history_row, status_event, status_rooms
+from app.settings import DispatchSettings
+from models import Bid, BidStatus, Driver, NotificationRequest, Offer, Ride, RideStatus, User
+from models.ride_states import SYSTEM, check_move
+
+log = get_logger("dispatch")
+
+Emit = Callable[[str, dict[str, Any], "str | list[str]"], None]
+
+
+class NearbyDrivers(Protocol):
+    """What dispatch needs from the driver index (`app.adapters.driver_index`)."""
+
+    def nearby(self, vehicle_type: str, lat: float, lng: float, radius_km: float, *, limit: int,
+               seen_after: float, exclude: set[uuid.UUID]) -> list[tuple[uuid.UUID, float]]: ...
+
+
+@dataclass(frozen=True)
+class StepResult:
+    claimed: bool
+    offered: list[uuid.UUID]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _offer_payload(ride: Any, distance_km: float, round_: int, expires_at: datetime) -> dict[str, Any]:
+    return {
+        "rideId": str(ride.id),
+        "pickup": {"lat": ride.pickup_lat, "lng": ride.pickup_lng, "address": ride.pickup_address},
+        "dropoff": {"lat": ride.dropoff_lat, "lng": ride.dropoff_lng, "address": ride.dropoff_address},
+        "vehicleType": ride.vehicle_type.value,
+        "distanceKm": round(distance_km, 3),
+        "round": round_,
+        "expiresAt": _iso(expires_at),
+    }
+
+
+def step(session: Session, drivers: NearbyDrivers, settings: DispatchSettings, ride_id: uuid.UUID,
+         round_: int, *, after_commit: Callable[[Callable[[], None]], None], emit: Emit,
+         now: datetime | None = None) -> StepResult:
+    """Run dispatch round `round_` for the ride (see the module docstring)."""
+    now = now or datetime.now(UTC)
+    if not 0 <= round_ < len(settings.radii_km):
+        log.warning("dispatch.round_out_of_range", ride_id=str(ride_id), round=round_)
+        return StepResult(False, [])
+    previous = Ride.dispatch_round.is_(None) if round_ == 0 else Ride.dispatch_round == round_ - 1
+    ride = session.execute(
+        update(Ride)
+        .where(Ride.id == ride_id, Ride.status == RideStatus.PENDING_BIDS, previous)
+        .values(dispatch_round=round_, updated_at=now)
+        .returning(Ride)
+    ).scalar_one_or_none()
+    if ride is None:
+        _resend_open_offers(session, ride_id, round_, now, after_commit, emit)
+        return StepResult(False, [])
+
+    radius = settings.radii_km[round_]
+    already = set(session.scalars(select(Offer.driver_id).where(Offer.ride_id == ride_id)))
+    candidates = drivers.nearby(
+        ride.vehicle_type.value, ride.pickup_lat, ride.pickup_lng, radius,
+        limit=settings.max_offers_per_round * 2,
+        seen_after=(now - timedelta(seconds=settings.driver_stale_after_s)).timestamp(),
+        exclude=already,
+    )
+    eligible = _eligible(session, [driver_id for driver_id, _ in candidates])
+    chosen = [(d, km) for d, km in candidates if d in eligible][: settings.max_offers_per_round]
+    expires_at = now + timedelta(seconds=settings.bid_window_s)
+    if chosen:
+        session.execute(
+            insert(Offer)
+            .values([{"ride_id": ride_id, "driver_id": d, "round": round_, "distance_km": round(km, 3),
+                      "expires_at": expires_at, "created_at": now} for d, km in chosen])
+            .on_conflict_do_nothing(index_elements=["ride_id", "driver_id"])
+        )
+    add_job(session, "dispatch.check_bids", QUEUE_DISPATCH, str(ride_id), round_,
+            delay_ms=settings.bid_window_s * 1000)
+    payloads = [(d, _offer_payload(ride, km, round_, expires_at)) for d, km in chosen]
+
+    def send_offers() -> None:
+        for driver_id, payload in payloads:
+            emit("ride:offer", payload, driver_room(driver_id))
+
+    after_commit(send_offers)
+    log.info("dispatch.round_started", ride_id=str(ride_id), round=round_, radius_km=radius,
+             candidates=len(candidates), offered=len(chosen))
+    return StepResult(True, [d for d, _ in chosen])
+
+
+def _eligible(session: Session, driver_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Of these drivers, the ones online, active (not suspended) and not busy on a ride."""
+    if not driver_ids:
+        return set()
+    return set(session.scalars(
+        select(Driver.user_id).join(User, User.id == Driver.user_id).where(
+            Driver.user_id.in_(driver_ids),
+            Driver.availability == "online",
+            Driver.active_ride_id.is_(None),
+            User.is_active.is_(True),
+        )
+    ))
+
+
+def _resend_open_offers(session: Session, ride_id: uuid.UUID, round_: int, now: datetime,
+                        after_commit: Callable[[Callable[[], None]], None], emit: Emit) -> None:
+    """A redelivered step for a round already claimed: re-send its open offers, change nothing."""
+    ride = session.get(Ride, ride_id)
+    if ride is None or ride.status != RideStatus.PENDING_BIDS or ride.dispatch_round != round_:
+        log.info("dispatch.step_skipped", ride_id=str(ride_id), round=round_)
+        return
+    offers = session.scalars(
+        select(Offer).where(Offer.ride_id == ride_id, Offer.round == round_, Offer.expires_at > now)
+    ).all()
+    payloads = [(o.driver_id, _offer_payload(ride, o.distance_km, round_, o.expires_at)) for o in offers]
+
+    def resend() -> None:
+        for driver_id, payload in payloads:
+            emit("ride:offer", payload, driver_room(driver_id))
+
+    after_commit(resend)
+    log.info("dispatch.step_redelivered", ride_id=str(ride_id), round=round_, offers=len(payloads))
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    outcome: str  # "skipped", "bids_ready", "next_round", "no_drivers"
+    bids: int = 0
+
+
+def check_bids(session: Session, settings: DispatchSettings, ride_id: uuid.UUID, round_: int, *,
+               after_commit: Callable[[Callable[[], None]], None], emit: Emit,
+               now: datetime | None = None) -> CheckResult:
+    """After round `round_`'s bid window: bids → tell the customer; none → widen or give up."""
+    now = now or datetime.now(UTC)
+    ride = session.execute(
+        update(Ride)
+        .where(Ride.id == ride_id, Ride.status == RideStatus.PENDING_BIDS, Ride.dispatch_round == round_,
+               (Ride.checked_round.is_(None)) | (Ride.checked_round < round_))
+        .values(checked_round=round_, updated_at=now)
+        .returning(Ride)
+    ).scalar_one_or_none()
+    if ride is None:
+        log.info("dispatch.check_skipped", ride_id=str(ride_id), round=round_)
+        return CheckResult("skipped")
+
+    live_bids = session.scalar(
+        select(func.count()).select_from(Bid).where(Bid.ride_id == ride_id, Bid.status == BidStatus.PENDING)
+    ) or 0
+    if live_bids:
+        _notify(session, ride.customer_id, "bids_ready", f"ride:{ride_id}:bids_ready:{round_}",
+                {"rideId": str(ride_id), "count": live_bids, "round": round_})
+        payload = {"rideId": str(ride_id), "count": live_bids, "round": round_}
+        after_commit(lambda: emit("bids:ready", payload, ride_room(ride_id)))
+        log.info("dispatch.bids_ready", ride_id=str(ride_id), round=round_, bids=live_bids)
+        return CheckResult("bids_ready", live_bids)
+
+    if round_ + 1 < len(settings.radii_km):
+        add_job(session, "dispatch.step", QUEUE_DISPATCH, str(ride_id), round_ + 1)
+        log.info("dispatch.widening", ride_id=str(ride_id), next_round=round_ + 1)
+        return CheckResult("next_round")
+
+    check_move(RideStatus.PENDING_BIDS, RideStatus.NO_DRIVERS_AVAILABLE, SYSTEM)
+    session.execute(update(Ride).where(Ride.id == ride_id)
+                    .values(status=RideStatus.NO_DRIVERS_AVAILABLE, updated_at=now))
+    session.execute(history_row(ride_id, RideStatus.PENDING_BIDS.value,
+                                RideStatus.NO_DRIVERS_AVAILABLE.value, actor_id=None, role=SYSTEM, at=now))
+    _notify(session, ride.customer_id, "no_drivers", f"ride:{ride_id}:no_drivers", {"rideId": str(ride_id)})
+    event = status_event(ride_id, RideStatus.PENDING_BIDS.value, RideStatus.NO_DRIVERS_AVAILABLE.value,
+                         actor_id=None, role=SYSTEM, at=now)
+    rooms = status_rooms(ride_id, ride.customer_id, None)
+    after_commit(lambda: emit("ride:status", event, rooms))
+    log.info("dispatch.no_drivers", ride_id=str(ride_id), rounds=len(settings.radii_km))
+    return CheckResult("no_drivers")
+
+
+def _notify(session: Session, user_id: uuid.UUID, template: str, dedupe_key: str,
+            params: dict[str, Any]) -> None:
+    """Record a notification for delivery (once per cause)."""
+    session.execute(
+        insert(NotificationRequest)
+        .values(id=uuid.uuid4(), user_id=user_id, template=template, dedupe_key=dedupe_key, params=params)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+    )
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    steps: int
+    checks: int
+
+
+def reconcile(session: Session, settings: DispatchSettings, *, now: datetime | None = None,
+              grace_s: int = 30, limit: int = 500) -> ReconcileReport:
+    """Re-drive rides whose dispatch stalled (Redis restarted empty, a message lost).
+
+    A PENDING_BIDS ride with no round started, a round whose bid check is overdue, or a widening
+    that never started gets its job again; the jobs' compare-and-set makes a duplicate harmless.
+    """
+    now = now or datetime.now(UTC)
+    quiet_since = now - timedelta(seconds=grace_s)
+    check_due = now - timedelta(seconds=settings.bid_window_s + grace_s)
+    pending = select(Ride.id, Ride.dispatch_round, Ride.checked_round, Ride.updated_at).where(
+        Ride.status == RideStatus.PENDING_BIDS, Ride.updated_at < quiet_since
+    ).order_by(Ride.updated_at).limit(limit)
+    steps = checks = 0
+    for ride_id, round_, checked, updated_at in session.execute(pending):
+        if round_ is None:
+            add_job(session, "dispatch.step", QUEUE_DISPATCH, str(ride_id), 0)
+            steps += 1
+        elif checked is None or checked < round_:
+            if updated_at < check_due:
+                add_job(session, "dispatch.check_bids", QUEUE_DISPATCH, str(ride_id), round_)
+                checks += 1
+        elif round_ + 1 < len(settings.radii_km) and not _has_live_bids(session, ride_id):
+            add_job(session, "dispatch.step", QUEUE_DISPATCH, str(ride_id), round_ + 1)
+            steps += 1
+    if steps or checks:
+        log.warning("dispatch.reconciled", steps=steps, checks=checks)
+    return ReconcileReport(steps, checks)
+
+
+def _has_live_bids(session: Session, ride_id: uuid.UUID) -> bool:
+    return bool(session.scalar(
+        select(func.count()).select_from(Bid).where(Bid.ride_id == ride_id, Bid.status == BidStatus.PENDING)
+    ))

@@ -1,0 +1,38 @@
+"""Regions are data: created or updated by `farmctl regions set`, listed publicly."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import AsyncUnitOfWork
+from app.errors import ValidationFailed
+from models import AuditEntry, Region
+
+
+async def list_regions(session: AsyncSession) -> list[Region]:
+    return list((await session.scalars(select(Region).order_by(Region.code))).all())
+
+
+async def set_region(uow: AsyncUnitOfWork, code: str, *, name: str, currency: str,
+                     commission_rate: Decimal) -> Region:
+    """Create the region or update it in place; audited."""
+    if not (Decimal(0) <= commission_rate < Decimal(1)):
+        raise ValidationFailed("The commission is a fraction in [0, 1).", details={"commission": "range"})
+    currency = currency.upper()
+    if len(currency) != 3 or not currency.isalpha():
+        raise ValidationFailed("The currency is an ISO 4217 code.", details={"currency": "ISO 4217"})
+    upsert = insert(Region).values(code=code, name=name, currency=currency,
+                                   commission_rate=commission_rate)
+    statement = upsert.on_conflict_do_update(
+        index_elements=[Region.code],
+        set_={"name": name, "currency": currency, "commission_rate": commission_rate},
+    ).returning(Region)
+    region = (await uow.session.execute(statement)).scalar_one()
+    uow.session.add(AuditEntry(actor_id=None, actor_role="cli", action="region.set", target_type="region",
+                               target_id=code, details={"name": name, "currency": currency,
+                                                        "commission": str(commission_rate)}))
+    return region
