@@ -73,3 +73,11 @@ class RedisKeys:
     # dispatch
     def driver_geo(self, vehicle_type: str) -> str:
         return self._k("geo", "drivers", vehicle_type)
+
+    def driver_seen(self, vehicle_type: str) -> str:
+        """Sorted set: driver id → when its indexed position was reported (epoch seconds)."""
+        return self._k("geo", "seen", vehicle_type)
+
+    def driver_index_versions(self, vehicle_type: str) -> str:
+        """Sorted set: driver id → version (epoch µs) of the last index change applied to it."""
+        return self._k("geo", "versions", vehicle_type)

@@ -9,6 +9,7 @@ import redis.asyncio as aredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.adapters.access_cache import AccessMirror
+from app.adapters.driver_index import DriverIndex
 from app.adapters.rate_limiter import RateLimiter
 from app.adapters.realtime import AsyncPublisher
 from app.adapters.token_store import TokenStore
@@ -33,6 +34,7 @@ class WebContext:
     limiter: RateLimiter
     publisher: AsyncPublisher
     mirror: AccessMirror
+    driver_index: DriverIndex
     _mirror_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -55,6 +57,7 @@ class WebContext:
             auth=AuthService(settings.auth, tokens),
             limiter=RateLimiter(client, keys),
             publisher=AsyncPublisher(settings.redis),
+            driver_index=DriverIndex(client, keys),
         )
 
     def start(self) -> None:

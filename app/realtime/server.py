@@ -7,21 +7,33 @@ a Redis set per user so an admin suspension or a logout-all can disconnect it fr
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import socketio
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.adapters.realtime import BusJson
 from app.api.context import WebContext
+from app.api.schemas_drivers import SocketLocationIn
+from app.db import AsyncUnitOfWork
 from app.errors import AppError
 from app.keys import driver_room, user_room
 from app.logging import get_logger
 from app.redis_conn import REDIS_ERRORS
+from app.services import drivers
 
 log = get_logger("realtime.server")
 
 SOCKET_SET_TTL_S = 24 * 3600
+#: Redis or PostgreSQL unreachable: the client is told to try again.
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
+    *REDIS_ERRORS, OperationalError, InterfaceError, PoolTimeoutError,
+)
 
 
 def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, channel: str,
@@ -76,4 +88,52 @@ def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, c
                 log.warning("socket.untrack_failed", error=repr(error))
         log.info("socket.disconnected", user_id=user_id, sid=sid)
 
+    @sio.on("driver:location")
+    async def driver_location(sid: str, data: Any = None) -> dict[str, Any]:
+        """A driver's position, handled as `PUT /drivers/me/location`; acked `{ok}` or `{ok, error}`."""
+        session = await sio.get_session(sid)
+        if session.get("role") != "driver":
+            return refusal("FORBIDDEN", "Only drivers report a location.")
+        try:
+            report = msgspec.convert(data, SocketLocationIn)
+        except msgspec.ValidationError as error:
+            return refusal("VALIDATION_ERROR", str(error), invalid_fields(error))
+        ctx = context()
+        uow = AsyncUnitOfWork(ctx.sessions())
+        try:
+            await drivers.update_location(uow, ctx.driver_index, uuid.UUID(session["user_id"]), report.lat,
+                                          report.lng, report.heading, report.speed_kph,
+                                          publisher=ctx.publisher)
+            await uow.commit()
+        except AppError as error:
+            await uow.rollback()
+            return refusal(error.code, error.message, error.details)
+        except DEPENDENCY_ERRORS as error:
+            await uow.rollback()
+            log.warning("socket.driver_location_unavailable", error=repr(error))
+            return refusal("SERVICE_UNAVAILABLE", "Try again shortly.")
+        finally:
+            await uow.close()
+        return {"ok": True}
+
     return sio
+
+
+def refusal(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The ack of a refused client event."""
+    return {"ok": False, "error": {"code": code, "message": message, "details": details}}
+
+
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
+
+
+def invalid_fields(error: msgspec.ValidationError) -> dict[str, str]:
+    """`{field: problem}` as the API's 400s name them (an unknown or missing field by its name)."""
+    problem = str(error)
+    field = ""
+    if at := _AT_PATH.search(problem):
+        problem, field = problem[: at.start()], at.group(1)
+    if named := _NAMED_FIELD.search(problem):
+        field = f"{field}.{named.group(1)}" if field else named.group(1)
+    return {field or "body": problem}

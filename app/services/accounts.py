@@ -9,11 +9,13 @@ import anyio.to_thread
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from app.adapters.driver_index import DriverIndex
 from app.adapters.token_store import TokenStore
 from app.db import AsyncUnitOfWork
 from app.errors import Conflict, NotFound
 from app.logging import get_logger
 from app.security import hash_password
+from app.services import drivers
 from app.services.auth import revoke_all_tokens
 from models import AuditEntry, Driver, Role, User
 
@@ -36,9 +38,13 @@ async def _driver(uow: AsyncUnitOfWork, driver_id: uuid.UUID) -> User:
 
 
 async def suspend_driver(uow: AsyncUnitOfWork, store: TokenStore, driver_id: uuid.UUID, reason: str,
-                         *, actor_id: uuid.UUID | None, actor_role: str) -> None:
-    """Deactivate the driver and refuse every token it holds, at once; its sockets are ended."""
+                         *, index: DriverIndex, actor_id: uuid.UUID | None, actor_role: str) -> None:
+    """Deactivate the driver and refuse every token it holds, at once; its sockets are ended.
+
+    It goes offline and leaves the driver index after commit; activation leaves it offline.
+    """
     user = await _driver(uow, driver_id)
+    await drivers.go_offline(uow, index, driver_id)
     user.is_active = False
     user.deactivated_at = datetime.now(UTC)
     user.deactivation_reason = reason

@@ -37,9 +37,9 @@ class AdminController(Controller):
         admin: CallerDep,
     ) -> None:
         """Suspend a driver: every token refused at once (403), live sockets disconnected."""
-        await accounts.suspend_driver(
-            uow, web_context(state).tokens, driver_id, data.reason, actor_id=admin.id, actor_role=admin.role
-        )
+        ctx = web_context(state)
+        await accounts.suspend_driver(uow, ctx.tokens, driver_id, data.reason, index=ctx.driver_index,
+                                      actor_id=admin.id, actor_role=admin.role)
 
     @post("/drivers/{driver_id:uuid}/activate", status_code=HTTP_204_NO_CONTENT)
     async def activate(
