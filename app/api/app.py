@@ -17,6 +17,8 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.context import WebContext
 from app.api.controllers.admin import AdminController
 from app.api.controllers.auth import AuthController, me
+from app.api.controllers.bids import BidController
+from app.api.controllers.drivers import DriverController
 from app.api.controllers.health import health, ready
 from app.api.controllers.regions import regions
 from app.api.controllers.rides import RideController
@@ -72,7 +74,8 @@ def create_app(settings: Settings, context_factory: Callable[[], WebContext] | N
 
     api = Router(
         path=API_PREFIX,
-        route_handlers=[AuthController, AdminController, RideController, regions, me],
+        route_handlers=[AuthController, AdminController, DriverController, RideController, BidController,
+                        regions, me],
         dependencies={"uow": Provide(provide_uow)},
     )
     return Litestar(

@@ -9,8 +9,9 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.api.schemas import Request, Response, VehicleTypeName
+from app.services.bids import BidRequest
 from app.services.rides import Place, RideRequest, RideView
-from models import Bid, Region, RideEvent
+from models import Bid, Region, RideEvent, RideStatus
 
 Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
 Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
@@ -51,7 +52,7 @@ class CancelIn(Request):
 
 
 class StatusIn(Request):
-    status: str
+    status: RideStatus
 
 
 class MoneyIn(Request):
@@ -62,6 +63,10 @@ class MoneyIn(Request):
 class BidIn(Request):
     price: MoneyIn
     eta_minutes: Annotated[int, msgspec.Meta(ge=0, le=24 * 60)]
+
+    def to_request(self) -> BidRequest:
+        return BidRequest(amount=self.price.amount, currency=self.price.currency,
+                          eta_minutes=self.eta_minutes)
 
 
 class PlaceOut(Response):

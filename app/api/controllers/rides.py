@@ -1,4 +1,4 @@
-"""`/api/v1/rides`: create, read and list rides (bids and status moves live beside them)."""
+"""`/api/v1/rides`: create, read and list rides, move their status, cancel them (bids: `bids.py`)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import uuid
 from typing import Annotated
 
 from litestar import Controller, get, post
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
-from litestar.status_codes import HTTP_201_CREATED
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from app.api.dependencies import CallerDep, UnitOfWorkDep, provide_principal
-from app.api.schemas_rides import RideIn, RideList, RideOut
-from app.services import rides
+from app.api.dependencies import CallerDep, UnitOfWorkDep, provide_principal, web_context
+from app.api.schemas_rides import CancelIn, RideIn, RideList, RideOut, StatusIn
+from app.services import ride_status, rides
 
 
 class RideController(Controller):
@@ -40,5 +41,18 @@ class RideController(Controller):
         """One ride with its accepted bid and full history (what a reconnecting client catches up on)."""
         return RideOut.of(await rides.get_ride(uow.session, principal, ride_id))
 
+    @post("/{ride_id:uuid}/status", status_code=HTTP_200_OK)
+    async def move(self, ride_id: FromPath[uuid.UUID], data: JSONBody[StatusIn], uow: UnitOfWorkDep,
+                   state: State, principal: CallerDep) -> RideOut:
+        """The assigned driver moves the ride one step forward (COMPLETED frees the driver)."""
+        view = await ride_status.advance_ride(uow, web_context(state).publisher, principal, ride_id,
+                                              data.status)
+        return RideOut.of(view)
 
-
+    @post("/{ride_id:uuid}/cancel", status_code=HTTP_200_OK)
+    async def cancel(self, ride_id: FromPath[uuid.UUID], uow: UnitOfWorkDep, state: State,
+                     principal: CallerDep, data: JSONBody[CancelIn | None] = None) -> RideOut:
+        """Cancel (body optional): the customer until PICKUP_ARRIVED, an admin in any non-final state."""
+        view = await ride_status.cancel_ride(uow, web_context(state).publisher, principal, ride_id,
+                                             data.reason if data else None)
+        return RideOut.of(view)

@@ -1,0 +1,150 @@
+"""Bids: a driver offered a ride names a price and an ETA; the customer accepts exactly one.
+
+The database decides every race. A bid holds the ride row `FOR SHARE` (bids go in side by side;
+an accept waits for them and they wait for it), the unique index `uq_bids_ride_driver` refuses a
+second bid. An accept holds the ride row `FOR UPDATE`, moves it with an UPDATE conditional on
+`PENDING_BIDS`, takes the driver with an UPDATE conditional on `active_ride_id IS NULL` (backed by
+its unique constraint) and `uq_bids_one_accepted` backs the one accepted bid: a losing accept is a
+409 `CONFLICT` and the unit of work rolls everything back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.adapters.realtime import AsyncPublisher
+from app.db import AsyncUnitOfWork
+from app.errors import Conflict, Forbidden, NotFound
+from app.keys import ride_room
+from app.logging import get_logger
+from app.services.access import Principal
+from app.services.rides import RideView, load_ride, move_ride, rowcount, view_of
+from models import Bid, BidStatus, Driver, Offer, Region, Ride, RideStatus
+from models.ride_states import CUSTOMER, DRIVER
+
+log = get_logger("bids")
+
+
+@dataclass(frozen=True)
+class BidRequest:
+    amount: int
+    currency: str
+    eta_minutes: int
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def bid_payload(bid: Bid) -> dict[str, Any]:
+    """The bid as API.md shapes it (the `bid:new` payload; it carries `rideId` and `at`)."""
+    return {
+        "id": str(bid.id),
+        "rideId": str(bid.ride_id),
+        "driverId": str(bid.driver_id),
+        "price": {"amount": bid.amount, "currency": bid.currency},
+        "etaMinutes": bid.eta_minutes,
+        "status": bid.status.value,
+        "at": rfc3339(bid.created_at),
+    }
+
+
+# --- place -----------------------------------------------------------------------------------------
+async def place_bid(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal: Principal,
+                    ride_id: uuid.UUID, request: BidRequest) -> Bid:
+    """A driver's one bid on a ride it was offered; `bid:new` goes to the ride's room after commit."""
+    principal.require_role(DRIVER)
+    session = uow.session
+    row = (await session.execute(
+        select(Ride.status, Region.currency).join(Region, Region.code == Ride.region_code)
+        .where(Ride.id == ride_id).with_for_update(read=True, of=Ride)
+    )).first()
+    if row is None:
+        raise NotFound("No ride has this id.")
+    status, currency = row
+    offer = await session.get(Offer, (ride_id, principal.id))
+    if offer is None:
+        raise Forbidden("This ride was not offered to you.")
+    if status != RideStatus.PENDING_BIDS:
+        raise Conflict("The ride is no longer open for bids.", details={"status": status.value})
+    now = datetime.now(UTC)
+    if offer.expires_at <= now:
+        raise Conflict("Your offer has expired.", details={"expiresAt": rfc3339(offer.expires_at)})
+    if request.currency != currency:
+        raise Conflict(f"Bids on this ride are in {currency}.", details={"currency": currency})
+    bid = (await session.execute(
+        insert(Bid).values(id=uuid.uuid4(), ride_id=ride_id, driver_id=principal.id, amount=request.amount,
+                           currency=request.currency, eta_minutes=request.eta_minutes,
+                           status=BidStatus.PENDING, created_at=now)
+        .on_conflict_do_nothing(index_elements=[Bid.ride_id, Bid.driver_id])
+        .returning(Bid)
+    )).scalar_one_or_none()
+    if bid is None:
+        raise Conflict("You have already bid on this ride.", details={"bid": "exists"})
+    payload = bid_payload(bid)
+    uow.after_commit(lambda: publisher.emit("bid:new", payload, ride_room(ride_id)))
+    log.info("bid.placed", ride_id=str(ride_id), bid_id=str(bid.id), driver_id=str(principal.id),
+             amount=request.amount, currency=request.currency)
+    return bid
+
+
+# --- list ------------------------------------------------------------------------------------------
+async def list_bids(session: AsyncSession, principal: Principal, ride_id: uuid.UUID) -> list[Bid]:
+    """The ride's bids, newest first, for its customer and admins (a driver who sees it: 403)."""
+    ride = await load_ride(session, principal, ride_id)
+    if principal.role == DRIVER:
+        raise Forbidden("Only the ride's customer may list its bids.")
+    return list((await session.scalars(
+        select(Bid).where(Bid.ride_id == ride.id).order_by(Bid.created_at.desc(), Bid.id.desc())
+    )).all())
+
+
+# --- accept ----------------------------------------------------------------------------------------
+async def accept_bid(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal: Principal,
+                     ride_id: uuid.UUID, bid_id: uuid.UUID) -> RideView:
+    """Assign the bid's driver (`BID_ACCEPTED`), reject the other bids; only one accept ever wins."""
+    session = uow.session
+    ride = await load_ride(session, principal, ride_id, for_update=True)
+    if principal.role != CUSTOMER:
+        raise Forbidden("Only the ride's customer may accept a bid.")
+    bid = await session.scalar(select(Bid).where(Bid.id == bid_id, Bid.ride_id == ride.id))
+    if bid is None:
+        raise NotFound("This ride has no bid with this id.")
+    if ride.status != RideStatus.PENDING_BIDS or bid.status != BidStatus.PENDING:
+        raise Conflict("The ride is no longer open for bids.", details={"status": ride.status.value})
+    try:
+        await _take_driver(session, bid.driver_id, ride.id)
+        await session.execute(
+            update(Bid).where(Bid.ride_id == ride.id, Bid.id != bid.id, Bid.status == BidStatus.PENDING)
+            .values(status=BidStatus.REJECTED)
+        )
+        accepted = await session.execute(
+            update(Bid).where(Bid.id == bid.id, Bid.status == BidStatus.PENDING)
+            .values(status=BidStatus.ACCEPTED)
+        )
+        if rowcount(accepted) != 1:
+            raise Conflict("The bid is no longer open.")
+        await move_ride(uow, publisher, ride, RideStatus.BID_ACCEPTED, actor=principal,
+                        changes={"driver_id": bid.driver_id, "accepted_bid_id": bid.id})
+    except IntegrityError as exc:  # a backing constraint caught a race the locks should prevent
+        raise Conflict("Another accept won this ride.") from exc
+    log.info("bid.accepted", ride_id=str(ride.id), bid_id=str(bid.id), driver_id=str(bid.driver_id))
+    return await view_of(session, ride)
+
+
+async def _take_driver(session: AsyncSession, driver_id: uuid.UUID, ride_id: uuid.UUID) -> None:
+    """Mark the driver busy with this ride, unless it already is with another (`Conflict`)."""
+    taken = await session.execute(
+        update(Driver).where(Driver.user_id == driver_id, Driver.active_ride_id.is_(None))
+        .values(active_ride_id=ride_id)
+    )
+    if rowcount(taken) != 1:
+        raise Conflict("This driver is busy with another ride.", details={"driverId": str(driver_id)})

@@ -1,0 +1,58 @@
+"""The moves after an accept: the assigned driver walks the ride forward; the customer or an admin
+cancels it. The state machine (`models.ride_states`) decides; a finished ride frees its driver.
+
+Each move locks the ride row first (`load_ride(for_update=True)`), so concurrent moves of one ride
+happen one after the other and each sees the status the previous one left.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.adapters.realtime import AsyncPublisher
+from app.db import AsyncUnitOfWork
+from app.errors import Forbidden
+from app.services.access import Principal
+from app.services.rides import RideView, load_ride, move_ride, require_driver_of, view_of
+from models import Bid, BidStatus, Driver, Ride, RideStatus
+from models.ride_states import DRIVER
+
+
+async def advance_ride(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal: Principal,
+                       ride_id: uuid.UUID, target: RideStatus) -> RideView:
+    """The assigned driver's next step (`InvalidTransition` for any other); COMPLETED frees it."""
+    ride = await load_ride(uow.session, principal, ride_id, for_update=True)
+    require_driver_of(principal, ride)
+    await move_ride(uow, publisher, ride, target, actor=principal)
+    if target == RideStatus.COMPLETED:
+        await release_driver(uow.session, ride)
+    return await view_of(uow.session, ride)
+
+
+async def cancel_ride(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal: Principal,
+                      ride_id: uuid.UUID, reason: str | None) -> RideView:
+    """Cancel for the customer (until PICKUP_ARRIVED) or an admin (any non-final state).
+
+    The assigned driver is freed and the bids still open are rejected; a ride cancelled while
+    `PENDING_BIDS` stops being dispatched (each dispatch job checks the status first).
+    """
+    ride = await load_ride(uow.session, principal, ride_id, for_update=True)
+    if principal.role == DRIVER:
+        raise Forbidden("A driver may not cancel a ride.")
+    await move_ride(uow, publisher, ride, RideStatus.CANCELLED, actor=principal, reason=reason)
+    await release_driver(uow.session, ride)
+    await uow.session.execute(
+        update(Bid).where(Bid.ride_id == ride.id, Bid.status == BidStatus.PENDING)
+        .values(status=BidStatus.REJECTED)
+    )
+    return await view_of(uow.session, ride)
+
+
+async def release_driver(session: AsyncSession, ride: Ride) -> None:
+    """The driver busy with this ride is free again."""
+    await session.execute(
+        update(Driver).where(Driver.active_ride_id == ride.id).values(active_ride_id=None)
+    )
