@@ -1,9 +1,10 @@
 """Dramatiq actors, one module per area. Importing this package registers every actor.
 
-`workers.broker` is imported first so the actors bind to the farm's configured broker.
+Each actor module imports `jobs.base`, which imports `workers.broker` first, so every actor binds
+to the farm's configured broker.
 """
 
-from jobs import sessions, tokens
+from jobs import dispatch, sessions, tokens
 from workers.broker import broker
 
-__all__ = ["broker", "sessions", "tokens"]
+__all__ = ["broker", "dispatch", "sessions", "tokens"]

@@ -34,9 +34,13 @@ def send(actor_name: str) -> None:
 def build_scheduler(settings: Settings) -> BlockingScheduler:
     scheduler = BlockingScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1,
                                                                  "misfire_grace_time": 60})
-    scheduler.add_job(send, IntervalTrigger(seconds=settings.clock.tokens_cleanup_interval_s),
-                      args=["tokens.cleanup"], id="tokens.cleanup", name="tokens.cleanup",
-                      next_run_time=datetime.now(UTC))
+    periodic = (
+        ("tokens.cleanup", settings.clock.tokens_cleanup_interval_s),
+        ("rides.reconcile", settings.clock.reconcile_interval_s),
+    )
+    for actor_name, interval_s in periodic:
+        scheduler.add_job(send, IntervalTrigger(seconds=interval_s), args=[actor_name], id=actor_name,
+                          name=actor_name, next_run_time=datetime.now(UTC))
     return scheduler
 
 

@@ -9,6 +9,7 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.adapters.driver_index import DriverIndexReader
 from app.adapters.realtime import Publisher
 from app.db import create_sync_engine, sync_session_factory
 from app.keys import RedisKeys
@@ -24,6 +25,7 @@ class WorkerResources:
     redis: redis.Redis
     keys: RedisKeys
     publisher: Publisher
+    driver_index: DriverIndexReader
 
     def close(self) -> None:
         self.publisher.close()
@@ -42,13 +44,16 @@ def get_resources() -> WorkerResources:
             if _resources is None:
                 settings = get_settings()
                 engine = create_sync_engine(settings.db, pool_size=max(2, settings.worker.threads + 2))
+                client = create_sync_redis(settings.redis)
+                keys = RedisKeys(settings.redis)
                 _resources = WorkerResources(
                     settings=settings,
                     engine=engine,
                     sessions=sync_session_factory(engine),
-                    redis=create_sync_redis(settings.redis),
-                    keys=RedisKeys(settings.redis),
+                    redis=client,
+                    keys=keys,
                     publisher=Publisher(settings.redis),
+                    driver_index=DriverIndexReader(client, keys),
                 )
     return _resources
 

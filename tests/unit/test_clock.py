@@ -11,18 +11,23 @@ from app.settings import ClockSettings, Settings
 from workers import clock
 
 
-def test_the_clock_sends_tokens_cleanup_at_the_configured_interval() -> None:
-    # Given a cleanup interval of 15 minutes
-    settings = Settings(clock=ClockSettings(tokens_cleanup_interval_s=900))
+def test_the_clock_sends_each_periodic_job_at_its_configured_interval() -> None:
+    # Given a cleanup interval of 15 minutes and a reconcile interval of 20 seconds
+    settings = Settings(clock=ClockSettings(tokens_cleanup_interval_s=900, reconcile_interval_s=20))
     # When the schedule is built
     scheduler = clock.build_scheduler(settings)
-    # Then it has one job, sending `tokens.cleanup` every 15 minutes, the first one at start
-    [job] = scheduler.get_jobs()
-    assert job.id == "tokens.cleanup"
-    assert job.func is clock.send
-    assert list(job.args) == ["tokens.cleanup"]
-    assert job.trigger.interval == timedelta(minutes=15)
-    assert abs(job.next_run_time - datetime.now(UTC)) < timedelta(seconds=5)
+    # Then it sends `tokens.cleanup` every 15 minutes and `rides.reconcile` every 20 s, first at start
+    jobs = {job.id: job for job in scheduler.get_jobs()}
+    assert set(jobs) == {"tokens.cleanup", "rides.reconcile"}
+    for name, interval in (
+        ("tokens.cleanup", timedelta(minutes=15)),
+        ("rides.reconcile", timedelta(seconds=20)),
+    ):
+        job = jobs[name]
+        assert job.func is clock.send
+        assert list(job.args) == [name]
+        assert job.trigger.interval == interval
+        assert abs(job.next_run_time - datetime.now(UTC)) < timedelta(seconds=5)
 
 
 class RecordingLog:

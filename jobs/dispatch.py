@@ -1,0 +1,32 @@
+"""`dispatch.step`, `dispatch.check_bids` and `rides.reconcile`: thin wrappers over the service."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from app.keys import QUEUE_DISPATCH, QUEUE_MAINTENANCE
+from app.services import dispatch
+from jobs.base import JobContext, job
+from workers.resources import get_resources
+
+
+@job("dispatch.step", queue=QUEUE_DISPATCH, max_retries=8, min_backoff_ms=200, time_limit_ms=30_000)
+def step(ctx: JobContext, ride_id: str, round_: int) -> None:
+    dispatch.step(
+        ctx.uow.session, get_resources().driver_index, ctx.settings.dispatch, uuid.UUID(ride_id),
+        int(round_), after_commit=ctx.uow.after_commit, emit=ctx.publisher.emit,
+    )
+
+
+@job("dispatch.check_bids", queue=QUEUE_DISPATCH, max_retries=8, min_backoff_ms=200, time_limit_ms=30_000)
+def check_bids(ctx: JobContext, ride_id: str, round_: int) -> None:
+    dispatch.check_bids(
+        ctx.uow.session, ctx.settings.dispatch, uuid.UUID(ride_id), int(round_),
+        after_commit=ctx.uow.after_commit, emit=ctx.publisher.emit,
+    )
+
+
+@job("rides.reconcile", queue=QUEUE_MAINTENANCE, max_retries=3)
+def reconcile(ctx: JobContext) -> None:
+    dispatch.reconcile(ctx.uow.session, ctx.settings.dispatch, now=datetime.now(UTC))
