@@ -139,7 +139,10 @@ class AccessMirror:
     async def _follow(self, pubsub: aredis.client.PubSub) -> None:
         last_heard = last_ping = time.monotonic()
         while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            # Every reply counts as a sign of life, our pings' included (with RESP3 a pong can come
+            # back in a shape redis-py files under another type), but only messages are applied.
+            message = await pubsub.get_message(ignore_subscribe_messages=False,
+                                               timeout=min(1.0, PING_EVERY_S))
             now = time.monotonic()
             if message is not None:
                 last_heard = now

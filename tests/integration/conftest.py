@@ -23,12 +23,30 @@ import httpx
 import pytest
 import redis
 from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.pool import NullPool
 
-from app.settings import Settings
+from app.db import AsyncUnitOfWork
+from app.settings import Settings, get_settings
 
 PASSWORD = "correct-horse-battery"
 
 Client = AsyncTestClient[Any]
+
+
+@contextlib.asynccontextmanager
+async def own_session() -> AsyncIterator[AsyncSession]:
+    """A session on the test's own engine, in the test's event loop.
+
+    The app under test runs in the test client's thread and loop; sharing its engine from the
+    test's loop can lose a wake-up between the two loops and hang the run.
+    """
+    engine = create_async_engine(get_settings().db.url, poolclass=NullPool)
+    try:
+        async with AsyncSession(engine, expire_on_commit=False) as session:
+            yield session
+    finally:
+        await engine.dispose()
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -81,16 +99,13 @@ class Accounts:
 
     async def admin(self) -> dict[str, Any]:
         """An admin created the way `farmctl users create-admin` does, then logged in."""
-        from app.db import AsyncUnitOfWork
         from app.services.accounts import create_admin
 
         email = self.fresh_email("admin")
-        uow = AsyncUnitOfWork(self.client.app.state.ctx.sessions())
-        try:
+        async with own_session() as session:
+            uow = AsyncUnitOfWork(session)
             await create_admin(uow, email, PASSWORD, "An admin", "+4917000000001")
             await uow.commit()
-        finally:
-            await uow.close()
         return await self.session(email)
 
     async def me(self, access_token: str) -> httpx.Response:

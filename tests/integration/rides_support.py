@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from app.db import AsyncUnitOfWork
 from models import Region
+from tests.integration.conftest import own_session
 
 #: Alexanderplatz, Berlin: the pickup of every test ride.
 PICKUP = (52.5219, 13.4132)
@@ -36,12 +37,10 @@ def ride_body(**overrides: Any) -> dict[str, Any]:
 
 
 async def ensure_region(client: Any, code: str = REGION, currency: str = "EUR") -> None:
-    uow = AsyncUnitOfWork(client.app.state.ctx.sessions())
-    try:
+    async with own_session() as session:
+        uow = AsyncUnitOfWork(session)
         await uow.session.execute(
             insert(Region).values(code=code, name=code, currency=currency, commission_rate=Decimal("0.15"))
             .on_conflict_do_nothing(index_elements=["code"])
         )
         await uow.commit()
-    finally:
-        await uow.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 
@@ -78,3 +79,24 @@ async def test_a_suspension_on_one_process_reaches_the_memory_of_another(
         return me.status_code == 403 and error_code(me) == "ACCOUNT_DEACTIVATED"
 
     assert await eventually(deactivated)
+
+
+async def test_an_idle_mirror_stays_live_on_its_own_pings(
+    settings: Settings, make_client: AppFactory, monkeypatch: Any
+) -> None:
+    # Given a web process whose mirror pings every 0.1 s and gives up after 0.4 s of silence
+    import app.adapters.access_cache as access_cache
+
+    monkeypatch.setattr(access_cache, "PING_EVERY_S", 0.1)
+    monkeypatch.setattr(access_cache, "DEAD_AFTER_S", 0.4)
+    client = await make_client(settings)
+    assert await eventually(lambda: mirror_live(client), within_s=5)
+    mirror = client.app.state.ctx.mirror  # type: ignore[attr-defined]
+    epoch = mirror.epoch
+
+    # When nothing is announced for several silence windows
+    await asyncio.sleep(1.5)
+
+    # Then it never went dark (going dark bumps the epoch and empties the memory)
+    assert mirror.live
+    assert mirror.epoch == epoch

@@ -10,7 +10,14 @@ from sqlalchemy import select
 
 from app.settings import Settings
 from models import AuditEntry
-from tests.integration.conftest import Accounts, Client, bearer, error_code, forget_everything_in_redis
+from tests.integration.conftest import (
+    Accounts,
+    Client,
+    bearer,
+    error_code,
+    forget_everything_in_redis,
+    own_session,
+)
 
 
 def suspend_url(driver_id: str) -> str:
@@ -22,7 +29,7 @@ def activate_url(driver_id: str) -> str:
 
 
 async def audit_actions(api: Client) -> list[tuple[str, str, str | None]]:
-    async with api.app.state.ctx.sessions() as session:
+    async with own_session() as session:
         rows = (await session.execute(
             select(AuditEntry.action, AuditEntry.target_id, AuditEntry.actor_id).order_by(AuditEntry.id)
         )).all()
