@@ -32,19 +32,12 @@ from scripts.bench.harness import (
     say,
     start_profiler,
 )
+from scripts.bench.measure import split_cpus
 
 SCRIPT = Path(__file__).resolve().with_name("me.lua")
 TARGET_RPS = 5_000
 TARGET_P99_MS = 30.0
 WARM_UP_S = 2
-
-
-def split_cpus(no_pin: bool) -> tuple[set[int] | None, set[int] | None]:
-    """CPU 0 for the web process, the rest for wrk (None: no pinning, or a single-CPU machine)."""
-    available = sorted(os.sched_getaffinity(0))
-    if no_pin or len(available) < 2:
-        return None, None
-    return {available[0]}, set(available[1:])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,0 +1,434 @@
+"""Benchmark: `dispatch.step` throughput with 100,000 online drivers in the GEO index.
+
+    .venv/bin/python scripts/bench/bench_dispatch.py [--drivers 100000] [--steps 5000] [--inline-steps 2000]
+    .venv/bin/python scripts/bench/bench_dispatch.py --profile /tmp/dispatch.svg   # + py-spy --gil, worker
+
+On a private database, Redis prefix and Dramatiq namespace:
+
+1. seeds `--drivers` online drivers spread uniformly over a 40 x 40 km box (~62 per km² at 100k,
+   as in PERFORMANCE-NOTES): `users` + `drivers` rows with COPY, and the GEO index with
+   `DriverIndexReader.place_many`; all drivers have one vehicle type, so one GEO key holds them all;
+2. stores `--steps` rides (PENDING_BIDS, pickups uniform over the box) and enqueues one
+   `dispatch.step(ride, 0)` message per ride on the `dispatch` queue (the message the outbox relay
+   would send), then starts ONE worker as the Procfile does (`python -m workers.run`,
+   WORKER_PROCESSES=1, other worker settings as configured) and times the drain: steps/s from the
+   rides' `updated_at` (stamped by each step as it claims the round), first to last;
+3. runs `--inline-steps` more steps in this process in a tight loop — the service, its session and
+   commit, the index search and the emits exactly as the job runs them, without Dramatiq — timing
+   each part, to show what the broker and the worker machinery add.
+
+Each step offers up to DISPATCH_MAX_OFFERS (default 20) drivers: 20 offer rows and 20 `ride:offer`
+emits. DRIVER_STALE_AFTER is raised to 3600 s for this run so the seeded positions stay fresh for
+its whole length (it changes which drivers count, not the work a step does).
+
+Exits 1 if steps failed or did not finish in `--timeout`, 2 if it could not run, 3 with
+`--fail-under-target` when the target was missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import dramatiq
+import psycopg
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+from app.adapters.driver_index import DriverIndexReader
+from app.adapters.realtime import Publisher
+from app.db import UnitOfWork, create_sync_engine, sync_session_factory
+from app.keys import QUEUE_DISPATCH, RedisKeys
+from app.logging import configure_logging
+from app.services import dispatch
+from app.settings import Settings
+from scripts.bench.harness import (
+    BenchError,
+    BenchStack,
+    WorkerProcess,
+    find_py_spy,
+    say,
+    start_profiler,
+)
+from scripts.bench.measure import (
+    CpuMeter,
+    load_average_text,
+    percentiles,
+    print_table,
+    redis_cpu_seconds,
+    verdict,
+)
+
+TARGET_STEPS_PER_S = 1_000
+REGION = "BNCH"
+VEHICLE = "van"
+CENTER = (52.52, 13.405)
+BOX_KM = 40.0
+STALE_AFTER_S = "3600"
+POLL_S = 0.25
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="dispatch.step throughput with 100k drivers indexed")
+    parser.add_argument("--drivers", type=int, default=100_000, help="online drivers (default 100000)")
+    parser.add_argument("--steps", type=int, default=5_000, help="steps drained by the worker (default 5000)")
+    parser.add_argument("--inline-steps", type=int, default=2_000,
+                        help="steps run in this process without Dramatiq (default 2000; 0 to skip)")
+    parser.add_argument("--timeout", type=float, default=240.0, help="give the drain up to this long (s)")
+    parser.add_argument("--profile", type=Path, metavar="PATH",
+                        help="sample the worker with py-spy during the drain (.svg, .txt or .json)")
+    parser.add_argument("--profile-wall", action="store_true",
+                        help="profile every thread's wall time (default: only the thread holding the GIL, "
+                             "py-spy --gil: where the worker's CPU goes)")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the worker and the in-process loop, e.g. WORKER_THREADS=1 or "
+                             "DISPATCH_MAX_OFFERS=5 (repeatable; to see what moves the figure)")
+    parser.add_argument("--fail-under-target", action="store_true")
+    args = parser.parse_args(argv)
+    if any("=" not in item for item in args.worker_env):
+        parser.error("--worker-env takes NAME=VALUE")
+    args.worker_env = dict(item.split("=", 1) for item in args.worker_env)
+    if args.drivers < 1 or args.steps < 2 or args.inline_steps < 0 or args.timeout <= 0:
+        parser.error("--drivers must be positive, --steps at least 2, --inline-steps not negative")
+    return args
+
+
+# --- seeding --------------------------------------------------------------------------------------
+def box_point(rng: random.Random) -> tuple[float, float]:
+    half_lat = BOX_KM / 2 / 110.574
+    half_lng = BOX_KM / 2 / (111.320 * math.cos(math.radians(CENTER[0])))
+    return CENTER[0] + rng.uniform(-half_lat, half_lat), CENTER[1] + rng.uniform(-half_lng, half_lng)
+
+
+def seed_people(dsn: str, drivers: list[tuple[uuid.UUID, float, float]], customers: list[uuid.UUID]) -> None:
+    """`users` for everyone and `drivers` rows (online, fresh position) with COPY."""
+    now = datetime.now(UTC)
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        with cur.copy("COPY users (id, email, password_hash, full_name, phone, role, whatsapp_opt_in, "
+                      "is_active, token_generation, created_at, updated_at) FROM STDIN") as copy:
+            for number, (user_id, _, _) in enumerate(drivers):
+                copy.write_row((user_id, f"bench-driver-{number}@example.com", "!", f"Driver {number}",
+                                "+491700000000", "driver", False, True, 0, now, now))
+            for number, user_id in enumerate(customers):
+                copy.write_row((user_id, f"bench-customer-{number}@example.com", "!", f"Customer {number}",
+                                "+491700000000", "customer", False, True, 0, now, now))
+        with cur.copy("COPY drivers (user_id, vehicle_type, availability, last_lat, last_lng, last_seen_at, "
+                      "created_at) FROM STDIN") as copy:
+            for user_id, lat, lng in drivers:
+                copy.write_row((user_id, VEHICLE, "online", lat, lng, now, now))
+        conn.commit()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ANALYZE users")
+        conn.execute("ANALYZE drivers")
+
+
+def seed_rides(dsn: str, customer: uuid.UUID, count: int, rng: random.Random) -> list[uuid.UUID]:
+    now = datetime.now(UTC)
+    ids = [uuid.uuid4() for _ in range(count)]
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        with cur.copy("COPY rides (id, customer_id, region_code, vehicle_type, payment_method, pickup_lat, "
+                      "pickup_lng, dropoff_lat, dropoff_lng, distance_km, status, created_at, updated_at) "
+                      "FROM STDIN") as copy:
+            for ride_id in ids:
+                (plat, plng), (dlat, dlng) = box_point(rng), box_point(rng)
+                copy.write_row((ride_id, customer, REGION, VEHICLE, "card", plat, plng, dlat, dlng, 10.0,
+                                "PENDING_BIDS", now, now))
+        conn.commit()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ANALYZE rides")
+    return ids
+
+
+def enqueue_steps(settings: Settings, ride_ids: list[uuid.UUID]) -> None:
+    """One `dispatch.step(ride, 0)` message per ride: the message the outbox relay would enqueue."""
+    client = redis.Redis.from_url(settings.redis.url)
+    broker = RedisBroker(client=client, namespace=settings.redis.dramatiq_namespace, middleware=[])
+    broker.declare_queue(QUEUE_DISPATCH)
+    try:
+        for ride_id in ride_ids:
+            broker.enqueue(dramatiq.Message(queue_name=QUEUE_DISPATCH, actor_name="dispatch.step",
+                                            args=(str(ride_id), 0), kwargs={}, options={}))
+    finally:
+        client.close()
+
+
+# --- the worker drain -----------------------------------------------------------------------------------
+@dataclass
+class Drain:
+    done: int = 0
+    failed_jobs: int = 0
+    wall_s: float = 0.0
+    rate_first_last: float = 0.0
+    rate_middle: float = 0.0
+    worker_cpu_pct: float = 0.0
+    machine_busy_pct: float = 0.0
+    redis_cpu_pct: float = 0.0
+    offers_per_step: float = 0.0
+    timed_out: bool = False
+
+
+def count_steps(conn: psycopg.Connection[Any], customer: uuid.UUID) -> int:
+    row = conn.execute("SELECT count(*) FROM rides WHERE customer_id = %s AND dispatch_round = 0",
+                       (customer,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def step_rates(conn: psycopg.Connection[Any], customer: uuid.UUID) -> tuple[float, float]:
+    """Steps/s from the claim stamps: first to last, and over the middle 80 % (no start-up, no tail)."""
+    stamps = [float(r[0]) for r in conn.execute(
+        "SELECT extract(epoch FROM updated_at) FROM rides WHERE customer_id = %s AND dispatch_round = 0 "
+        "ORDER BY updated_at", (customer,))]
+    if len(stamps) < 10:
+        return 0.0, 0.0
+    first_last = (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9)
+    low, high = int(len(stamps) * 0.1), int(len(stamps) * 0.9)
+    middle = (high - low) / max(stamps[high] - stamps[low], 1e-9)
+    return first_last, middle
+
+
+def drain(args: argparse.Namespace, stack: BenchStack, customer: uuid.UUID, env: dict[str, str],
+          redis_client: redis.Redis) -> Drain:
+    result = Drain()
+    worker = WorkerProcess.start({**stack.env, "WORKER_PROCESSES": "1", **env})
+    profiler = None
+    failed = True
+    try:
+        with psycopg.connect(stack.libpq_dsn, autocommit=True) as conn:
+            deadline = time.monotonic() + args.timeout
+            while count_steps(conn, customer) == 0:  # the worker imports, boots, takes its first message
+                worker.check_alive()
+                if time.monotonic() > deadline:
+                    raise BenchError(f"the worker ran no step in {args.timeout:.0f} s")
+                time.sleep(0.05)
+            if args.profile:
+                py_spy = find_py_spy()
+                if py_spy is None:
+                    raise BenchError("--profile needs py-spy: pip install --target /tmp/pyspy py-spy")
+                children = worker.pids()[1:]
+                profiler = start_profiler(py_spy, children[0] if children else worker.pid,
+                                          int(args.timeout) + 5, args.profile,
+                                          () if args.profile_wall else ("--gil",))
+            meter = CpuMeter({"worker": worker})
+            meter.start()
+            redis_before = redis_cpu_seconds(redis_client)
+            started = time.monotonic()
+            while count_steps(conn, customer) < args.steps:
+                worker.check_alive()
+                if time.monotonic() > deadline:
+                    result.timed_out = True
+                    break
+                time.sleep(POLL_S)
+            meter.stop()
+            result.wall_s = time.monotonic() - started
+            result.redis_cpu_pct = (redis_cpu_seconds(redis_client) - redis_before) / meter.elapsed_s * 100
+            result.worker_cpu_pct, result.machine_busy_pct = meter.percent["worker"], meter.machine_busy
+            result.done = count_steps(conn, customer)
+            result.rate_first_last, result.rate_middle = step_rates(conn, customer)
+            row = conn.execute("SELECT count(*) FROM failed_jobs").fetchone()
+            result.failed_jobs = int(row[0]) if row else 0
+            row = conn.execute("SELECT count(*) FROM offers o JOIN rides r ON r.id = o.ride_id "
+                               "WHERE r.customer_id = %s", (customer,)).fetchone()
+            result.offers_per_step = (int(row[0]) if row else 0) / max(result.done, 1)
+        failed = result.timed_out or result.failed_jobs > 0
+    finally:
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                profiler.wait(timeout=60)
+                say(f"profile written to {args.profile}")
+            except subprocess.TimeoutExpired:  # a profile is a bonus, never a reason to leak py-spy
+                profiler.kill()
+        worker.stop(keep_log=failed)
+    return result
+
+
+# --- the same steps in this process, no Dramatiq ---------------------------------------------------
+@dataclass
+class Inline:
+    steps: int = 0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    parts_ms: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.steps / self.wall_s if self.wall_s else 0.0
+
+
+class TimedIndex:
+    def __init__(self, index: DriverIndexReader, spent: list[float]) -> None:
+        self._index, self._spent = index, spent
+
+    def nearby(self, *args: Any, **kwargs: Any) -> list[tuple[uuid.UUID, float]]:
+        started = time.perf_counter()
+        try:
+            return self._index.nearby(*args, **kwargs)
+        finally:
+            self._spent.append(time.perf_counter() - started)
+
+
+def run_inline(settings: Settings, ride_ids: list[uuid.UUID]) -> Inline:
+    """What `jobs.dispatch.step` + `SessionPerMessage` do per message, in a loop, one thread."""
+    engine = create_sync_engine(settings.db, pool_size=2)
+    sessions = sync_session_factory(engine)
+    client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+    publisher = Publisher(settings.redis)
+    search: list[float] = []
+    index = TimedIndex(DriverIndexReader(client, RedisKeys(settings.redis)), search)
+    emitted: list[float] = []
+
+    def emit(event: str, payload: dict[str, Any], room: str | list[str]) -> None:
+        started = time.perf_counter()
+        publisher.emit(event, payload, room)
+        emitted.append(time.perf_counter() - started)
+
+    parts: dict[str, list[float]] = {"step (SQL + Python)": [], "index search": [], "commit": [],
+                                     "emits (after commit)": [], "session open/close": [], "total": []}
+    result = Inline()
+    try:
+        cpu_before, started = time.process_time(), time.perf_counter()
+        for ride_id in ride_ids:
+            t0 = time.perf_counter()
+            uow = UnitOfWork(sessions())
+            t1 = time.perf_counter()
+            searched, emits = len(search), len(emitted)
+            dispatch.step(uow.session, index, settings.dispatch, ride_id, 0, after_commit=uow.after_commit,
+                          emit=emit)
+            t2 = time.perf_counter()
+            uow.commit()  # the commit, then the after-commit emits
+            t3 = time.perf_counter()
+            uow.close()
+            t4 = time.perf_counter()
+            search_s, emit_s = sum(search[searched:]), sum(emitted[emits:])
+            parts["session open/close"].append((t1 - t0 + t4 - t3) * 1000)
+            parts["step (SQL + Python)"].append((t2 - t1 - search_s) * 1000)
+            parts["index search"].append(search_s * 1000)
+            parts["commit"].append((t3 - t2 - emit_s) * 1000)
+            parts["emits (after commit)"].append(emit_s * 1000)
+            parts["total"].append((t4 - t0) * 1000)
+        result.wall_s = time.perf_counter() - started
+        result.cpu_s = time.process_time() - cpu_before
+        result.steps = len(ride_ids)
+        result.parts_ms = parts
+    finally:
+        publisher.close()
+        client.close()
+        engine.dispose()
+    return result
+
+
+# --- report -----------------------------------------------------------------------------------------
+def report(args: argparse.Namespace, drained: Drain, inline: Inline | None, load: str, seed_s: float) -> None:
+    print(f"\ndispatch.step  ·  {args.drivers:,} online drivers (one vehicle type) over "
+          f"{BOX_KM:g} x {BOX_KM:g} km "
+          f"(~{args.drivers / BOX_KM ** 2:.0f}/km²), pickups uniform over the box  ·  first round (5 km, "
+          f"probing from 1 km)  ·  up to 20 offers and emits per step")
+    print(f"machine: {os.cpu_count()} CPUs, load average before the drain {load}; processes unpinned; "
+          f"seeding took {seed_s:.1f} s")
+    if args.worker_env:
+        print("settings changed for this run: " + ", ".join(f"{k}={v}" for k, v in args.worker_env.items()))
+    cpu_per_step_ms = drained.worker_cpu_pct / 100 / max(drained.rate_first_last, 1e-9) * 1000
+    rows = [
+        ("worker steps/s", f"{drained.rate_first_last:,.0f}", f">= {TARGET_STEPS_PER_S:,}",
+         verdict(drained.rate_first_last >= TARGET_STEPS_PER_S)),
+        ("  middle 80 % of the drain", f"{drained.rate_middle:,.0f}/s", "", ""),
+        ("  steps done", f"{drained.done:,} / {args.steps:,}", "all", verdict(not drained.timed_out)),
+        ("  failed jobs", str(drained.failed_jobs), "0", verdict(drained.failed_jobs == 0)),
+        ("  offers per step", f"{drained.offers_per_step:.1f}", "", ""),
+        ("  worker CPU", f"{drained.worker_cpu_pct:.0f} % of a core", "", ""),
+        ("  worker CPU per step", f"{cpu_per_step_ms:.2f} ms", "", ""),
+        ("  Redis CPU (shared)", f"{drained.redis_cpu_pct:.0f} % of a core", "", ""),
+        ("  all CPUs busy", f"{drained.machine_busy_pct:.0f} %", "", ""),
+    ]
+    if inline is not None and inline.steps:
+        rows += [
+            ("in-process steps/s", f"{inline.rate:,.0f}", "", ""),
+            ("  CPU per step (this proc.)", f"{inline.cpu_s / inline.steps * 1000:.2f} ms", "", ""),
+        ]
+    processes = args.worker_env.get("WORKER_PROCESSES", "1")
+    title = "ONE worker process" if processes == "1" else f"{processes} worker processes (target per process)"
+    print_table(f"{title} (python -m workers.run, WORKER_PROCESSES={processes})", rows, width=30)
+    if inline is not None and inline.steps:
+        print(f"\nIn-process loop, one thread, no Dramatiq ({inline.steps:,} steps): per-step wall time\n")
+        print(f"{'part':26}{'mean':>8}{'p50':>8}{'p95':>8}{'p99':>8}{'share':>8}")
+        total = sum(inline.parts_ms["total"])
+        for name, values in inline.parts_ms.items():
+            p = percentiles(values)
+            print(f"{name:26}{p['mean']:>8.2f}{p['p50']:>8.2f}{p['p95']:>8.2f}{p['p99']:>8.2f}"
+                  f"{sum(values) / total * 100:>7.0f}%")
+        per_step_inline = 1000 / inline.rate if inline.rate else 0.0
+        per_step_worker = 1000 / drained.rate_first_last if drained.rate_first_last else 0.0
+        print(f"(ms. Broker and worker machinery: {per_step_worker:.2f} ms of wall time per step in the "
+              f"worker vs {per_step_inline:.2f} ms in this loop)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        stack = BenchStack.create()
+    except BenchError as error:
+        say(str(error))
+        return 2
+    redis_client = redis.Redis.from_url(stack.redis_url)
+    inline: Inline | None = None
+    try:
+        overrides = {"DRIVER_STALE_AFTER": STALE_AFTER_S, "LOG_LEVEL": "WARNING", **args.worker_env}
+        settings = stack.settings(**overrides)
+        configure_logging(settings.log, process="bench")  # as the worker runs: no per-step log lines
+        stack.add_region(REGION)
+        rng = random.Random(20261122)
+        seeding = time.monotonic()
+        say(f"seeding {args.drivers:,} drivers (PostgreSQL COPY + GEO index)")
+        drivers = [(uuid.uuid4(), *box_point(rng)) for _ in range(args.drivers)]
+        worker_customer, inline_customer = uuid.uuid4(), uuid.uuid4()
+        seed_people(stack.libpq_dsn, drivers, [worker_customer, inline_customer])
+        index_client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+        try:
+            seen = time.time()
+            DriverIndexReader(index_client, RedisKeys(settings.redis)).place_many(
+                VEHICLE, ((d, lat, lng, seen) for d, lat, lng in drivers))
+        finally:
+            index_client.close()
+        say(f"storing {args.steps:,} + {args.inline_steps:,} rides, enqueueing {args.steps:,} dispatch.step")
+        worker_rides = seed_rides(stack.libpq_dsn, worker_customer, args.steps, rng)
+        inline_rides = seed_rides(stack.libpq_dsn, inline_customer, args.inline_steps, rng)
+        enqueue_steps(settings, worker_rides)
+        seed_s = time.monotonic() - seeding
+        load = load_average_text()
+        say("starting one worker and timing the drain")
+        drained = drain(args, stack, worker_customer, overrides, redis_client)
+        if args.inline_steps:
+            say(f"running {args.inline_steps:,} steps in this process (no Dramatiq)")
+            inline = run_inline(settings, inline_rides)
+    except BenchError as error:
+        say(str(error))
+        return 2
+    finally:
+        redis_client.close()
+        stack.close()
+
+    report(args, drained, inline, load, seed_s)
+    if drained.timed_out or drained.failed_jobs:
+        print("\nFAILED: steps failed or the drain did not finish", file=sys.stderr)
+        return 1
+    if args.fail_under_target and drained.rate_first_last < TARGET_STEPS_PER_S:
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
