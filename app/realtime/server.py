@@ -22,10 +22,10 @@ from app.api.context import WebContext
 from app.api.schemas_drivers import SocketLocationIn
 from app.db import AsyncUnitOfWork
 from app.errors import AppError
-from app.keys import driver_room, user_room
+from app.keys import driver_room, ride_room, user_room
 from app.logging import get_logger
 from app.redis_conn import REDIS_ERRORS
-from app.services import drivers
+from app.services import drivers, rides
 
 log = get_logger("realtime.server")
 
@@ -116,7 +116,41 @@ def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, c
             await uow.close()
         return {"ok": True}
 
+    @sio.on("subscribe:ride")
+    async def subscribe_ride(sid: str, data: Any = None) -> dict[str, Any]:
+        """Join `ride:{id}`: only the ride's customer, its driver or an admin (FORBIDDEN otherwise,
+        whether the ride exists or not, so ids leak nothing)."""
+        ride_id = _ride_id(data)
+        session = await sio.get_session(sid)
+        if ride_id is None:
+            return refusal("FORBIDDEN", "You may not follow this ride.")
+        ctx = context()
+        try:
+            async with ctx.sessions() as db:
+                allowed = await rides.may_follow(db, uuid.UUID(session["user_id"]), session["role"], ride_id)
+        except DEPENDENCY_ERRORS as error:
+            log.warning("socket.subscribe_unavailable", error=repr(error))
+            return refusal("SERVICE_UNAVAILABLE", "Try again shortly.")
+        if not allowed:
+            return refusal("FORBIDDEN", "You may not follow this ride.")
+        await sio.enter_room(sid, ride_room(ride_id))
+        return {"ok": True}
+
+    @sio.on("unsubscribe:ride")
+    async def unsubscribe_ride(sid: str, data: Any = None) -> dict[str, Any]:
+        ride_id = _ride_id(data)
+        if ride_id is not None:
+            await sio.leave_room(sid, ride_room(ride_id))
+        return {"ok": True}
+
     return sio
+
+
+def _ride_id(data: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(data["rideId"])) if isinstance(data, dict) else None
+    except (KeyError, ValueError):
+        return None
 
 
 def refusal(code: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -224,3 +224,12 @@ def rowcount(result: Result[Any]) -> int:
 def require_driver_of(principal: Principal, ride: Ride) -> None:
     if principal.role != DRIVER or ride.driver_id != principal.id:
         raise Forbidden("Only the ride's assigned driver may do this.")
+
+
+async def may_follow(session: AsyncSession, user_id: uuid.UUID, role: str, ride_id: uuid.UUID) -> bool:
+    """Whether this user may join `ride:{id}`: the ride's customer, its assigned driver, an admin."""
+    query = select(Ride.customer_id, Ride.driver_id).where(Ride.id == ride_id)
+    row = (await session.execute(query)).first()
+    if row is None:
+        return False
+    return role == ADMIN or user_id in (row.customer_id, row.driver_id)
