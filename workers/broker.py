@@ -37,6 +37,7 @@ def build_broker(settings: Settings) -> RedisBroker:
         client=client,
         namespace=settings.redis.dramatiq_namespace,
         heartbeat_timeout=settings.worker.heartbeat_timeout_s * 1000,
+        maintenance_chance=min(settings.worker.maintenance_chance, 1_000_000),
         middleware=[],
     )
     # Order matters: `after_*` hooks run in reverse, so the recorder (listed before the retries)

@@ -1,0 +1,160 @@
+"""A worker killed with SIGKILL in the middle of dispatching: every ride still reaches its driver.
+
+A burst of rides is requested; as soon as the first offer arrives the worker's whole process
+group is SIGKILLed, leaving rides in every state: dispatched, fetched by the dead worker but not
+acked (in its Redis acks set), queued in Redis, and still in the PostgreSQL outbox. A new worker
+then relays the outbox and — once the dead worker's heartbeat is older than
+`WORKER_HEARTBEAT_TIMEOUT` and a maintenance pass runs (`WORKER_MAINTENANCE_CHANCE` per million
+broker commands) — requeues what the dead one held. The driver must be offered every ride.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.dialects.postgresql import insert
+
+from app.settings import Settings
+from models import Offer, Region
+from tests.e2e.conftest import FARM_ENV
+from tests.e2e.farm import Farm
+
+pytestmark = pytest.mark.e2e
+
+RIDES = 40
+#: Recovery settings for this test: a dead worker is noticed after 2 s; every command maintains.
+CRASH_ENV = {
+    "WORKER_HEARTBEAT_TIMEOUT": "2",
+    "WORKER_MAINTENANCE_CHANCE": "1000000",
+    "DISPATCH_BID_WINDOW": "600",
+    "RECONCILE_INTERVAL": "3600",
+}
+
+
+@pytest.fixture(scope="module")
+def farm(database: str, redis_prefix_cleanup: None, settings: Settings) -> Iterator[Farm]:
+    engine = create_engine(settings.db.url)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Region)
+            .values(code="CRASH", name="Crash", currency="EUR", commission_rate=Decimal("0.1"))
+            .on_conflict_do_nothing(index_elements=["code"])
+        )
+    engine.dispose()
+    started = Farm.start({**FARM_ENV, **CRASH_ENV})
+    try:
+        started.wait_ready(timeout_s=30)
+        yield started
+    finally:
+        started.stop()
+
+
+def offers_for(settings: Settings, driver_id: str) -> int:
+    engine = create_engine(settings.db.url)
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.scalar(
+                    select(func.count()).select_from(Offer).where(Offer.driver_id == uuid.UUID(driver_id))
+                )
+                or 0
+            )
+    finally:
+        engine.dispose()
+
+
+async def test_a_sigkilled_worker_loses_no_dispatch(farm: Farm, settings: Settings) -> None:
+    async with httpx.AsyncClient(base_url=f"{farm.base_url}/api/v1", timeout=10.0) as http:
+        # Given an online driver (socket connected) next to the pickup, and a customer
+        async def register(role: str, **extra: Any) -> dict[str, Any]:
+            response = await http.post(
+                "/auth/register",
+                json={
+                    "email": f"crash-{role}-{uuid.uuid4().hex[:10]}@example.com",
+                    "password": "correct horse 1",
+                    "fullName": "Crash",
+                    "phone": "+491701234567",
+                    "role": role,
+                    **extra,
+                },
+            )
+            assert response.status_code == 201, response.text
+            body: dict[str, Any] = response.json()
+            return body
+
+        customer, driver = await register("customer"), await register("driver", vehicleType="truck")
+        driver_auth = {"authorization": f"Bearer {driver['accessToken']}"}
+        customer_auth = {"authorization": f"Bearer {customer['accessToken']}"}
+        await http.put("/drivers/me/location", json={"lat": 48.1371, "lng": 11.5754}, headers=driver_auth)
+        assert (await http.post("/drivers/me/online", headers=driver_auth)).status_code == 204
+        offered: set[str] = set()
+        first_offer, every_ride = asyncio.Event(), asyncio.Event()
+        rides: list[str] = []
+        sock = socketio.AsyncClient(reconnection=False)
+
+        @sock.on("ride:offer")
+        async def on_offer(payload: dict[str, Any]) -> None:
+            offered.add(payload["rideId"])
+            first_offer.set()
+            if rides and offered >= set(rides):
+                every_ride.set()
+
+        await sock.connect(
+            farm.base_url,
+            transports=["websocket"],
+            auth={"token": driver["accessToken"]},
+            socketio_path="socket.io",
+            wait_timeout=10,
+        )
+        replacement: Farm | None = None
+        try:
+            # When a burst of rides is requested and the worker is SIGKILLed at the first offer
+            body = {
+                "pickup": {"lat": 48.1372, "lng": 11.5755},
+                "dropoff": {"lat": 48.15, "lng": 11.58},
+                "vehicleType": "truck",
+                "region": "CRASH",
+                "paymentMethod": "cash",
+            }
+            for _ in range(RIDES):
+                response = await http.post("/rides", json=body, headers=customer_auth)
+                assert response.status_code == 201, response.text
+                rides.append(response.json()["id"])
+            async with asyncio.timeout(20):
+                await first_offer.wait()
+            worker = farm.process("worker")
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.popen.wait(timeout=10)
+            killed_at = time.monotonic()
+            assert offers_for(settings, driver["user"]["id"]) < RIDES, "the worker finished before the kill"
+
+            # And a new worker is started
+            replacement = Farm.start({**FARM_ENV, **CRASH_ENV}, names=("worker",))
+
+            # Then every ride is offered to the driver, exactly once each
+            deadline = time.monotonic() + 45
+            # PostgreSQL is polled (with a deadline): there is no event to wait on for its rows.
+            while offers_for(settings, driver["user"]["id"]) < RIDES and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+            recovered_s = time.monotonic() - killed_at
+            assert offers_for(settings, driver["user"]["id"]) == RIDES
+            if offered >= set(rides):
+                every_ride.set()
+            async with asyncio.timeout(10):
+                await every_ride.wait()
+            print(f"\nall {RIDES} rides offered {recovered_s:.1f} s after the SIGKILL")
+        finally:
+            await sock.disconnect()
+            if replacement is not None:
+                replacement.stop()
