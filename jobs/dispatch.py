@@ -16,6 +16,7 @@ def step(ctx: JobContext, ride_id: str, round_: int) -> None:
     dispatch.step(
         ctx.uow.session, get_resources().driver_index, ctx.settings.dispatch, uuid.UUID(ride_id),
         int(round_), after_commit=ctx.uow.after_commit, emit=ctx.publisher.emit,
+        emit_many=ctx.publisher.emit_many,
     )
 
 

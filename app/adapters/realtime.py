@@ -16,6 +16,7 @@ import socketio
 
 from app.keys import RedisKeys
 from app.logging import get_logger
+from app.redis_conn import create_sync_redis
 from app.settings import RedisSettings
 
 log = get_logger("realtime")
@@ -52,19 +53,40 @@ def stamp(payload: dict[str, Any]) -> dict[str, Any]:
 
 class Publisher:
     def __init__(self, settings: RedisSettings) -> None:
+        self._channel = RedisKeys(settings).socketio_channel()
         self._manager = socketio.RedisManager(
-            settings.url, channel=RedisKeys(settings).socketio_channel(), write_only=True,
-            json=BusJson,
+            settings.url, channel=self._channel, write_only=True, json=BusJson,
         )
+        # Our own client for batched publishes: it retries once and raises, never drops silently.
+        self._redis = create_sync_redis(settings, decode_responses=False)
 
     def emit(self, event: str, payload: dict[str, Any], room: str | list[str]) -> None:
         self._manager.emit(event, stamp(payload), room=room, namespace="/")
         log.debug("realtime.emitted", event_name=event, room=room)
 
+    def emit_many(self, events: list[tuple[str, dict[str, Any], str]]) -> None:
+        """Publish many `(event, payload, room)` in one Redis round trip (a dispatch round's offers).
+
+        Each is python-socketio's own pub/sub emit message (what `RedisManager.emit` publishes for
+        a plain JSON payload), so every socket server handles it as usual. Unlike the manager's
+        publish, a Redis failure raises, so the job is retried instead of the emits vanishing.
+        """
+        if not events:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for event, payload, room in events:
+            message = {"method": "emit", "event": event, "data": [stamp(payload)], "binary": False,
+                       "namespace": "/", "room": room, "skip_sid": None, "callback": None,
+                       "host_id": self._manager.host_id}
+            pipe.publish(self._channel, BusJson.dumps(message))
+        pipe.execute()
+        log.debug("realtime.emitted_many", count=len(events))
+
     def disconnect(self, sid: str) -> None:
         self._manager._publish(disconnect_message(sid, self._manager.host_id))
 
     def close(self) -> None:
+        self._redis.close()
         redis_client = getattr(self._manager, "redis", None)
         if redis_client is not None:
             redis_client.close()

@@ -34,6 +34,7 @@ from models.ride_states import SYSTEM, check_move
 log = get_logger("dispatch")
 
 Emit = Callable[[str, dict[str, Any], "str | list[str]"], None]
+EmitMany = Callable[[list[tuple[str, dict[str, Any], str]]], None]
 
 
 class NearbyDrivers(Protocol):
@@ -67,7 +68,7 @@ def _offer_payload(ride: Any, distance_km: float, round_: int, expires_at: datet
 
 def step(session: Session, drivers: NearbyDrivers, settings: DispatchSettings, ride_id: uuid.UUID,
          round_: int, *, after_commit: Callable[[Callable[[], None]], None], emit: Emit,
-         now: datetime | None = None) -> StepResult:
+         emit_many: EmitMany | None = None, now: datetime | None = None) -> StepResult:
     """Run dispatch round `round_` for the ride (see the module docstring)."""
     now = now or datetime.now(UTC)
     if not 0 <= round_ < len(settings.radii_km):
@@ -107,6 +108,9 @@ def step(session: Session, drivers: NearbyDrivers, settings: DispatchSettings, r
     payloads = [(d, _offer_payload(ride, km, round_, expires_at)) for d, km in chosen]
 
     def send_offers() -> None:
+        if emit_many is not None:
+            emit_many([("ride:offer", payload, driver_room(d)) for d, payload in payloads])
+            return
         for driver_id, payload in payloads:
             emit("ride:offer", payload, driver_room(driver_id))
 

@@ -127,16 +127,20 @@ async def test_a_sigkilled_worker_loses_no_dispatch(farm: Farm, settings: Settin
                 "region": "CRASH",
                 "paymentMethod": "cash",
             }
-            for _ in range(RIDES):
-                response = await http.post("/rides", json=body, headers=customer_auth)
-                assert response.status_code == 201, response.text
-                rides.append(response.json()["id"])
+            async def request_rides() -> None:
+                for _ in range(RIDES):
+                    response = await http.post("/rides", json=body, headers=customer_auth)
+                    assert response.status_code == 201, response.text
+                    rides.append(response.json()["id"])
+
+            creating = asyncio.create_task(request_rides())
             async with asyncio.timeout(20):
                 await first_offer.wait()
             worker = farm.process("worker")
             os.killpg(worker.pid, signal.SIGKILL)
             worker.popen.wait(timeout=10)
             killed_at = time.monotonic()
+            await creating  # the web keeps taking rides: they wait in the outbox
             assert offers_for(settings, driver["user"]["id"]) < RIDES, "the worker finished before the kill"
 
             # And a new worker is started
