@@ -97,11 +97,11 @@ def step(session: Session, drivers: NearbyDrivers, settings: DispatchSettings, r
     chosen = [(d, km) for d, km in candidates if d in eligible][: settings.max_offers_per_round]
     expires_at = now + timedelta(seconds=settings.bid_window_s)
     if chosen:
+        # executemany with one cached statement (a multi-row VALUES compiles anew for each count)
         session.execute(
-            insert(Offer)
-            .values([{"ride_id": ride_id, "driver_id": d, "round": round_, "distance_km": round(km, 3),
-                      "expires_at": expires_at, "created_at": now} for d, km in chosen])
-            .on_conflict_do_nothing(index_elements=["ride_id", "driver_id"])
+            insert(Offer).on_conflict_do_nothing(index_elements=["ride_id", "driver_id"]),
+            [{"ride_id": ride_id, "driver_id": d, "round": round_, "distance_km": round(km, 3),
+              "expires_at": expires_at, "created_at": now} for d, km in chosen],
         )
     add_job(session, "dispatch.check_bids", QUEUE_DISPATCH, str(ride_id), round_,
             delay_ms=settings.bid_window_s * 1000)
