@@ -7,7 +7,7 @@ from typing import Any, TypeAlias
 
 from litestar import Request
 from litestar.datastructures import State
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 
 from app.api.context import WebContext
 from app.db import AsyncUnitOfWork
@@ -105,3 +105,13 @@ async def auth_rate_limit(request: Request[Any, Any, Any], state: State) -> None
     except REDIS_ERRORS as error:
         raise ServiceUnavailable("Rate limits are unavailable; try again shortly.",
                                  details={"dependency": "redis"}) from error
+
+
+def caller_with_role(name: str, role: str) -> dict[str, Provide]:
+    """Controller dependencies: `principal`, and `name` — the caller, 403 unless it has `role`."""
+
+    async def provide(principal: CallerDep) -> Principal:
+        principal.require_role(role)
+        return principal
+
+    return {"principal": Provide(provide_principal), name: Provide(provide)}

@@ -8,12 +8,17 @@ truncate tables while the farm runs: each one registers its own users under uniq
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.dialects.postgresql import insert
 
+from app.settings import Settings
+from models import Region
 from tests.e2e.farm import Farm
 
 FARM_ENV = {
@@ -24,14 +29,31 @@ FARM_ENV = {
 }
 
 
-@pytest.fixture(scope="module")
-def farm(database: str, redis_prefix_cleanup: None) -> Iterator[Farm]:
-    started = Farm.start(FARM_ENV)
+def running_farm(extra_env: Mapping[str, str] | None = None) -> Iterator[Farm]:
+    """Start the farm (FARM_ENV plus `extra_env`), yield it once ready, stop it by PID."""
+    started = Farm.start({**FARM_ENV, **(extra_env or {})})
     try:
         started.wait_ready(timeout_s=30)
         yield started
     finally:
         started.stop()
+
+
+def ensure_region(settings: Settings, code: str) -> None:
+    """A region for the farm's rides, written before the farm starts."""
+    engine = create_engine(settings.db.url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(Region).values(code=code, name=code, currency="EUR",
+                                               commission_rate=Decimal("0.15"))
+                         .on_conflict_do_nothing(index_elements=["code"]))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def farm(database: str, redis_prefix_cleanup: None) -> Iterator[Farm]:
+    yield from running_farm()
 
 
 @pytest.fixture

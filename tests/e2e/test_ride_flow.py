@@ -12,18 +12,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 import socketio
-from sqlalchemy import create_engine
-from sqlalchemy.dialects.postgresql import insert
 
 from app.settings import Settings
-from models import Region
-from tests.e2e.conftest import FARM_ENV
+from tests.e2e.conftest import ensure_region, running_farm
 from tests.e2e.farm import Farm
 
 pytestmark = pytest.mark.e2e
@@ -37,20 +33,8 @@ WALK = ["DRIVER_ARRIVING", "PICKUP_ARRIVED", "LOADING", "IN_TRANSIT", "DROPOFF_A
 @pytest.fixture(scope="module")
 def farm(database: str, redis_prefix_cleanup: None, settings: Settings) -> Iterator[Farm]:
     """The farm with a two-second bid window, and a region to ride in."""
-    engine = create_engine(settings.db.url)
-    with engine.begin() as conn:
-        conn.execute(
-            insert(Region)
-            .values(code="E2E", name="E2E", currency="EUR", commission_rate=Decimal("0.15"))
-            .on_conflict_do_nothing(index_elements=["code"])
-        )
-    engine.dispose()
-    started = Farm.start({**FARM_ENV, "DISPATCH_BID_WINDOW": "2"})
-    try:
-        started.wait_ready(timeout_s=30)
-        yield started
-    finally:
-        started.stop()
+    ensure_region(settings, "E2E")
+    yield from running_farm({"DISPATCH_BID_WINDOW": "2"})
 
 
 @pytest.fixture

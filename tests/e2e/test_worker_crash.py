@@ -16,18 +16,16 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 import socketio
 from sqlalchemy import create_engine, func, select
-from sqlalchemy.dialects.postgresql import insert
 
 from app.settings import Settings
-from models import Offer, Region
-from tests.e2e.conftest import FARM_ENV
+from models import Offer
+from tests.e2e.conftest import FARM_ENV, ensure_region, running_farm
 from tests.e2e.farm import Farm
 
 pytestmark = pytest.mark.e2e
@@ -44,20 +42,8 @@ CRASH_ENV = {
 
 @pytest.fixture(scope="module")
 def farm(database: str, redis_prefix_cleanup: None, settings: Settings) -> Iterator[Farm]:
-    engine = create_engine(settings.db.url)
-    with engine.begin() as conn:
-        conn.execute(
-            insert(Region)
-            .values(code="CRASH", name="Crash", currency="EUR", commission_rate=Decimal("0.1"))
-            .on_conflict_do_nothing(index_elements=["code"])
-        )
-    engine.dispose()
-    started = Farm.start({**FARM_ENV, **CRASH_ENV})
-    try:
-        started.wait_ready(timeout_s=30)
-        yield started
-    finally:
-        started.stop()
+    ensure_region(settings, "CRASH")
+    yield from running_farm(CRASH_ENV)
 
 
 def offers_for(settings: Settings, driver_id: str) -> int:

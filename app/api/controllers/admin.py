@@ -6,26 +6,19 @@ import uuid
 
 from litestar import Controller, post
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from app.api.dependencies import CallerDep, UnitOfWorkDep, provide_principal, web_context
+from app.api.dependencies import CallerDep, UnitOfWorkDep, caller_with_role, web_context
 from app.api.schemas import ReasonIn
 from app.services import accounts
-from app.services.access import Principal
 from models import Role
-
-
-async def provide_admin(principal: CallerDep) -> Principal:
-    principal.require_role(Role.ADMIN)
-    return principal
 
 
 class AdminController(Controller):
     path = "/admin"
     tags = ["admin"]
-    dependencies = {"principal": Provide(provide_principal), "admin": Provide(provide_admin)}
+    dependencies = caller_with_role("admin", Role.ADMIN)
 
     @post("/drivers/{driver_id:uuid}/suspend", status_code=HTTP_204_NO_CONTENT)
     async def suspend(

@@ -4,26 +4,19 @@ from __future__ import annotations
 
 from litestar import Controller, post, put
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from app.api.dependencies import CallerDep, UnitOfWorkDep, provide_principal, web_context
+from app.api.dependencies import CallerDep, UnitOfWorkDep, caller_with_role, web_context
 from app.api.schemas_drivers import LocationIn
 from app.services import drivers
-from app.services.access import Principal
 from models import Role
-
-
-async def provide_driver(principal: CallerDep) -> Principal:
-    principal.require_role(Role.DRIVER)
-    return principal
 
 
 class DriverController(Controller):
     path = "/drivers/me"
     tags = ["drivers"]
-    dependencies = {"principal": Provide(provide_principal), "driver": Provide(provide_driver)}
+    dependencies = caller_with_role("driver", Role.DRIVER)
 
     @put("/location", status_code=HTTP_204_NO_CONTENT)
     async def update_location(
