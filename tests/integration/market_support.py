@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import pytest
 import redis.asyncio as aredis
 from litestar.testing.transport import TestClientTransport
 from sqlalchemy import Engine, create_engine, select
@@ -261,3 +263,19 @@ class BusTap:
                 room = message["room"]
                 rooms = tuple(room) if isinstance(room, list) else (room,)
                 seen.append(Emitted(message["event"], rooms, message["data"][0]))
+
+
+@pytest.fixture
+async def market(api: Client, accounts: Accounts, settings: Settings) -> AsyncIterator[Market]:
+    """A market with its region; import it (and `customer`) into a test module to use it."""
+    market = Market(api, accounts, settings)
+    try:
+        await market.region()
+        yield market
+    finally:
+        market.close()
+
+
+@pytest.fixture
+async def customer(market: Market) -> Person:
+    return await market.customer()

@@ -7,30 +7,25 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from app.settings import Settings
-from tests.integration.conftest import Accounts, AppFactory, Client
-from tests.integration.market_support import BusTap, Call, Market, Person, assert_error, at_once
+from tests.integration.conftest import AppFactory
+from tests.integration.market_support import (
+    BusTap,
+    Call,
+    Market,
+    Person,
+    assert_error,
+    at_once,
+    customer,
+    market,
+)
 
-
-@pytest.fixture
-async def market(api: Client, accounts: Accounts, settings: Settings) -> AsyncIterator[Market]:
-    market = Market(api, accounts, settings)
-    try:
-        await market.region()
-        yield market
-    finally:
-        market.close()
-
-
-@pytest.fixture
-async def customer(market: Market) -> Person:
-    return await market.customer()
+__all__ = ["customer", "market"]  # fixtures shared with the other ride tests
 
 
 @pytest.fixture

@@ -6,31 +6,24 @@ PICKUP_ARRIVED, an admin in any non-final state; a finished ride frees its drive
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from app.settings import Settings
-from tests.integration.conftest import Accounts, Client
-from tests.integration.market_support import DRIVER_STEPS, BusTap, Market, Person, assert_error
+from tests.integration.market_support import (
+    DRIVER_STEPS,
+    BusTap,
+    Market,
+    Person,
+    assert_error,
+    customer,
+    market,
+)
 
 ALL_STATUSES = ("PENDING_BIDS", "NO_DRIVERS_AVAILABLE", "BID_ACCEPTED", *DRIVER_STEPS, "CANCELLED")
 
-
-@pytest.fixture
-async def market(api: Client, accounts: Accounts, settings: Settings) -> AsyncIterator[Market]:
-    market = Market(api, accounts, settings)
-    try:
-        await market.region()
-        yield market
-    finally:
-        market.close()
-
-
-@pytest.fixture
-async def customer(market: Market) -> Person:
-    return await market.customer()
+__all__ = ["customer", "market"]  # fixtures shared with the other ride tests
 
 
 @pytest.fixture
