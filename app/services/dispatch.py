@@ -13,13 +13,14 @@ crashed worker). A ride that is no longer PENDING_BIDS (accepted, cancelled) sto
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -28,7 +29,7 @@ from app.logging import get_logger
 from app.outbox import add_job
 from app.services.ride_events import history_row, status_event, status_rooms
 from app.settings import DispatchSettings
-from models import Bid, BidStatus, Driver, NotificationRequest, Offer, Ride, RideStatus, User
+from models import Bid, BidStatus, NotificationRequest, Offer, Ride, RideStatus
 from models.ride_states import SYSTEM, check_move
 
 log = get_logger("dispatch")
@@ -59,52 +60,101 @@ def _offer_payload(ride: Any, distance_km: float, round_: int, expires_at: datet
         "rideId": str(ride.id),
         "pickup": {"lat": ride.pickup_lat, "lng": ride.pickup_lng, "address": ride.pickup_address},
         "dropoff": {"lat": ride.dropoff_lat, "lng": ride.dropoff_lng, "address": ride.dropoff_address},
-        "vehicleType": ride.vehicle_type.value,
+        "vehicleType": str(ride.vehicle_type),
         "distanceKm": round(distance_km, 3),
         "round": round_,
         "expiresAt": _iso(expires_at),
     }
 
 
+# The round's claim: a compare-and-set on `dispatch_round` that also returns what the offers need
+# (and which drivers this ride was already offered, so widening never offers anyone twice).
+_CLAIM_ROUND = text("""
+UPDATE rides SET dispatch_round = :round, updated_at = :now
+WHERE id = :ride_id AND status = 'PENDING_BIDS'
+  AND (CASE WHEN :round = 0 THEN dispatch_round IS NULL ELSE dispatch_round = :round - 1 END)
+RETURNING vehicle_type, pickup_lat, pickup_lng, pickup_address, dropoff_lat, dropoff_lng,
+          dropoff_address,
+          ARRAY(SELECT driver_id FROM offers WHERE offers.ride_id = rides.id) AS offered
+""")
+
+# Eligibility, the offers and the bid check's outbox row in one statement: the candidates come
+# from the GEO index nearest first; a driver must be online, free and not suspended.
+_OFFER_ROUND = text("""
+WITH candidate AS (
+    SELECT c.driver_id, c.distance_km, c.rank
+    FROM unnest(CAST(:driver_ids AS uuid[]), CAST(:distances AS float8[])) WITH ORDINALITY
+         AS c(driver_id, distance_km, rank)
+), chosen AS (
+    SELECT c.driver_id, c.distance_km, c.rank
+    FROM candidate c
+    JOIN drivers d ON d.user_id = c.driver_id
+    JOIN users u ON u.id = c.driver_id
+    WHERE d.availability = 'online' AND d.active_ride_id IS NULL AND u.is_active
+    ORDER BY c.rank
+    LIMIT :max_offers
+), offered AS (
+    INSERT INTO offers (ride_id, driver_id, round, distance_km, expires_at, created_at)
+    SELECT :ride_id, driver_id, :round, distance_km, :expires_at, :now
+    FROM chosen ORDER BY rank
+    ON CONFLICT (ride_id, driver_id) DO NOTHING
+    RETURNING driver_id, distance_km
+), bid_check AS (
+    INSERT INTO outbox_messages (message_id, queue, actor, args, kwargs, options, created_at)
+    VALUES (:message_id, :queue, 'dispatch.check_bids', CAST(:args AS jsonb), '{}'::jsonb,
+            CAST(:options AS jsonb), :now)
+)
+SELECT driver_id, distance_km FROM offered
+""")
+
+
+@dataclass(frozen=True)
+class _RideForOffers:
+    id: uuid.UUID
+    vehicle_type: str
+    pickup_lat: float
+    pickup_lng: float
+    pickup_address: str | None
+    dropoff_lat: float
+    dropoff_lng: float
+    dropoff_address: str | None
+
+
 def step(session: Session, drivers: NearbyDrivers, settings: DispatchSettings, ride_id: uuid.UUID,
          round_: int, *, after_commit: Callable[[Callable[[], None]], None], emit: Emit,
          emit_many: EmitMany | None = None, now: datetime | None = None) -> StepResult:
-    """Run dispatch round `round_` for the ride (see the module docstring)."""
+    """Run dispatch round `round_` for the ride (see the module docstring).
+
+    The hot path of the farm: two SQL statements (claim; eligibility + offers + bid check), one
+    index search between them, and after commit one Redis pipeline for the round's offers.
+    """
     now = now or datetime.now(UTC)
     if not 0 <= round_ < len(settings.radii_km):
         log.warning("dispatch.round_out_of_range", ride_id=str(ride_id), round=round_)
         return StepResult(False, [])
-    previous = Ride.dispatch_round.is_(None) if round_ == 0 else Ride.dispatch_round == round_ - 1
-    ride = session.execute(
-        update(Ride)
-        .where(Ride.id == ride_id, Ride.status == RideStatus.PENDING_BIDS, previous)
-        .values(dispatch_round=round_, updated_at=now)
-        .returning(Ride)
-    ).scalar_one_or_none()
-    if ride is None:
+    claimed = session.execute(_CLAIM_ROUND, {"ride_id": ride_id, "round": round_, "now": now}).first()
+    if claimed is None:
         _resend_open_offers(session, ride_id, round_, now, after_commit, emit)
         return StepResult(False, [])
+    ride = _RideForOffers(ride_id, *claimed[:7])
+    already: list[uuid.UUID] = claimed[7]
 
     radius = settings.radii_km[round_]
-    already = set(session.scalars(select(Offer.driver_id).where(Offer.ride_id == ride_id)))
     candidates = drivers.nearby(
-        ride.vehicle_type.value, ride.pickup_lat, ride.pickup_lng, radius,
+        ride.vehicle_type, ride.pickup_lat, ride.pickup_lng, radius,
         limit=settings.max_offers_per_round * 2,
         seen_after=(now - timedelta(seconds=settings.driver_stale_after_s)).timestamp(),
-        exclude=already,
+        exclude=set(already),
     )
-    eligible = _eligible(session, [driver_id for driver_id, _ in candidates])
-    chosen = [(d, km) for d, km in candidates if d in eligible][: settings.max_offers_per_round]
     expires_at = now + timedelta(seconds=settings.bid_window_s)
-    if chosen:
-        # executemany with one cached statement (a multi-row VALUES compiles anew for each count)
-        session.execute(
-            insert(Offer).on_conflict_do_nothing(index_elements=["ride_id", "driver_id"]),
-            [{"ride_id": ride_id, "driver_id": d, "round": round_, "distance_km": round(km, 3),
-              "expires_at": expires_at, "created_at": now} for d, km in chosen],
-        )
-    add_job(session, "dispatch.check_bids", QUEUE_DISPATCH, str(ride_id), round_,
-            delay_ms=settings.bid_window_s * 1000)
+    rows = session.execute(_OFFER_ROUND, {
+        "driver_ids": [d for d, _ in candidates], "distances": [round(km, 3) for _, km in candidates],
+        "max_offers": settings.max_offers_per_round, "ride_id": ride_id, "round": round_,
+        "expires_at": expires_at, "now": now, "message_id": uuid.uuid4(), "queue": QUEUE_DISPATCH,
+        "args": json.dumps([str(ride_id), round_]),
+        "options": json.dumps({"delay_ms": settings.bid_window_s * 1000}),
+    }).all()
+    chosen = sorted(((driver_id, km) for driver_id, km in rows), key=lambda row: row[1])
     payloads = [(d, _offer_payload(ride, km, round_, expires_at)) for d, km in chosen]
 
     def send_offers() -> None:
@@ -118,20 +168,6 @@ def step(session: Session, drivers: NearbyDrivers, settings: DispatchSettings, r
     log.info("dispatch.round_started", ride_id=str(ride_id), round=round_, radius_km=radius,
              candidates=len(candidates), offered=len(chosen))
     return StepResult(True, [d for d, _ in chosen])
-
-
-def _eligible(session: Session, driver_ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    """Of these drivers, the ones online, active (not suspended) and not busy on a ride."""
-    if not driver_ids:
-        return set()
-    return set(session.scalars(
-        select(Driver.user_id).join(User, User.id == Driver.user_id).where(
-            Driver.user_id.in_(driver_ids),
-            Driver.availability == "online",
-            Driver.active_ride_id.is_(None),
-            User.is_active.is_(True),
-        )
-    ))
 
 
 def _resend_open_offers(session: Session, ride_id: uuid.UUID, round_: int, now: datetime,

@@ -296,6 +296,11 @@ def run_inline(settings: Settings, ride_ids: list[uuid.UUID]) -> Inline:
         publisher.emit(event, payload, room)
         emitted.append(time.perf_counter() - started)
 
+    def emit_many(events: list[tuple[str, dict[str, Any], str]]) -> None:
+        started = time.perf_counter()
+        publisher.emit_many(events)
+        emitted.append(time.perf_counter() - started)
+
     parts: dict[str, list[float]] = {"step (SQL + Python)": [], "index search": [], "commit": [],
                                      "emits (after commit)": [], "session open/close": [], "total": []}
     result = Inline()
@@ -307,7 +312,7 @@ def run_inline(settings: Settings, ride_ids: list[uuid.UUID]) -> Inline:
             t1 = time.perf_counter()
             searched, emits = len(search), len(emitted)
             dispatch.step(uow.session, index, settings.dispatch, ride_id, 0, after_commit=uow.after_commit,
-                          emit=emit)
+                          emit=emit, emit_many=emit_many)
             t2 = time.perf_counter()
             uow.commit()  # the commit, then the after-commit emits
             t3 = time.perf_counter()
