@@ -24,6 +24,7 @@ from app.db import AsyncUnitOfWork
 from app.errors import AppError
 from app.keys import driver_room, ride_room, user_room
 from app.logging import get_logger
+from app.realtime.manager import FanOutRedisManager
 from app.redis_conn import REDIS_ERRORS
 from app.services import drivers, rides
 
@@ -38,7 +39,7 @@ DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
 
 def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, channel: str,
                          cors_origins: list[str] | str) -> socketio.AsyncServer:
-    manager = socketio.AsyncRedisManager(redis_url, channel=channel, json=BusJson)
+    manager = FanOutRedisManager(redis_url, channel=channel, json=BusJson)
     sio = socketio.AsyncServer(
         async_mode="asgi",
         client_manager=manager,
