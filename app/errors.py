@@ -146,6 +146,12 @@ class InvalidSignature(AppError):
     default_message = "The signature does not verify."
 
 
+class TwilioSignatureInvalid(InvalidSignature):
+    """A Twilio callback's `X-Twilio-Signature` is missing or wrong (Twilio's convention: 403)."""
+
+    status_code = 403
+
+
 class ServiceUnavailable(AppError):
     """A dependency (PostgreSQL, Redis, a provider) is unreachable; nothing was half-done."""
 
@@ -164,3 +170,15 @@ class ProviderError(AppError):
     def __init__(self, message: str | None = None, *, transient: bool, details: Any = None) -> None:
         self.transient = transient
         super().__init__(message, details=details)
+
+
+class PaymentsDisabled(AppError):
+    """A card payment was asked for on a farm with no Stripe key configured."""
+
+    status_code = 409
+    code = "PAYMENTS_DISABLED"
+    default_message = (
+        "Card payments are disabled on this farm: set STRIPE_SECRET_KEY (and STRIPE_WEBHOOK_SECRET for "
+        "the webhooks) and restart it to enable them. Cash rides work without them."
+    )
+

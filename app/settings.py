@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -110,6 +111,18 @@ class StripeSettings:
     webhook_secret: str = ""
     api_base: str = ""
     connect_base: str = ""
+    #: Where Stripe sends a driver back after Connect onboarding (and when the link expired).
+    connect_return_url: str = "http://127.0.0.1:8000/onboarding/done"
+    connect_refresh_url: str = "http://127.0.0.1:8000/onboarding/retry"
+    #: Country of the drivers' Connect Express accounts.
+    connect_country: str = "US"
+    #: Share of the fare captured when a card ride is cancelled once the driver is on the way
+    #: (cancelled from DRIVER_ARRIVING or later); before that the hold is released in full.
+    cancellation_fee_rate: Decimal = Decimal("0.20")
+    #: Seconds a signed webhook's timestamp may be old (Stripe's default tolerance is 300).
+    webhook_tolerance_s: int = 300
+    request_timeout_s: float = 20.0
+    max_network_retries: int = 2
 
     @property
     def enabled(self) -> bool:
@@ -125,10 +138,22 @@ class TwilioSettings:
     api_base: str = ""
     #: The public URL Twilio calls for status callbacks (signatures are computed over it).
     status_callback_url: str = ""
+    #: Seconds to connect to / wait for Twilio per request (a timeout is retried as transient).
+    timeout_s: float = 10.0
 
     @property
     def enabled(self) -> bool:
         return bool(self.account_sid and self.auth_token)
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    #: Sends tried per notification before a transient failure (5xx, 429, timeout) fails it.
+    max_attempts: int = 8
+    #: Seconds a sender's claim (`sending`) holds; a crashed sender's row is re-claimed after it.
+    lease_s: int = 60
+    #: A `queued` row untouched this long (s) has lost its job (Redis restarted empty): re-enqueued.
+    stuck_after_s: int = 600
 
 
 @dataclass(frozen=True)
@@ -155,6 +180,7 @@ class Settings:
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     stripe: StripeSettings = field(default_factory=StripeSettings)
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
     log: LogSettings = field(default_factory=LogSettings)
     web: WebSettings = field(default_factory=WebSettings)
 
@@ -317,6 +343,14 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             webhook_secret=src.text("STRIPE_WEBHOOK_SECRET", ""),
             api_base=src.text("STRIPE_API_BASE", ""),
             connect_base=src.text("STRIPE_CONNECT_BASE", ""),
+            connect_return_url=src.text("STRIPE_CONNECT_RETURN_URL", StripeSettings.connect_return_url),
+            connect_refresh_url=src.text("STRIPE_CONNECT_REFRESH_URL", StripeSettings.connect_refresh_url),
+            connect_country=src.text("STRIPE_CONNECT_COUNTRY", StripeSettings.connect_country),
+            cancellation_fee_rate=Decimal(str(src.number(
+                "PAYMENT_CANCELLATION_FEE_RATE", float(StripeSettings.cancellation_fee_rate)))),
+            webhook_tolerance_s=src.positive("STRIPE_WEBHOOK_TOLERANCE", StripeSettings.webhook_tolerance_s),
+            request_timeout_s=src.number("STRIPE_TIMEOUT", StripeSettings.request_timeout_s),
+            max_network_retries=src.integer("STRIPE_MAX_NETWORK_RETRIES", StripeSettings.max_network_retries),
         ),
         twilio=TwilioSettings(
             account_sid=src.text("TWILIO_ACCOUNT_SID", ""),
@@ -325,6 +359,12 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             whatsapp_from=src.text("TWILIO_WHATSAPP_FROM", ""),
             api_base=src.text("TWILIO_API_BASE", ""),
             status_callback_url=src.text("TWILIO_STATUS_CALLBACK_URL", ""),
+            timeout_s=src.number("TWILIO_TIMEOUT", TwilioSettings.timeout_s),
+        ),
+        notifications=NotificationSettings(
+            max_attempts=src.positive("NOTIFY_MAX_ATTEMPTS", NotificationSettings.max_attempts),
+            lease_s=src.positive("NOTIFY_LEASE", NotificationSettings.lease_s),
+            stuck_after_s=src.positive("NOTIFY_STUCK_AFTER", NotificationSettings.stuck_after_s),
         ),
         log=LogSettings(
             level=src.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),

@@ -24,7 +24,7 @@ def step(ctx: JobContext, ride_id: str, round_: int) -> None:
 def check_bids(ctx: JobContext, ride_id: str, round_: int) -> None:
     dispatch.check_bids(
         ctx.uow.session, ctx.settings.dispatch, uuid.UUID(ride_id), int(round_),
-        after_commit=ctx.uow.after_commit, emit=ctx.publisher.emit,
+        after_commit=ctx.uow.after_commit, emit=ctx.publisher.emit, twilio=ctx.settings.twilio,
     )
 
 

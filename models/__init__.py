@@ -3,6 +3,7 @@
 from models.audit import AuditEntry
 from models.base import Base
 from models.jobs import FailedJob, OutboxMessage
+from models.payments import LedgerEntry, LedgerKind, Payment, PaymentStatus, StripeEvent
 from models.rides import (
     Bid,
     BidStatus,
@@ -32,10 +33,14 @@ __all__ = [
     "Driver",
     "DriverAvailability",
     "FailedJob",
+    "LedgerEntry",
+    "LedgerKind",
     "NotificationRequest",
     "Offer",
     "OutboxMessage",
+    "Payment",
     "PaymentMethod",
+    "PaymentStatus",
     "RefreshToken",
     "Region",
     "RevokedSession",
@@ -43,6 +48,7 @@ __all__ = [
     "RideEvent",
     "RideStatus",
     "Role",
+    "StripeEvent",
     "User",
     "VehicleType",
 ]

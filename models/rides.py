@@ -7,7 +7,18 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, CheckConstraint, Enum, ForeignKey, Identity, Index, Numeric, String, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Enum,
+    ForeignKey,
+    Identity,
+    Index,
+    Numeric,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -150,8 +161,13 @@ class Bid(Base):
 
 
 class NotificationRequest(Base):
-    """A message a user must be sent (bids ready, no drivers…), recorded in the transaction of the
-    change that causes it; delivery (channel, provider, status callbacks) builds on this row."""
+    """A message a user must be sent, written in the transaction of the change that causes it.
+
+    The row is the outbox: `notifications.send` delivers it (Twilio WhatsApp/SMS, or the console
+    channel when Twilio is not configured) and never twice — the status moves
+    `queued → sending → sent → delivered | failed | undelivered` by compare-and-set, and Twilio's
+    status callbacks move it on from `sent`.
+    """
 
     __tablename__ = "notifications"
 
@@ -161,5 +177,24 @@ class NotificationRequest(Base):
     #: One notification per cause, e.g. `ride:<id>:bids_ready:0`.
     dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
     params: Mapped[dict[str, object]] = mapped_column(JSONB, default=dict)
+    #: `whatsapp`, `sms` or `console` (no Twilio credentials), fixed when the row is written.
+    channel: Mapped[str] = mapped_column(String(16), default="console", server_default="console")
+    #: E.164 phone number (without the `whatsapp:` prefix).
+    recipient: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    body: Mapped[str] = mapped_column(Text, default="", server_default="")
     status: Mapped[str] = mapped_column(String(16), default="queued")
+    provider_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    #: While `sending`: when a crashed sender's claim lapses and another attempt may take the row.
+    lease_until: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'sending', 'sent', 'delivered', 'failed', 'undelivered')",
+                        name="status_known"),
+        CheckConstraint("channel IN ('whatsapp', 'sms', 'console')", name="channel_known"),
+    )

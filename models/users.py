@@ -75,6 +75,11 @@ class Driver(Base):
     last_heading: Mapped[float | None]
     last_speed_kph: Mapped[float | None]
     last_seen_at: Mapped[datetime | None]
+    #: Stripe Connect Express account receiving this driver's card earnings (created once).
+    stripe_account_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    #: Copied from the account by `account.updated` webhooks; a card ride needs both.
+    charges_enabled: Mapped[bool] = mapped_column(default=False, server_default="false")
+    payouts_enabled: Mapped[bool] = mapped_column(default=False, server_default="false")
     created_at: Mapped[datetime] = created_at()
 
     user: Mapped[User] = relationship(back_populates="driver", lazy="raise")

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.adapters.driver_index import DriverIndexReader
 from app.adapters.realtime import Publisher
+from app.adapters.stripe_gateway import StripeGateway
 from app.db import create_sync_engine, sync_session_factory
 from app.keys import RedisKeys
 from app.redis_conn import create_sync_redis
@@ -26,6 +27,13 @@ class WorkerResources:
     keys: RedisKeys
     publisher: Publisher
     driver_index: DriverIndexReader
+    _stripe: StripeGateway | None = None
+
+    def stripe(self) -> StripeGateway:
+        """The Stripe client (made on first use; `PaymentsDisabled` with no key configured)."""
+        if self._stripe is None:
+            self._stripe = StripeGateway(self.settings.stripe)
+        return self._stripe
 
     def close(self) -> None:
         self.publisher.close()

@@ -20,8 +20,11 @@ from app.api.controllers.auth import AuthController, me
 from app.api.controllers.bids import BidController
 from app.api.controllers.drivers import DriverController
 from app.api.controllers.health import health, ready
+from app.api.controllers.payments import PaymentController
 from app.api.controllers.regions import regions
 from app.api.controllers.rides import RideController
+from app.api.controllers.twilio_status import TwilioStatusController
+from app.api.controllers.webhooks import StripeWebhookController
 from app.api.dependencies import provide_uow
 from app.api.errors import handle_exception
 from app.logging import freeze_startup_objects
@@ -75,11 +78,12 @@ def create_app(settings: Settings, context_factory: Callable[[], WebContext] | N
     api = Router(
         path=API_PREFIX,
         route_handlers=[AuthController, AdminController, DriverController, RideController, BidController,
-                        regions, me],
+                        PaymentController, regions, me],
         dependencies={"uow": Provide(provide_uow)},
     )
     return Litestar(
-        route_handlers=[api, health, ready],
+        route_handlers=[api, health, ready, StripeWebhookController,
+                        TwilioStatusController],
         lifespan=[lifespan],
         middleware=[request_id_middleware],
         exception_handlers={Exception: handle_exception},

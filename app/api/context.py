@@ -12,6 +12,7 @@ from app.adapters.access_cache import AccessMirror
 from app.adapters.driver_index import DriverIndex
 from app.adapters.rate_limiter import RateLimiter
 from app.adapters.realtime import AsyncPublisher
+from app.adapters.stripe_gateway import StripeGateway
 from app.adapters.token_store import TokenStore
 from app.db import async_session_factory, create_async_db_engine
 from app.keys import RedisKeys
@@ -36,6 +37,13 @@ class WebContext:
     mirror: AccessMirror
     driver_index: DriverIndex
     _mirror_task: asyncio.Task[None] | None = None
+    _stripe: StripeGateway | None = None
+
+    def stripe(self) -> StripeGateway:
+        """The Stripe client (made on first use; `PaymentsDisabled` with no key configured)."""
+        if self._stripe is None:
+            self._stripe = StripeGateway(self.settings.stripe)
+        return self._stripe
 
     @classmethod
     def build(cls, settings: Settings) -> WebContext:

@@ -25,8 +25,10 @@ from app.db import AsyncUnitOfWork
 from app.errors import Conflict, Forbidden, NotFound
 from app.keys import ride_room
 from app.logging import get_logger
+from app.services import notifications, payments
 from app.services.access import Principal
 from app.services.rides import RideView, load_ride, move_ride, rowcount, view_of
+from app.settings import Settings
 from models import Bid, BidStatus, Driver, Offer, Region, Ride, RideStatus
 from models.ride_states import CUSTOMER, DRIVER
 
@@ -109,7 +111,7 @@ async def list_bids(session: AsyncSession, principal: Principal, ride_id: uuid.U
 
 # --- accept ----------------------------------------------------------------------------------------
 async def accept_bid(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal: Principal,
-                     ride_id: uuid.UUID, bid_id: uuid.UUID) -> RideView:
+                     ride_id: uuid.UUID, bid_id: uuid.UUID, *, settings: Settings) -> RideView:
     """Assign the bid's driver (`BID_ACCEPTED`), reject the other bids; only one accept ever wins."""
     session = uow.session
     ride = await load_ride(session, principal, ride_id, for_update=True)
@@ -120,6 +122,7 @@ async def accept_bid(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal:
         raise NotFound("This ride has no bid with this id.")
     if ride.status != RideStatus.PENDING_BIDS or bid.status != BidStatus.PENDING:
         raise Conflict("The ride is no longer open for bids.", details={"status": ride.status.value})
+    await payments.check_driver_can_be_paid(session, settings, ride, bid.driver_id)
     try:
         await _take_driver(session, bid.driver_id, ride.id)
         await session.execute(
@@ -134,8 +137,11 @@ async def accept_bid(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal:
             raise Conflict("The bid is no longer open.")
         await move_ride(uow, publisher, ride, RideStatus.BID_ACCEPTED, actor=principal,
                         changes={"driver_id": bid.driver_id, "accepted_bid_id": bid.id})
+        await payments.open_payment(session, ride, driver_id=bid.driver_id, amount=bid.amount,
+                                    currency=bid.currency)
     except IntegrityError as exc:  # a backing constraint caught a race the locks should prevent
         raise Conflict("Another accept won this ride.") from exc
+    await notifications.driver_assigned_async(session, ride, bid, settings.twilio)
     log.info("bid.accepted", ride_id=str(ride.id), bid_id=str(bid.id), driver_id=str(bid.driver_id))
     return await view_of(session, ride)
 

@@ -21,15 +21,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app.keys import QUEUE_DISPATCH, driver_room, ride_room
 from app.logging import get_logger
 from app.outbox import add_job
+from app.services.notifications import notify, ride_key
 from app.services.ride_events import history_row, status_event, status_rooms
-from app.settings import DispatchSettings
-from models import Bid, BidStatus, NotificationRequest, Offer, Ride, RideStatus
+from app.settings import DispatchSettings, TwilioSettings
+from models import Bid, BidStatus, Offer, Ride, RideStatus
 from models.ride_states import SYSTEM, check_move
 
 log = get_logger("dispatch")
@@ -198,8 +198,11 @@ class CheckResult:
 
 def check_bids(session: Session, settings: DispatchSettings, ride_id: uuid.UUID, round_: int, *,
                after_commit: Callable[[Callable[[], None]], None], emit: Emit,
-               now: datetime | None = None) -> CheckResult:
-    """After round `round_`'s bid window: bids → tell the customer; none → widen or give up."""
+               now: datetime | None = None, twilio: TwilioSettings | None = None) -> CheckResult:
+    """After round `round_`'s bid window: bids → tell the customer; none → widen or give up.
+
+    `twilio` picks the notifications' channel (none: the console channel).
+    """
     now = now or datetime.now(UTC)
     ride = session.execute(
         update(Ride)
@@ -212,12 +215,15 @@ def check_bids(session: Session, settings: DispatchSettings, ride_id: uuid.UUID,
         log.info("dispatch.check_skipped", ride_id=str(ride_id), round=round_)
         return CheckResult("skipped")
 
-    live_bids = session.scalar(
-        select(func.count()).select_from(Bid).where(Bid.ride_id == ride_id, Bid.status == BidStatus.PENDING)
-    ) or 0
+    live_bids, lowest, currency = session.execute(
+        select(func.count(), func.min(Bid.amount), func.min(Bid.currency))
+        .where(Bid.ride_id == ride_id, Bid.status == BidStatus.PENDING)
+    ).one()
     if live_bids:
-        _notify(session, ride.customer_id, "bids_ready", f"ride:{ride_id}:bids_ready:{round_}",
-                {"rideId": str(ride_id), "count": live_bids, "round": round_})
+        notify(session, user_id=ride.customer_id, template="bids_ready", settings=twilio,
+               dedupe_key=ride_key(ride_id, "bids_ready", round_),
+               params={"rideId": str(ride_id), "count": live_bids, "round": round_,
+                       "lowestAmount": lowest, "currency": currency})
         payload = {"rideId": str(ride_id), "count": live_bids, "round": round_}
         after_commit(lambda: emit("bids:ready", payload, ride_room(ride_id)))
         log.info("dispatch.bids_ready", ride_id=str(ride_id), round=round_, bids=live_bids)
@@ -233,23 +239,14 @@ def check_bids(session: Session, settings: DispatchSettings, ride_id: uuid.UUID,
                     .values(status=RideStatus.NO_DRIVERS_AVAILABLE, updated_at=now))
     session.execute(history_row(ride_id, RideStatus.PENDING_BIDS.value,
                                 RideStatus.NO_DRIVERS_AVAILABLE.value, actor_id=None, role=SYSTEM, at=now))
-    _notify(session, ride.customer_id, "no_drivers", f"ride:{ride_id}:no_drivers", {"rideId": str(ride_id)})
+    notify(session, user_id=ride.customer_id, template="no_drivers", settings=twilio,
+           dedupe_key=ride_key(ride_id, "no_drivers"), params={"rideId": str(ride_id)})
     event = status_event(ride_id, RideStatus.PENDING_BIDS.value, RideStatus.NO_DRIVERS_AVAILABLE.value,
                          actor_id=None, role=SYSTEM, at=now)
     rooms = status_rooms(ride_id, ride.customer_id, None)
     after_commit(lambda: emit("ride:status", event, rooms))
     log.info("dispatch.no_drivers", ride_id=str(ride_id), rounds=len(settings.radii_km))
     return CheckResult("no_drivers")
-
-
-def _notify(session: Session, user_id: uuid.UUID, template: str, dedupe_key: str,
-            params: dict[str, Any]) -> None:
-    """Record a notification for delivery (once per cause)."""
-    session.execute(
-        insert(NotificationRequest)
-        .values(id=uuid.uuid4(), user_id=user_id, template=template, dedupe_key=dedupe_key, params=params)
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-    )
 
 
 @dataclass(frozen=True)

@@ -15,34 +15,43 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.adapters.realtime import AsyncPublisher
 from app.db import AsyncUnitOfWork
 from app.errors import Forbidden
+from app.services import notifications
 from app.services.access import Principal
 from app.services.rides import RideView, load_ride, move_ride, require_driver_of, view_of
+from app.settings import Settings
 from models import Bid, BidStatus, Driver, Ride, RideStatus
 from models.ride_states import DRIVER
 
 
 async def advance_ride(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal: Principal,
-                       ride_id: uuid.UUID, target: RideStatus) -> RideView:
-    """The assigned driver's next step (`InvalidTransition` for any other); COMPLETED frees it."""
+                       ride_id: uuid.UUID, target: RideStatus, *, settings: Settings) -> RideView:
+    """The assigned driver's next step (`InvalidTransition` for any other); COMPLETED frees it.
+
+    The customer is told when the driver sets off (DRIVER_ARRIVING) and when the ride is done.
+    """
     ride = await load_ride(uow.session, principal, ride_id, for_update=True)
     require_driver_of(principal, ride)
     await move_ride(uow, publisher, ride, target, actor=principal)
+    await notifications.ride_moved_async(uow.session, ride, target, settings.twilio)
     if target == RideStatus.COMPLETED:
         await release_driver(uow.session, ride)
     return await view_of(uow.session, ride)
 
 
 async def cancel_ride(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal: Principal,
-                      ride_id: uuid.UUID, reason: str | None) -> RideView:
+                      ride_id: uuid.UUID, reason: str | None, *, settings: Settings) -> RideView:
     """Cancel for the customer (until PICKUP_ARRIVED) or an admin (any non-final state).
 
     The assigned driver is freed and the bids still open are rejected; a ride cancelled while
-    `PENDING_BIDS` stops being dispatched (each dispatch job checks the status first).
+    `PENDING_BIDS` stops being dispatched (each dispatch job checks the status first). The other
+    party is told: the assigned driver when the customer cancels, both when an admin does.
     """
     ride = await load_ride(uow.session, principal, ride_id, for_update=True)
     if principal.role == DRIVER:
         raise Forbidden("A driver may not cancel a ride.")
     await move_ride(uow, publisher, ride, RideStatus.CANCELLED, actor=principal, reason=reason)
+    await notifications.ride_cancelled_async(uow.session, ride, by_role=principal.role, reason=reason,
+                                             settings=settings.twilio)
     await release_driver(uow.session, ride)
     await uow.session.execute(
         update(Bid).where(Bid.ride_id == ride.id, Bid.status == BidStatus.PENDING)

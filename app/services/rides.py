@@ -25,8 +25,11 @@ from app.db import AsyncUnitOfWork
 from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.keys import QUEUE_DISPATCH
 from app.logging import get_logger
+from app.services import payments
 from app.services.access import Principal
+from app.services.notifications import notification_ctes, notification_params, place, ride_key
 from app.services.ride_events import history_row, status_event, status_rooms
+from app.settings import Settings
 from models import Bid, Offer, PaymentMethod, Ride, RideEvent, RideStatus, VehicleType
 from models.ride_states import ADMIN, CUSTOMER, DRIVER, check_move
 
@@ -67,8 +70,9 @@ class RideView:
 
 
 # --- create ----------------------------------------------------------------------------------------
-#: The ride, its first history entry and its first dispatch job, in one statement: the hot path of
-#: `POST /rides` is one round trip (the rows' foreign keys are checked at the statement's end).
+#: The ride, its first history entry, its first dispatch job and the customer's booking confirmation
+#: (notification + its send job), in one statement: the hot path of `POST /rides` is one round trip
+#: (the rows' foreign keys are checked at the statement's end).
 _CREATE_RIDE = text("""
 WITH ride AS (
     INSERT INTO rides (id, customer_id, region_code, vehicle_type, payment_method, pickup_lat,
@@ -81,13 +85,14 @@ WITH ride AS (
 ), history AS (
     INSERT INTO ride_history (ride_id, from_status, to_status, actor_id, actor_role, at)
     SELECT id, NULL, :status, :customer_id, :role, :created_at FROM ride
-)
+),""" + notification_ctes("note") + """
 INSERT INTO outbox_messages (message_id, queue, actor, args, kwargs, options, created_at)
 SELECT :message_id, :queue, :actor, CAST(:args AS jsonb), '{}'::jsonb, '{}'::jsonb, :created_at FROM ride
 """)
 
 
-async def create_ride(uow: AsyncUnitOfWork, principal: Principal, request: RideRequest) -> RideView:
+async def create_ride(uow: AsyncUnitOfWork, principal: Principal, request: RideRequest, *,
+                      settings: Settings) -> RideView:
     principal.require_role(CUSTOMER)
     now = datetime.now(UTC)
     ride_id = uuid.uuid4()
@@ -112,8 +117,14 @@ async def create_ride(uow: AsyncUnitOfWork, principal: Principal, request: RideR
     }
     job = {"message_id": uuid.uuid4(), "queue": QUEUE_DISPATCH, "actor": "dispatch.step",
            "args": msgspec.json.encode([str(ride_id), 0]).decode(), "role": CUSTOMER}
+    note = notification_params(
+        "note", user_id=principal.id, template="booking_confirmed", settings=settings.twilio, now=now,
+        dedupe_key=ride_key(ride_id, "booking_confirmed"),
+        params={"rideId": str(ride_id), "vehicleType": request.vehicle_type,
+                "pickup": place(request.pickup.address, request.pickup.lat, request.pickup.lng)})
     try:
-        await uow.session.execute(_CREATE_RIDE, {**values, "status": RideStatus.PENDING_BIDS.value, **job})
+        await uow.session.execute(_CREATE_RIDE, {**values, "status": RideStatus.PENDING_BIDS.value, **job,
+                                                 **note})
     except IntegrityError as exc:
         if "region" in str(exc.orig):
             raise ValidationFailed("Unknown region.", details={"region": "unknown region code"}) from exc
@@ -231,6 +242,8 @@ async def move_ride(uow: AsyncUnitOfWork, publisher: AsyncPublisher, ride: Ride,
     payload = status_event(ride.id, before.value, target.value, actor_id=actor.id, role=actor.role, at=now)
     rooms = status_rooms(ride.id, ride.customer_id, ride.driver_id)
     uow.after_commit(lambda: publisher.emit("ride:status", payload, rooms))
+    if target in (RideStatus.COMPLETED, RideStatus.CANCELLED):
+        await payments.after_ride_move(uow.session, ride, before, target)
     log.info("ride.status_changed", ride_id=str(ride.id), before=before.value, after=target.value,
              by=actor.role)
     return ride

@@ -95,7 +95,7 @@ def ride_body() -> bytes:
     return json.dumps({
         "pickup": {"lat": PICKUP[0], "lng": PICKUP[1], "address": "Alexanderplatz 1, Berlin"},
         "dropoff": {"lat": DROPOFF[0], "lng": DROPOFF[1], "address": "Checkpoint Charlie, Berlin"},
-        "vehicleType": VEHICLE, "region": REGION, "paymentMethod": "card",
+        "vehicleType": VEHICLE, "region": REGION, "paymentMethod": "cash",
     }, separators=(",", ":")).encode()
 
 

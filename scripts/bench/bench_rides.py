@@ -62,7 +62,7 @@ def ride_body() -> bytes:
     return json.dumps({
         "pickup": {"lat": 52.5219, "lng": 13.4132, "address": "Alexanderplatz 1, Berlin"},
         "dropoff": {"lat": 52.5076, "lng": 13.3904, "address": "Checkpoint Charlie, Berlin"},
-        "vehicleType": "van", "region": REGION, "paymentMethod": "card",
+        "vehicleType": "van", "region": REGION, "paymentMethod": "cash",
     }, separators=(",", ":")).encode()
 
 

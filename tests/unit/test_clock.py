@@ -16,12 +16,13 @@ def test_the_clock_sends_each_periodic_job_at_its_configured_interval() -> None:
     settings = Settings(clock=ClockSettings(tokens_cleanup_interval_s=900, reconcile_interval_s=20))
     # When the schedule is built
     scheduler = clock.build_scheduler(settings)
-    # Then it sends `tokens.cleanup` every 15 minutes and `rides.reconcile` every 20 s, first at start
+    # Then it sends `tokens.cleanup` every 15 minutes and both reconcilers every 20 s, first at start
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"tokens.cleanup", "rides.reconcile"}
+    assert set(jobs) == {"tokens.cleanup", "rides.reconcile", "notifications.reconcile"}
     for name, interval in (
         ("tokens.cleanup", timedelta(minutes=15)),
         ("rides.reconcile", timedelta(seconds=20)),
+        ("notifications.reconcile", timedelta(seconds=20)),
     ):
         job = jobs[name]
         assert job.func is clock.send

@@ -1,4 +1,4 @@
-"""`/api/v1/admin/*`: admin-only account actions."""
+"""`/api/v1/admin/*`: admin-only account and payment actions."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import uuid
 from litestar import Controller, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
-from litestar.status_codes import HTTP_204_NO_CONTENT
+from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from app.api.dependencies import CallerDep, UnitOfWorkDep, caller_with_role, web_context
 from app.api.schemas import ReasonIn
-from app.services import accounts
-from models import Role
+from app.api.schemas_payments import RefundIn, RefundOut
+from app.services import accounts, payments
+from models import AuditEntry, Role
 
 
 class AdminController(Controller):
@@ -47,3 +48,15 @@ class AdminController(Controller):
         await accounts.activate_driver(
             uow, web_context(state).tokens, driver_id, data.reason, actor_id=admin.id, actor_role=admin.role
         )
+
+    @post("/rides/{ride_id:uuid}/refund", status_code=HTTP_200_OK)
+    async def refund(self, ride_id: FromPath[uuid.UUID], data: JSONBody[RefundIn], uow: UnitOfWorkDep,
+                     admin: CallerDep) -> RefundOut:
+        """Refund (part of) what a card ride captured; `payments.refund` does it (status `requested`)."""
+        request_id = await payments.request_refund(uow.session, ride_id, data.amount)
+        uow.session.add(AuditEntry(actor_id=admin.id, actor_role=admin.role,
+                                   action="payment.refund_requested", target_type="ride",
+                                   target_id=str(ride_id),
+                                   details={"amount": data.amount, "reason": data.reason,
+                                            "requestId": request_id}))
+        return RefundOut(ride_id=ride_id, request_id=request_id, status="requested")

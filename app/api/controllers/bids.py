@@ -37,5 +37,6 @@ class BidController(Controller):
     async def accept(self, ride_id: FromPath[uuid.UUID], bid_id: FromPath[uuid.UUID], uow: UnitOfWorkDep,
                      state: State, principal: CallerDep) -> RideOut:
         """Accept one bid: its driver is assigned (BID_ACCEPTED), the others are rejected."""
-        view = await bids.accept_bid(uow, web_context(state).publisher, principal, ride_id, bid_id)
+        ctx = web_context(state)
+        view = await bids.accept_bid(uow, ctx.publisher, principal, ride_id, bid_id, settings=ctx.settings)
         return RideOut.of(view)

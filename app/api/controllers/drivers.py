@@ -1,15 +1,16 @@
-"""`/api/v1/drivers/me/*`: a driver's position and availability."""
+"""`/api/v1/drivers/me/*`: a driver's position and availability, payouts onboarding and earnings."""
 
 from __future__ import annotations
 
-from litestar import Controller, post, put
+from litestar import Controller, get, post, put
 from litestar.datastructures import State
 from litestar.params import JSONBody
-from litestar.status_codes import HTTP_204_NO_CONTENT
+from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from app.api.dependencies import CallerDep, UnitOfWorkDep, caller_with_role, web_context
 from app.api.schemas_drivers import LocationIn
-from app.services import drivers
+from app.api.schemas_payments import EarningsOut, OnboardOut
+from app.services import drivers, payments
 from models import Role
 
 
@@ -38,3 +39,18 @@ class DriverController(Controller):
     async def go_offline(self, uow: UnitOfWorkDep, state: State, driver: CallerDep) -> None:
         """Stop receiving ride offers."""
         await drivers.go_offline(uow, web_context(state).driver_index, driver.id)
+
+    @post("/payouts/onboard", status_code=HTTP_200_OK)
+    async def onboard_payouts(self, uow: UnitOfWorkDep, state: State, driver: CallerDep) -> OnboardOut:
+        """A Stripe Connect onboarding link (the Express account is created on the first call).
+
+        Card rides can be accepted for the driver once Stripe reports charges and payouts enabled
+        (`account.updated` webhooks keep that current).
+        """
+        url = await payments.onboarding_link(uow.session, web_context(state).stripe(), driver.id)
+        return OnboardOut(url=url)
+
+    @get("/earnings")
+    async def earnings(self, uow: UnitOfWorkDep, driver: CallerDep) -> EarningsOut:
+        """Ledger totals per currency and the newest entries (earnings, refunds, cash commission owed)."""
+        return EarningsOut.of(await payments.earnings(uow.session, driver.id))

@@ -13,6 +13,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from app.api.dependencies import CallerDep, UnitOfWorkDep, provide_principal, web_context
 from app.api.schemas_rides import CancelIn, RideIn, RideList, RideOut, StatusIn
+from app.errors import PaymentsDisabled
 from app.services import ride_status, rides
 
 
@@ -22,9 +23,16 @@ class RideController(Controller):
     dependencies = {"principal": Provide(provide_principal)}
 
     @post("/", status_code=HTTP_201_CREATED)
-    async def create(self, data: JSONBody[RideIn], uow: UnitOfWorkDep, principal: CallerDep) -> RideOut:
-        """Request a ride: stored as PENDING_BIDS at once; nearby drivers are offered it in rounds."""
-        return RideOut.of(await rides.create_ride(uow, principal, data.to_request()))
+    async def create(self, data: JSONBody[RideIn], uow: UnitOfWorkDep, principal: CallerDep,
+                     state: State) -> RideOut:
+        """Request a ride: stored as PENDING_BIDS at once; nearby drivers are offered it in rounds.
+
+        A card ride on a farm without a Stripe key is refused (409 `PAYMENTS_DISABLED`); cash works.
+        """
+        if data.payment_method == "card" and not web_context(state).settings.stripe.enabled:
+            raise PaymentsDisabled()
+        return RideOut.of(await rides.create_ride(uow, principal, data.to_request(),
+                                                  settings=web_context(state).settings))
 
     @get("/")
     async def list(
@@ -45,14 +53,16 @@ class RideController(Controller):
     async def move(self, ride_id: FromPath[uuid.UUID], data: JSONBody[StatusIn], uow: UnitOfWorkDep,
                    state: State, principal: CallerDep) -> RideOut:
         """The assigned driver moves the ride one step forward (COMPLETED frees the driver)."""
-        view = await ride_status.advance_ride(uow, web_context(state).publisher, principal, ride_id,
-                                              data.status)
+        ctx = web_context(state)
+        view = await ride_status.advance_ride(uow, ctx.publisher, principal, ride_id, data.status,
+                                              settings=ctx.settings)
         return RideOut.of(view)
 
     @post("/{ride_id:uuid}/cancel", status_code=HTTP_200_OK)
     async def cancel(self, ride_id: FromPath[uuid.UUID], uow: UnitOfWorkDep, state: State,
                      principal: CallerDep, data: JSONBody[CancelIn | None] = None) -> RideOut:
         """Cancel (body optional): the customer until PICKUP_ARRIVED, an admin in any non-final state."""
-        view = await ride_status.cancel_ride(uow, web_context(state).publisher, principal, ride_id,
-                                             data.reason if data else None)
+        ctx = web_context(state)
+        view = await ride_status.cancel_ride(uow, ctx.publisher, principal, ride_id,
+                                             data.reason if data else None, settings=ctx.settings)
         return RideOut.of(view)

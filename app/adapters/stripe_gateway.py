@@ -1,0 +1,229 @@
+"""Stripe, through the official SDK: Connect accounts, held PaymentIntents, captures, refunds.
+
+Every call that changes something carries an idempotency key fixed by the caller (derived from
+the ride and the operation), so a retried, redelivered or replayed job gets Stripe's stored answer
+instead of a second charge. `STRIPE_API_BASE` points the SDK elsewhere (the tests' local fake).
+Errors come back as `ProviderError`: `transient` for network failures, 5xx and rate limits (the
+job retries), not for a request Stripe refused (the job records the refusal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import stripe
+
+from app.errors import PaymentsDisabled, ProviderError
+from app.logging import get_logger
+from app.settings import StripeSettings
+
+log = get_logger("stripe")
+
+T = TypeVar("T")
+
+_TRANSIENT = (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError)
+
+
+@dataclass(frozen=True)
+class IntentState:
+    id: str
+    status: str
+    amount: int
+    amount_capturable: int
+    amount_received: int
+    currency: str
+    client_secret: str | None
+    latest_charge: str | None
+    application_fee_amount: int | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class ChargeState:
+    id: str
+    payment_intent: str | None
+    amount: int
+    amount_captured: int
+    amount_refunded: int
+
+    @property
+    def refunded_of_captured(self) -> int:
+        """What was refunded of the captured money: Stripe counts the part of an authorization that
+        was never captured (a partial capture, a released hold) in `amount_refunded` too."""
+        if not self.amount_captured:
+            return 0
+        return max(0, self.amount_refunded - (self.amount - self.amount_captured))
+
+
+@dataclass(frozen=True)
+class AccountState:
+    id: str
+    charges_enabled: bool
+    payouts_enabled: bool
+
+
+@dataclass(frozen=True)
+class RefundState:
+    id: str
+    amount: int
+    status: str
+
+
+def _field(obj: Any, name: str, default: Any = None) -> Any:
+    try:
+        value = obj[name]
+    except (KeyError, TypeError):
+        return default
+    return default if value is None else value
+
+
+def intent_state(pi: Any) -> IntentState:
+    error = _field(pi, "last_payment_error")
+    charge = _field(pi, "latest_charge")
+    return IntentState(
+        id=pi["id"], status=pi["status"], amount=int(pi["amount"]),
+        amount_capturable=int(_field(pi, "amount_capturable", 0)),
+        amount_received=int(_field(pi, "amount_received", 0)),
+        currency=str(pi["currency"]).upper(), client_secret=_field(pi, "client_secret"),
+        latest_charge=charge if isinstance(charge, str) or charge is None else charge["id"],
+        application_fee_amount=_field(pi, "application_fee_amount"),
+        last_error=(_field(error, "code") or _field(error, "message")) if error else None,
+    )
+
+
+def _charge_state(charge: Any) -> ChargeState:
+    pi = _field(charge, "payment_intent")
+    return ChargeState(
+        id=charge["id"], payment_intent=pi if isinstance(pi, str) or pi is None else pi["id"],
+        amount=int(charge["amount"]), amount_captured=int(_field(charge, "amount_captured", 0)),
+        amount_refunded=int(_field(charge, "amount_refunded", 0)),
+    )
+
+
+def _account_state(account: Any) -> AccountState:
+    return AccountState(id=account["id"], charges_enabled=bool(_field(account, "charges_enabled", False)),
+                        payouts_enabled=bool(_field(account, "payouts_enabled", False)))
+
+
+def _translate(exc: stripe.StripeError, operation: str) -> ProviderError:
+    transient = isinstance(exc, _TRANSIENT)
+    code = getattr(exc, "code", None)
+    log.warning("stripe.error", operation=operation, transient=transient, http_status=exc.http_status,
+                code=code, error=str(exc.user_message or exc))
+    return ProviderError(f"Stripe refused {operation}: {exc.user_message or exc}", transient=transient,
+                         details={"provider": "stripe", "code": code, "httpStatus": exc.http_status})
+
+
+class StripeGateway:
+    """The SDK client for one process (thread-safe: the SDK keeps no per-call state)."""
+
+    def __init__(self, settings: StripeSettings) -> None:
+        if not settings.enabled:
+            raise PaymentsDisabled()
+        self._settings = settings
+        bases: dict[str, str] = {}
+        if settings.api_base:
+            bases["api"] = settings.api_base
+            bases["connect"] = settings.connect_base or settings.api_base
+        elif settings.connect_base:
+            bases["connect"] = settings.connect_base
+        self._client = stripe.StripeClient(
+            settings.secret_key, base_addresses=bases,  # type: ignore[arg-type]
+            max_network_retries=settings.max_network_retries,
+            http_client=stripe.HTTPXClient(timeout=settings.request_timeout_s, allow_sync_methods=True),
+        )
+
+    # --- calls ---------------------------------------------------------------------------------
+    def _call(self, operation: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except stripe.StripeError as exc:
+            raise _translate(exc, operation) from exc
+
+    async def _call_async(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except stripe.StripeError as exc:
+            raise _translate(exc, operation) from exc
+
+    # --- Connect -------------------------------------------------------------------------------
+    def _account_params(self, email: str, driver_id: str) -> dict[str, Any]:
+        return {"type": "express", "email": email, "country": self._settings.connect_country,
+                "capabilities": {"card_payments": {"requested": True}, "transfers": {"requested": True}},
+                "metadata": {"driver_id": driver_id}}
+
+    async def create_express_account_async(self, *, email: str, driver_id: str, idempotency_key: str) -> str:
+        v1 = self._client.v1
+        account = await self._call_async("account creation", lambda: v1.accounts.create_async(
+            self._account_params(email, driver_id), {"idempotency_key": idempotency_key}))  # type: ignore[arg-type]
+        return str(account["id"])
+
+    async def onboarding_link_async(self, account_id: str) -> str:
+        v1 = self._client.v1
+        link = await self._call_async("onboarding link", lambda: v1.account_links.create_async({
+            "account": account_id, "type": "account_onboarding",
+            "refresh_url": self._settings.connect_refresh_url,
+            "return_url": self._settings.connect_return_url,
+        }))
+        return str(link["url"])
+
+    def retrieve_account(self, account_id: str) -> AccountState:
+        v1 = self._client.v1
+        return _account_state(self._call("account lookup", lambda: v1.accounts.retrieve(account_id)))
+
+    # --- holds ---------------------------------------------------------------------------------
+    @staticmethod
+    def hold_params(*, ride_id: str, amount: int, currency: str, application_fee: int,
+                    destination: str) -> dict[str, Any]:
+        """A manual-capture destination charge of the fare, the platform's fee kept back."""
+        return {"amount": amount, "currency": currency.lower(), "capture_method": "manual",
+                "transfer_data": {"destination": destination}, "application_fee_amount": application_fee,
+                "metadata": {"ride_id": ride_id}, "description": f"Ride {ride_id}"}
+
+    def create_hold(self, params: dict[str, Any], *, idempotency_key: str) -> IntentState:
+        v1 = self._client.v1
+        return intent_state(self._call("the hold", lambda: v1.payment_intents.create(
+            params, {"idempotency_key": idempotency_key})))  # type: ignore[arg-type]
+
+    async def create_hold_async(self, params: dict[str, Any], *, idempotency_key: str) -> IntentState:
+        v1 = self._client.v1
+        return intent_state(await self._call_async("the hold", lambda: v1.payment_intents.create_async(
+            params, {"idempotency_key": idempotency_key})))  # type: ignore[arg-type]
+
+    def retrieve_intent(self, intent_id: str) -> IntentState:
+        return intent_state(self._call("PaymentIntent lookup",
+                                       lambda: self._client.v1.payment_intents.retrieve(intent_id)))
+
+    def capture(self, intent_id: str, *, amount: int, application_fee: int,
+                idempotency_key: str) -> IntentState:
+        v1 = self._client.v1
+        return intent_state(self._call("the capture", lambda: v1.payment_intents.capture(
+            intent_id, {"amount_to_capture": amount, "application_fee_amount": application_fee},
+            {"idempotency_key": idempotency_key})))
+
+    def cancel(self, intent_id: str, *, idempotency_key: str) -> IntentState:
+        v1 = self._client.v1
+        return intent_state(self._call("the release", lambda: v1.payment_intents.cancel(
+            intent_id, {"cancellation_reason": "requested_by_customer"},
+            {"idempotency_key": idempotency_key})))
+
+    # --- refunds -------------------------------------------------------------------------------
+    def refund(self, intent_id: str, *, amount: int, ride_id: str, idempotency_key: str) -> RefundState:
+        """Refund `amount`, taking it back from the driver's transfer and the platform's fee pro rata."""
+        v1 = self._client.v1
+        refund = self._call("the refund", lambda: v1.refunds.create({
+            "payment_intent": intent_id, "amount": amount, "reverse_transfer": True,
+            "refund_application_fee": True, "metadata": {"ride_id": ride_id},
+        }, {"idempotency_key": idempotency_key}))
+        return RefundState(id=refund["id"], amount=int(refund["amount"]), status=str(refund["status"]))
+
+    def retrieve_charge(self, charge_id: str) -> ChargeState:
+        return _charge_state(self._call("charge lookup", lambda: self._client.v1.charges.retrieve(charge_id)))
+
+
+def verify_webhook(payload: bytes, signature: str, settings: StripeSettings) -> None:
+    """Stripe's scheme (HMAC-SHA256 of `t.payload`, timestamp tolerance); `SignatureVerificationError`."""
+    stripe.WebhookSignature.verify_header(payload.decode("utf-8"), signature, settings.webhook_secret,
+                                          tolerance=settings.webhook_tolerance_s)

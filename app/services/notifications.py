@@ -1,0 +1,240 @@
+"""Notifications: what users are told on WhatsApp or SMS, written in the transaction of its cause.
+
+`notify()` / `notify_async()` write a `notifications` row (the user's phone, the channel, the
+rendered body) and its `notifications.send` outbox row in ONE statement; a second call with the
+same dedupe key (a redelivered job, a replayed request) writes nothing. The channel is fixed
+when the row is written: `console` on a farm without Twilio credentials, `whatsapp` for a user
+who opted in (when a WhatsApp sender is configured), `sms` otherwise. Delivery, retries and
+status callbacks: `app.services.notification_delivery`.
+
+The ride-level helpers at the bottom (`driver_assigned_async`, `ride_moved_async`,
+`ride_cancelled_async`, `payment_failed`) are what the services call; `booking_confirmed` is
+written inside `POST /rides`' own statement (`notification_ctes`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from app.keys import QUEUE_NOTIFICATIONS
+from app.settings import TwilioSettings
+from models import Bid, Ride, RideStatus
+from models.ride_states import ADMIN, CUSTOMER
+
+SEND_ACTOR: Final = "notifications.send"
+
+# --- templates ---------------------------------------------------------------------------------------
+#: Short bodies in the GSM-7 alphabet (one SMS segment is 160 of them; an em dash would halve it).
+TEMPLATES: Final[dict[str, str]] = {
+    "booking_confirmed": "Dispatch Farm: ride {ride} is booked ({vehicle} from {pickup}). "
+                         "We are asking drivers nearby; you will hear when bids come in.",
+    "bids_ready": "Dispatch Farm: {count} bid{plural} on ride {ride}, from {lowest}. "
+                  "Open the app to choose your driver.",
+    "driver_assigned": "Dispatch Farm: your driver accepted ride {ride} for {price}; "
+                       "pickup at {pickup} in about {eta} min.",
+    "bid_accepted": "Dispatch Farm: your bid of {price} for ride {ride} was accepted. Pickup: {pickup}.",
+    "driver_arriving": "Dispatch Farm: your driver is on the way to {pickup} (ride {ride}){eta_text}.",
+    "ride_completed": "Dispatch Farm: ride {ride} is complete, dropped off at {dropoff}.{fare} Thank you!",
+    "no_drivers": "Dispatch Farm: sorry, no driver was free for ride {ride}. "
+                  "Please book again in a few minutes.",
+    "payment_failed": "Dispatch Farm: the payment of {price} for ride {ride} failed. "
+                      "Please check your card in the app.",
+    "ride_cancelled": "Dispatch Farm: ride {ride} ({pickup}) was cancelled by {by}.{reason}",
+}
+
+_ZERO_DECIMAL_CURRENCIES: Final = frozenset({"JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF"})
+_PLACE_CHARS: Final = 40
+#: GSM-7 characters in one SMS segment.
+ONE_SEGMENT: Final = 160
+
+
+def short_ride(ride_id: object) -> str:
+    """The ride as people read it in a message: the first 8 hex digits of its id, upper case."""
+    return str(ride_id).replace("-", "")[:8].upper()
+
+
+def money(amount: int, currency: str) -> str:
+    """`2500, "EUR"` → `25.00 EUR` (minor units; zero-decimal currencies as they are)."""
+    if currency.upper() in _ZERO_DECIMAL_CURRENCIES:
+        return f"{amount} {currency.upper()}"
+    return f"{amount / 100:.2f} {currency.upper()}"
+
+
+def place(address: str | None, lat: float, lng: float) -> str:
+    """A pickup or drop-off as a message names it: its address, else its coordinates."""
+    text_ = address.strip() if address else f"{lat:.4f}, {lng:.4f}"
+    return text_ if len(text_) <= _PLACE_CHARS else text_[:_PLACE_CHARS - 3] + "..."
+
+
+def render(template: str, params: Mapping[str, Any]) -> str:
+    """The body of `template` for these params (`KeyError` names what a template is missing)."""
+    shown: dict[str, Any] = {"ride": short_ride(params["rideId"])}
+    for key in ("vehicleType", "pickup", "dropoff", "etaMinutes", "count", "by"):
+        if key in params:
+            shown[{"vehicleType": "vehicle", "etaMinutes": "eta"}.get(key, key)] = params[key]
+    if "amount" in params:
+        shown["price"] = money(int(params["amount"]), str(params["currency"]))
+    if "lowestAmount" in params:
+        shown["lowest"] = money(int(params["lowestAmount"]), str(params["currency"]))
+    if "count" in params:
+        shown["plural"] = "" if int(params["count"]) == 1 else "s"
+    shown["eta_text"] = f", about {params['etaMinutes']} min" if "etaMinutes" in params else ""
+    shown["fare"] = f" Fare {shown['price']}." if "price" in shown else ""
+    shown["reason"] = ""
+    body = TEMPLATES[template].format_map(shown)
+    reason = " ".join(str(params.get("reason") or "").split())
+    if reason and "{reason}" in TEMPLATES[template]:  # what is left of one SMS segment, if anything
+        room = ONE_SEGMENT - len(body) - len(" Reason: ")
+        if room >= 10:
+            body += " Reason: " + (reason if len(reason) <= room else reason[:room - 3] + "...")
+    return body
+
+
+# --- the one statement -------------------------------------------------------------------------------
+def channels(settings: TwilioSettings | None) -> tuple[str, str]:
+    """(channel for users opted in to WhatsApp, channel for everyone else)."""
+    if settings is None or not settings.enabled:
+        return "console", "console"
+    return ("whatsapp" if settings.whatsapp_from else "sms"), "sms"
+
+
+def notification_ctes(name: str) -> str:
+    """Two CTEs, `{name}` and `{name}_job`: the row (from the user's phone and opt-in; nothing on a
+    duplicate dedupe key) and, only when the row was written, its `notifications.send` outbox row.
+    Bind with `notification_params(name, ...)`; usable inside a larger statement (`POST /rides`)."""
+    p = name
+    return f"""
+{name} AS (
+    INSERT INTO notifications (id, user_id, template, dedupe_key, params, channel, recipient, body,
+                               status, attempts, created_at, updated_at)
+    SELECT :{p}_id, u.id, :{p}_template, :{p}_dedupe_key, CAST(:{p}_params AS jsonb),
+           CASE WHEN u.whatsapp_opt_in THEN :{p}_opt_in_channel ELSE :{p}_channel END,
+           u.phone, :{p}_body, 'queued', 0, :{p}_now, :{p}_now
+    FROM users u WHERE u.id = :{p}_user_id
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING id
+), {name}_job AS (
+    INSERT INTO outbox_messages (message_id, queue, actor, args, kwargs, options, created_at)
+    SELECT gen_random_uuid(), :{p}_queue, :{p}_actor, jsonb_build_array(CAST(id AS text)),
+           '{{}}'::jsonb, '{{}}'::jsonb, :{p}_now
+    FROM {name}
+)"""
+
+
+def notification_params(name: str, *, user_id: uuid.UUID, template: str, dedupe_key: str,
+                        params: Mapping[str, Any], settings: TwilioSettings | None,
+                        now: datetime | None = None) -> dict[str, Any]:
+    """The bind parameters of `notification_ctes(name)` (the body is rendered here)."""
+    opt_in_channel, channel = channels(settings)
+    values = {
+        "id": uuid.uuid4(), "user_id": user_id, "template": template, "dedupe_key": dedupe_key,
+        "params": msgspec.json.encode(dict(params)).decode(), "body": render(template, params),
+        "opt_in_channel": opt_in_channel, "channel": channel, "now": now or datetime.now(UTC),
+        "queue": QUEUE_NOTIFICATIONS, "actor": SEND_ACTOR,
+    }
+    return {f"{name}_{key}": value for key, value in values.items()}
+
+
+_NOTIFY = text(f"WITH {notification_ctes('note')} SELECT id FROM note")
+
+
+def notify(session: Session, *, user_id: uuid.UUID, template: str, dedupe_key: str,
+           params: Mapping[str, Any], settings: TwilioSettings | None) -> bool:
+    """Record a notification for delivery, once per dedupe key; True if this call wrote it."""
+    bound = notification_params("note", user_id=user_id, template=template, dedupe_key=dedupe_key,
+                                params=params, settings=settings)
+    return session.execute(_NOTIFY, bound).first() is not None
+
+
+async def notify_async(session: AsyncSession, *, user_id: uuid.UUID, template: str, dedupe_key: str,
+                       params: Mapping[str, Any], settings: TwilioSettings | None) -> bool:
+    """`notify` for the web process's async session."""
+    bound = notification_params("note", user_id=user_id, template=template, dedupe_key=dedupe_key,
+                                params=params, settings=settings)
+    return (await session.execute(_NOTIFY, bound)).first() is not None
+
+
+# --- what the ride services call ---------------------------------------------------------------------
+def ride_key(ride_id: object, template: str, *suffix: object) -> str:
+    """`ride:{id}:{template}[:suffix…]`: one notification per cause."""
+    return ":".join((f"ride:{ride_id}", template, *(str(s) for s in suffix)))
+
+
+def _ride_params(ride: Ride, **extra: Any) -> dict[str, Any]:
+    return {"rideId": str(ride.id), "pickup": place(ride.pickup_address, ride.pickup_lat, ride.pickup_lng),
+            **extra}
+
+
+async def driver_assigned_async(session: AsyncSession, ride: Ride, bid: Bid,
+                                settings: TwilioSettings | None) -> None:
+    """The customer learns the price and ETA; the driver that its bid won (it may not be in the app)."""
+    price = {"amount": bid.amount, "currency": bid.currency}
+    await notify_async(session, user_id=ride.customer_id, template="driver_assigned",
+                       dedupe_key=ride_key(ride.id, "driver_assigned"), settings=settings,
+                       params=_ride_params(ride, etaMinutes=bid.eta_minutes, **price))
+    await notify_async(session, user_id=bid.driver_id, template="bid_accepted",
+                       dedupe_key=ride_key(ride.id, "bid_accepted"), settings=settings,
+                       params=_ride_params(ride, **price))
+
+
+async def ride_moved_async(session: AsyncSession, ride: Ride, target: RideStatus,
+                           settings: TwilioSettings | None) -> None:
+    """DRIVER_ARRIVING and COMPLETED are worth a message to the customer; other steps are not."""
+    if target not in (RideStatus.DRIVER_ARRIVING, RideStatus.COMPLETED):
+        return
+    bid = await session.get(Bid, ride.accepted_bid_id) if ride.accepted_bid_id else None
+    extra: dict[str, Any] = {}
+    if target == RideStatus.DRIVER_ARRIVING:
+        template = "driver_arriving"
+        if bid is not None:
+            extra["etaMinutes"] = bid.eta_minutes
+    else:
+        template = "ride_completed"
+        extra["dropoff"] = place(ride.dropoff_address, ride.dropoff_lat, ride.dropoff_lng)
+        if bid is not None:
+            extra |= {"amount": bid.amount, "currency": bid.currency}
+    await notify_async(session, user_id=ride.customer_id, template=template,
+                       dedupe_key=ride_key(ride.id, template), params=_ride_params(ride, **extra),
+                       settings=settings)
+
+
+async def ride_cancelled_async(session: AsyncSession, ride: Ride, *, by_role: str, reason: str | None,
+                               settings: TwilioSettings | None) -> None:
+    """The other party is told: the customer cancelled → the assigned driver; an admin → both."""
+    recipients: list[tuple[str, uuid.UUID]] = []
+    if by_role == ADMIN:
+        recipients.append((CUSTOMER, ride.customer_id))
+    if ride.driver_id is not None and by_role in (ADMIN, CUSTOMER):
+        recipients.append(("driver", ride.driver_id))
+    by = "support" if by_role == ADMIN else "the customer"
+    for role, user_id in recipients:
+        await notify_async(session, user_id=user_id, template="ride_cancelled",
+                           dedupe_key=ride_key(ride.id, "ride_cancelled", role), settings=settings,
+                           params=_ride_params(ride, by=by, reason=reason or ""))
+
+
+def payment_failed(session: Session, *, ride_id: uuid.UUID, customer_id: uuid.UUID, amount: int,
+                   currency: str, failure_key: str, settings: TwilioSettings | None) -> bool:
+    """Tell the customer a payment failed (`failure_key`: the PaymentIntent or event that failed,
+    so each failure is told once and a later, different failure is told too)."""
+    return notify(session, user_id=customer_id, template="payment_failed",
+                  dedupe_key=ride_key(ride_id, "payment_failed", failure_key), settings=settings,
+                  params={"rideId": str(ride_id), "amount": amount, "currency": currency})
+
+
+async def payment_failed_async(session: AsyncSession, *, ride_id: uuid.UUID, customer_id: uuid.UUID,
+                               amount: int, currency: str, failure_key: str,
+                               settings: TwilioSettings | None) -> bool:
+    """`payment_failed` for the web process's async session."""
+    return await notify_async(session, user_id=customer_id, template="payment_failed",
+                              dedupe_key=ride_key(ride_id, "payment_failed", failure_key),
+                              settings=settings,
+                              params={"rideId": str(ride_id), "amount": amount, "currency": currency})

@@ -1,0 +1,601 @@
+"""Payments: the fare held on the card at accept, captured at completion, released or refunded.
+
+Policy (README, "Payments"):
+- **Commission** = the region's rate times the fare, **rounded down** to the minor unit: the platform
+  never takes more than its stated rate; the driver gets the rest. Card rides: Stripe's
+  `application_fee_amount` on a destination charge to the driver's Connect account.
+- **Hold** (`payments.authorize`) when a card ride's bid is accepted: a manual-capture
+  PaymentIntent the customer confirms with its `clientSecret` (`POST /payments/{rideId}/intent`).
+  A driver whose Connect account can't take charges and payouts can't be accepted for a card ride.
+- **Capture** (`payments.capture`) when the ride is COMPLETED.
+- **Cancelled** (`payments.cancel`): before the driver set off (PENDING_BIDS, BID_ACCEPTED) the hold
+  is released in full. From DRIVER_ARRIVING on, a **cancellation fee** (`PAYMENT_CANCELLATION_FEE_RATE`
+  times the fare, 20 % by default, rounded down) is captured from the hold and the rest released; the
+  commission applies to the fee. A hold the customer never confirmed is simply cancelled.
+- **Refunds** (`payments.refund`, from an admin, or made in Stripe's dashboard and learnt from
+  `charge.refunded`) come back from the driver's transfer and the platform's fee pro rata.
+- **Cash** rides never touch Stripe: at completion the commission is recorded as owed by the driver.
+
+Ledger: append-only entries, each written once by its dedupe key; for every card ride the entries
+sum to what Stripe captured minus what it refunded (`ledger_balance`). Every Stripe call carries an
+idempotency key fixed by the ride and the operation, and every job re-reads Stripe's state rather
+than trusting the order of events, so a job delivered twice — or a webhook before its job — acts once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from typing import Any
+
+import msgspec
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from app.adapters.stripe_gateway import IntentState, StripeGateway
+from app.errors import Conflict, NotFound, PaymentsDisabled, ProviderError, ValidationFailed
+from app.keys import QUEUE_PAYMENTS, ride_room
+from app.logging import get_logger
+from app.outbox import add_job_async
+from app.settings import Settings
+from models import (
+    Driver,
+    LedgerEntry,
+    LedgerKind,
+    Payment,
+    PaymentMethod,
+    PaymentStatus,
+    Region,
+    Ride,
+    RideStatus,
+    StripeEvent,
+    User,
+)
+
+log = get_logger("payments")
+
+Emit = Callable[[str, dict[str, Any], "str | list[str]"], None]
+AfterCommit = Callable[[Callable[[], None]], None]
+
+#: Cancelled from one of these, a card ride pays the cancellation fee (the driver had set off).
+FEE_AFTER = frozenset({RideStatus.DRIVER_ARRIVING, RideStatus.PICKUP_ARRIVED, RideStatus.LOADING,
+                       RideStatus.IN_TRANSIT, RideStatus.DROPOFF_ARRIVED})
+
+
+def commission(amount: int, rate: Decimal) -> int:
+    """The platform's share of `amount`, rounded down (never more than the stated rate)."""
+    return int((Decimal(amount) * rate).to_integral_value(rounding=ROUND_DOWN))
+
+
+def cancellation_fee(amount: int, rate: Decimal) -> int:
+    return int((Decimal(amount) * rate).to_integral_value(rounding=ROUND_DOWN))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def payment_event(payment: Payment, *, status: str | None = None) -> dict[str, Any]:
+    """The `payment:update` payload: `{rideId, status, amount, currency}` (+ `at`, `captured`, `refunded`)."""
+    return {"rideId": str(payment.ride_id), "status": status or payment.status, "amount": payment.amount,
+            "currency": payment.currency, "captured": payment.amount_captured,
+            "refunded": payment.amount_refunded, "at": _iso(datetime.now(UTC))}
+
+
+def _emit_update(payment: Payment, after_commit: AfterCommit, emit: Emit, *,
+                 status: str | None = None) -> None:
+    payload = payment_event(payment, status=status)
+    after_commit(lambda: emit("payment:update", payload, ride_room(payment.ride_id)))
+
+
+# --- in the API's transactions ----------------------------------------------------------------
+async def check_driver_can_be_paid(session: AsyncSession, settings: Settings, ride: Ride,
+                                   driver_id: uuid.UUID) -> None:
+    """Before accepting a card ride's bid: payments on, the driver's Connect account ready."""
+    if ride.payment_method != PaymentMethod.CARD:
+        return
+    if not settings.stripe.enabled:
+        raise PaymentsDisabled()
+    row = (await session.execute(
+        select(Driver.stripe_account_id, Driver.charges_enabled, Driver.payouts_enabled)
+        .where(Driver.user_id == driver_id)
+    )).first()
+    if row is None or not row[0] or not (row[1] and row[2]):
+        raise Conflict(
+            "This driver can't be paid by card yet (Stripe payouts not enabled); accept another bid "
+            "or book the ride for cash.",
+            details={"reason": "DRIVER_PAYOUTS_NOT_ENABLED", "driverId": str(driver_id)},
+        )
+
+
+async def open_payment(session: AsyncSession, ride: Ride, *, driver_id: uuid.UUID, amount: int,
+                       currency: str) -> None:
+    """In the accept's transaction: the ride's payment row and, for a card ride, its hold job."""
+    now = datetime.now(UTC)
+    row = (await session.execute(
+        select(Region.commission_rate, Driver.stripe_account_id)
+        .select_from(Region).join(Driver, Driver.user_id == driver_id).where(Region.code == ride.region_code)
+    )).one()
+    rate, account = Decimal(row[0]), row[1]
+    card = ride.payment_method == PaymentMethod.CARD
+    await session.execute(insert(Payment).values(
+        id=uuid.uuid4(), ride_id=ride.id, customer_id=ride.customer_id, driver_id=driver_id,
+        method=ride.payment_method.value, status=PaymentStatus.PENDING.value, amount=amount,
+        currency=currency, commission_rate=rate, application_fee=commission(amount, rate),
+        stripe_account_id=account if card else None, created_at=now, updated_at=now,
+    ))
+    if card:
+        await add_job_async(session, "payments.authorize", QUEUE_PAYMENTS, str(ride.id))
+
+
+async def after_ride_move(session: AsyncSession, ride: Ride, before: RideStatus, target: RideStatus) -> None:
+    """In a status move's transaction: COMPLETED → capture; CANCELLED → release or fee, by policy."""
+    if ride.accepted_bid_id is None:
+        return
+    if target == RideStatus.COMPLETED:
+        await add_job_async(session, "payments.capture", QUEUE_PAYMENTS, str(ride.id))
+    elif target == RideStatus.CANCELLED:
+        await session.execute(update(Payment).where(Payment.ride_id == ride.id)
+                              .values(cancelled_from=before.value, updated_at=datetime.now(UTC)))
+        await add_job_async(session, "payments.cancel", QUEUE_PAYMENTS, str(ride.id))
+
+
+def hold_key(ride_id: uuid.UUID | str) -> str:
+    return f"ride:{ride_id}:hold"
+
+
+@dataclass(frozen=True)
+class IntentView:
+    client_secret: str
+    status: str
+
+
+async def client_intent(session: AsyncSession, gateway: StripeGateway, ride: Ride) -> IntentView:
+    """The customer's `clientSecret` for the ride's hold, creating the hold now if the job hasn't.
+
+    Same idempotency key and parameters as `payments.authorize`: whichever runs first creates the
+    PaymentIntent, the other gets the same one back from Stripe.
+    """
+    if ride.payment_method != PaymentMethod.CARD:
+        raise Conflict("This ride is paid in cash.", details={"paymentMethod": "cash"})
+    if ride.status != RideStatus.BID_ACCEPTED:
+        raise Conflict("A payment can be set up only while the ride is BID_ACCEPTED.",
+                       details={"status": ride.status.value})
+    payment = await session.scalar(select(Payment).where(Payment.ride_id == ride.id).with_for_update())
+    if payment is None:
+        raise NotFound("This ride has no payment.")
+    if payment.client_secret is None:
+        state = await gateway.create_hold_async(_hold_params(payment), idempotency_key=hold_key(ride.id))
+        _apply_intent(payment, state)
+    return IntentView(client_secret=payment.client_secret or "", status=payment.status)
+
+
+# --- Connect onboarding -----------------------------------------------------------------------
+async def onboarding_link(session: AsyncSession, gateway: StripeGateway, driver_id: uuid.UUID) -> str:
+    """The driver's Connect Express account (created once) and a fresh onboarding link."""
+    row = (await session.execute(
+        select(Driver.stripe_account_id, User.email).join(User, User.id == Driver.user_id)
+        .where(Driver.user_id == driver_id).with_for_update(of=Driver)
+    )).first()
+    if row is None:
+        raise NotFound("No driver has this id.")
+    account_id, email = row
+    if account_id is None:
+        account_id = await gateway.create_express_account_async(
+            email=email, driver_id=str(driver_id), idempotency_key=f"driver:{driver_id}:connect-account")
+        await session.execute(update(Driver).where(Driver.user_id == driver_id)
+                              .values(stripe_account_id=account_id))
+        log.info("payments.connect_account_created", driver_id=str(driver_id), account=account_id)
+    return await gateway.onboarding_link_async(account_id)
+
+
+# --- earnings ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Earnings:
+    totals: list[dict[str, Any]]
+    entries: list[LedgerEntry]
+
+
+async def earnings(session: AsyncSession, driver_id: uuid.UUID, *, limit: int = 100) -> Earnings:
+    sums = (await session.execute(
+        select(LedgerEntry.currency, LedgerEntry.kind, func.sum(LedgerEntry.amount))
+        .where(LedgerEntry.driver_id == driver_id).group_by(LedgerEntry.currency, LedgerEntry.kind)
+    )).all()
+    by_currency: dict[str, dict[str, int]] = {}
+    for currency, kind, total in sums:
+        by_currency.setdefault(currency, {})[kind] = int(total)
+    totals = []
+    for currency, kinds in sorted(by_currency.items()):
+        earned = kinds.get(LedgerKind.DRIVER_EARNING, 0)
+        refunded = -kinds.get(LedgerKind.DRIVER_REFUND, 0)
+        owed = kinds.get(LedgerKind.CASH_COMMISSION_OWED, 0)
+        totals.append({"currency": currency, "earnings": earned, "refunds": refunded,
+                       "cashCommissionOwed": owed, "net": earned - refunded - owed})
+    entries = list((await session.scalars(
+        select(LedgerEntry).where(LedgerEntry.driver_id == driver_id,
+                                  LedgerEntry.kind.in_([LedgerKind.DRIVER_EARNING, LedgerKind.DRIVER_REFUND,
+                                                        LedgerKind.CASH_COMMISSION_OWED]))
+        .order_by(LedgerEntry.id.desc()).limit(limit)
+    )).all())
+    return Earnings(totals=totals, entries=entries)
+
+
+# --- webhooks (API side): verify, store once, enqueue ------------------------------------------
+class _EventHead(msgspec.Struct):
+    id: str
+    type: str
+    account: str | None = None
+
+
+_STORE_EVENT = text("""
+WITH stored AS (
+    INSERT INTO stripe_events (id, type, account, payload, received_at)
+    VALUES (:id, :type, :account, CAST(:payload AS jsonb), :now)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+)
+INSERT INTO outbox_messages (message_id, queue, actor, args, kwargs, options, created_at)
+SELECT :message_id, :queue, 'payments.handle_event', jsonb_build_array(stored.id), '{}'::jsonb,
+       '{}'::jsonb, :now
+FROM stored
+RETURNING 1
+""")
+
+
+async def store_event(session: AsyncSession, payload: bytes) -> bool:
+    """Store a verified event once by its id and enqueue its handling; False for a duplicate."""
+    try:
+        head = msgspec.json.decode(payload, type=_EventHead)
+    except msgspec.DecodeError as exc:
+        raise ValidationFailed("The event is not a Stripe event.", details={"body": str(exc)}) from exc
+    result = await session.execute(_STORE_EVENT, {
+        "id": head.id, "type": head.type, "account": head.account, "payload": payload.decode("utf-8"),
+        "now": datetime.now(UTC), "message_id": uuid.uuid4(), "queue": QUEUE_PAYMENTS,
+    })
+    return result.first() is not None
+
+
+# --- in the jobs -----------------------------------------------------------------------------
+def _hold_params(payment: Payment) -> dict[str, Any]:
+    if not payment.stripe_account_id:
+        raise Conflict("The driver has no Connect account.", details={"driverId": str(payment.driver_id)})
+    return StripeGateway.hold_params(ride_id=str(payment.ride_id), amount=payment.amount,
+                                     currency=payment.currency, application_fee=payment.application_fee,
+                                     destination=payment.stripe_account_id)
+
+
+_FROM_INTENT = {
+    "requires_payment_method": PaymentStatus.REQUIRES_PAYMENT_METHOD,
+    "requires_confirmation": PaymentStatus.REQUIRES_PAYMENT_METHOD,
+    "requires_action": PaymentStatus.REQUIRES_PAYMENT_METHOD,
+    "processing": PaymentStatus.REQUIRES_PAYMENT_METHOD,
+    "requires_capture": PaymentStatus.AUTHORIZED,
+}
+#: Statuses a PaymentIntent's pre-capture state may overwrite (never a captured or closed one).
+_OPEN = {PaymentStatus.PENDING.value, PaymentStatus.REQUIRES_PAYMENT_METHOD.value,
+         PaymentStatus.AUTHORIZED.value}
+
+
+def _apply_intent(payment: Payment, state: IntentState) -> None:
+    payment.payment_intent_id = state.id
+    if state.client_secret:
+        payment.client_secret = state.client_secret
+    mapped = _FROM_INTENT.get(state.status)
+    if mapped is not None and payment.status in _OPEN:
+        payment.status = mapped.value
+    payment.last_error = state.last_error
+    payment.updated_at = datetime.now(UTC)
+
+
+def _lock_payment(session: Session, ride_id: uuid.UUID) -> Payment | None:
+    return session.scalar(select(Payment).where(Payment.ride_id == ride_id).with_for_update())
+
+
+def _ledger(session: Session, payment: Payment, kind: LedgerKind, amount: int, *, key: str,
+            reference: str | None) -> None:
+    session.execute(insert(LedgerEntry).values(
+        ride_id=payment.ride_id, driver_id=payment.driver_id, kind=kind.value, amount=amount,
+        currency=payment.currency, reference=reference, dedupe_key=key,
+    ).on_conflict_do_nothing(index_elements=["dedupe_key"]))
+
+
+def _record_capture(session: Session, payment: Payment, captured: int, fee: int) -> None:
+    """Stripe captured `captured` (of which `fee` is the platform's): ledger it once."""
+    if payment.amount_captured >= captured and payment.status != PaymentStatus.AUTHORIZED.value:
+        return
+    reference = payment.payment_intent_id
+    _ledger(session, payment, LedgerKind.DRIVER_EARNING, captured - fee,
+            key=f"ride:{payment.ride_id}:capture:driver", reference=reference)
+    _ledger(session, payment, LedgerKind.PLATFORM_COMMISSION, fee,
+            key=f"ride:{payment.ride_id}:capture:platform", reference=reference)
+    payment.amount_captured = captured
+    payment.status = PaymentStatus.CAPTURED.value
+    payment.updated_at = datetime.now(UTC)
+    log.info("payments.captured", ride_id=str(payment.ride_id), amount=captured, fee=fee)
+
+
+def _sync_refunds(session: Session, payment: Payment, refunded_total: int, charge_id: str) -> bool:
+    """Bring the ledger up to Stripe's cumulative refunded amount for the charge (once per step)."""
+    delta = refunded_total - payment.amount_refunded
+    if delta <= 0:
+        return False
+    captured = payment.amount_captured or 1
+    fee_captured = commission(payment.amount_captured, Decimal(payment.commission_rate))
+    platform = int((Decimal(delta) * fee_captured / captured).to_integral_value(rounding=ROUND_HALF_UP))
+    key = f"ride:{payment.ride_id}:refunded_to:{refunded_total}"
+    _ledger(session, payment, LedgerKind.DRIVER_REFUND, -(delta - platform), key=f"{key}:driver",
+            reference=charge_id)
+    _ledger(session, payment, LedgerKind.PLATFORM_REFUND, -platform, key=f"{key}:platform",
+            reference=charge_id)
+    payment.amount_refunded = refunded_total
+    payment.status = (PaymentStatus.REFUNDED if refunded_total >= payment.amount_captured
+                      else PaymentStatus.PARTIALLY_REFUNDED).value
+    payment.updated_at = datetime.now(UTC)
+    log.info("payments.refunded", ride_id=str(payment.ride_id), amount=delta, total=refunded_total)
+    return True
+
+
+def _payment_failed(session: Session, settings: Settings, payment: Payment, reason: str | None) -> None:
+    """Tell the customer once per failed PaymentIntent (a retry on a new intent is told again)."""
+    from app.services.notifications import payment_failed  # renders the template, queues the row
+
+    log.info("payments.failed", ride_id=str(payment.ride_id), reason=reason or "declined")
+    payment_failed(session, ride_id=payment.ride_id, customer_id=payment.customer_id,
+                   amount=payment.amount, currency=payment.currency,
+                   failure_key=payment.payment_intent_id or "no-intent", settings=settings.twilio)
+
+
+@dataclass(frozen=True)
+class JobEnv:
+    """What the payment jobs need besides their session."""
+
+    settings: Settings
+    gateway: Callable[[], StripeGateway]
+    after_commit: AfterCommit
+    emit: Emit
+
+
+def authorize(session: Session, env: JobEnv, ride_id: uuid.UUID) -> str:
+    """Hold the fare (once): a manual-capture PaymentIntent, keyed by the ride."""
+    payment = _lock_payment(session, ride_id)
+    if payment is None or payment.method != PaymentMethod.CARD.value:
+        return "skipped"
+    if payment.payment_intent_id is not None or payment.status != PaymentStatus.PENDING.value:
+        return "done"
+    ride_status = session.scalar(select(Ride.status).where(Ride.id == ride_id))
+    if ride_status in (RideStatus.CANCELLED, RideStatus.COMPLETED):
+        return "skipped"  # `payments.cancel` / `payments.capture` decide what happens now
+    state = env.gateway().create_hold(_hold_params(payment), idempotency_key=hold_key(ride_id))
+    _apply_intent(payment, state)
+    _emit_update(payment, env.after_commit, env.emit)
+    log.info("payments.hold_created", ride_id=str(ride_id), intent=state.id, status=state.status)
+    return payment.status
+
+
+def capture(session: Session, env: JobEnv, ride_id: uuid.UUID) -> str:
+    """The ride is COMPLETED: capture the fare (card) or record the commission owed (cash)."""
+    payment = _lock_payment(session, ride_id)
+    if payment is None:
+        return "skipped"
+    if payment.method == PaymentMethod.CASH.value:
+        if payment.status == PaymentStatus.PENDING.value:
+            _ledger(session, payment, LedgerKind.CASH_COMMISSION_OWED, payment.application_fee,
+                    key=f"ride:{ride_id}:cash_commission", reference=None)
+            payment.status = PaymentStatus.CASH_DUE.value
+            payment.updated_at = datetime.now(UTC)
+            _emit_update(payment, env.after_commit, env.emit)
+        return payment.status
+    if payment.status == PaymentStatus.CAPTURED.value or payment.amount_captured:
+        return payment.status
+    if payment.payment_intent_id is None:
+        state = env.gateway().create_hold(_hold_params(payment), idempotency_key=hold_key(ride_id))
+        _apply_intent(payment, state)
+    gateway = env.gateway()
+    assert payment.payment_intent_id is not None
+    state = gateway.retrieve_intent(payment.payment_intent_id)
+    if state.status == "requires_capture":
+        state = gateway.capture(state.id, amount=payment.amount, application_fee=payment.application_fee,
+                                idempotency_key=f"ride:{ride_id}:capture")
+    if state.status == "succeeded":
+        _record_capture(session, payment, state.amount_received,
+                        state.application_fee_amount if state.application_fee_amount is not None
+                        else payment.application_fee)
+        _emit_update(payment, env.after_commit, env.emit)
+        return payment.status
+    # never authorized: the customer did not confirm the card (or it was declined)
+    payment.status = PaymentStatus.FAILED.value
+    payment.last_error = state.last_error or f"not authorized (PaymentIntent {state.status})"
+    payment.updated_at = datetime.now(UTC)
+    _payment_failed(session, env.settings, payment, payment.last_error)
+    _emit_update(payment, env.after_commit, env.emit)
+    log.warning("payments.capture_impossible", ride_id=str(ride_id), intent_status=state.status)
+    return payment.status
+
+
+def cancel(session: Session, env: JobEnv, ride_id: uuid.UUID) -> str:
+    """The ride is CANCELLED: release the hold, or capture the cancellation fee (policy above)."""
+    payment = _lock_payment(session, ride_id)
+    if payment is None:
+        return "skipped"
+    if payment.method == PaymentMethod.CASH.value:
+        if payment.status == PaymentStatus.PENDING.value:
+            payment.status = PaymentStatus.CANCELLED.value
+            payment.updated_at = datetime.now(UTC)
+            _emit_update(payment, env.after_commit, env.emit)
+        return payment.status
+    if payment.status not in _OPEN:
+        return payment.status  # already released, captured or failed
+    if payment.payment_intent_id is None:
+        payment.status = PaymentStatus.CANCELLED.value  # nothing was ever held
+        payment.updated_at = datetime.now(UTC)
+        _emit_update(payment, env.after_commit, env.emit)
+        return payment.status
+    gateway = env.gateway()
+    state = gateway.retrieve_intent(payment.payment_intent_id)
+    fee_due = payment.cancelled_from in {s.value for s in FEE_AFTER}
+    fee = cancellation_fee(payment.amount, env.settings.stripe.cancellation_fee_rate) if fee_due else 0
+    if state.status == "requires_capture" and fee > 0:
+        fee_commission = commission(fee, Decimal(payment.commission_rate))
+        state = gateway.capture(state.id, amount=fee, application_fee=fee_commission,
+                                idempotency_key=f"ride:{ride_id}:cancellation_fee")
+        _record_capture(session, payment, state.amount_received, fee_commission)
+        log.info("payments.cancellation_fee", ride_id=str(ride_id), fee=fee)
+    elif state.status == "succeeded":
+        _record_capture(session, payment, state.amount_received,
+                        state.application_fee_amount if state.application_fee_amount is not None
+                        else payment.application_fee)
+    elif state.status != "canceled":
+        state = gateway.cancel(state.id, idempotency_key=f"ride:{ride_id}:release")
+    if state.status == "canceled":
+        payment.status = PaymentStatus.RELEASED.value
+        payment.updated_at = datetime.now(UTC)
+        log.info("payments.released", ride_id=str(ride_id))
+    _emit_update(payment, env.after_commit, env.emit)
+    return payment.status
+
+
+def refund(session: Session, env: JobEnv, ride_id: uuid.UUID, request_id: str, amount: int | None) -> str:
+    """Refund (part of) a captured payment; the request id keys the Stripe call (one refund per request)."""
+    payment = _lock_payment(session, ride_id)
+    if payment is None or payment.payment_intent_id is None or payment.amount_captured <= 0:
+        return "skipped"
+    refundable = payment.amount_captured - payment.amount_refunded
+    if refundable <= 0:
+        return payment.status
+    gateway = env.gateway()
+    state = gateway.retrieve_intent(payment.payment_intent_id)
+    try:
+        gateway.refund(state.id, amount=min(amount or refundable, refundable), ride_id=str(ride_id),
+                       idempotency_key=f"ride:{ride_id}:refund:{request_id}")
+    except ProviderError as exc:
+        if exc.transient:
+            raise
+        log.warning("payments.refund_refused", ride_id=str(ride_id), error=exc.message)
+    if state.latest_charge:
+        charge = gateway.retrieve_charge(state.latest_charge)
+        if _sync_refunds(session, payment, charge.refunded_of_captured, charge.id):
+            _emit_update(payment, env.after_commit, env.emit)
+    return payment.status
+
+
+# --- webhook events (job side) -----------------------------------------------------------------
+def handle_event(session: Session, env: JobEnv, event_id: str) -> str:
+    """Act on a stored event by re-reading the object's current state at Stripe (order-proof)."""
+    event = session.scalar(select(StripeEvent).where(StripeEvent.id == event_id).with_for_update())
+    if event is None:
+        return "unknown"
+    if event.processed_at is not None:
+        return "done"
+    obj = (event.payload.get("data") or {}).get("object") or {}
+    kind = event.type
+    outcome = "ignored"
+    if kind.startswith("payment_intent."):
+        outcome = _on_intent(session, env, str(obj.get("id")), (obj.get("metadata") or {}).get("ride_id"))
+    elif kind == "charge.refunded":
+        outcome = _on_charge_refunded(session, env, str(obj.get("id")))
+    elif kind == "charge.dispute.created":
+        outcome = _on_dispute(session, env, obj)
+    elif kind == "account.updated":
+        outcome = _on_account(session, env, str(obj.get("id")))
+    event.processed_at = datetime.now(UTC)
+    log.info("payments.event_handled", event_id=event_id, type=kind, outcome=outcome)
+    return outcome
+
+
+def _payment_for_intent(session: Session, intent_id: str, ride_id: str | None) -> Payment | None:
+    payment = session.scalar(select(Payment).where(Payment.payment_intent_id == intent_id).with_for_update())
+    if payment is None and ride_id:
+        try:
+            payment = _lock_payment(session, uuid.UUID(ride_id))
+        except ValueError:
+            return None
+    return payment
+
+
+def _on_intent(session: Session, env: JobEnv, intent_id: str, ride_id: str | None) -> str:
+    payment = _payment_for_intent(session, intent_id, ride_id)
+    if payment is None:
+        return "no payment"
+    state = env.gateway().retrieve_intent(intent_id)
+    before = (payment.status, payment.last_error)
+    if state.status == "succeeded":
+        _record_capture(session, payment, state.amount_received,
+                        state.application_fee_amount if state.application_fee_amount is not None
+                        else payment.application_fee)
+    elif state.status == "canceled":
+        if payment.status in _OPEN:
+            payment.status = PaymentStatus.RELEASED.value
+            payment.updated_at = datetime.now(UTC)
+    else:
+        _apply_intent(payment, state)
+        if state.last_error and before[1] != state.last_error:
+            _payment_failed(session, env.settings, payment, state.last_error)
+    if (payment.status, payment.last_error) != before:
+        _emit_update(payment, env.after_commit, env.emit)
+    return payment.status
+
+
+def _on_charge_refunded(session: Session, env: JobEnv, charge_id: str) -> str:
+    gateway = env.gateway()
+    charge = gateway.retrieve_charge(charge_id)
+    if charge.payment_intent is None:
+        return "no payment"
+    payment = _payment_for_intent(session, charge.payment_intent, None)
+    if payment is None:
+        return "no payment"
+    if payment.amount_captured == 0 and charge.amount_captured:
+        state = gateway.retrieve_intent(charge.payment_intent)
+        if state.status == "succeeded":
+            _record_capture(session, payment, state.amount_received,
+                            state.application_fee_amount or payment.application_fee)
+    if _sync_refunds(session, payment, charge.refunded_of_captured, charge.id):
+        _emit_update(payment, env.after_commit, env.emit)
+    return payment.status
+
+
+def _on_dispute(session: Session, env: JobEnv, dispute: dict[str, Any]) -> str:
+    intent_id = dispute.get("payment_intent")
+    payment = _payment_for_intent(session, str(intent_id), None) if intent_id else None
+    if payment is None:
+        return "no payment"
+    if not payment.disputed:
+        payment.disputed = True
+        payment.updated_at = datetime.now(UTC)
+        log.warning("payments.disputed", ride_id=str(payment.ride_id), dispute=dispute.get("id"),
+                    amount=dispute.get("amount"), reason=dispute.get("reason"))
+        _emit_update(payment, env.after_commit, env.emit, status="disputed")
+    return "disputed"
+
+
+def _on_account(session: Session, env: JobEnv, account_id: str) -> str:
+    state = env.gateway().retrieve_account(account_id)
+    session.execute(update(Driver).where(Driver.stripe_account_id == account_id)
+                    .values(charges_enabled=state.charges_enabled, payouts_enabled=state.payouts_enabled))
+    return f"charges={state.charges_enabled} payouts={state.payouts_enabled}"
+
+
+# --- admin -------------------------------------------------------------------------------------
+async def request_refund(session: AsyncSession, ride_id: uuid.UUID, amount: int | None) -> str:
+    payment = await session.scalar(select(Payment).where(Payment.ride_id == ride_id))
+    if payment is None:
+        raise NotFound("This ride has no payment.")
+    if payment.method != PaymentMethod.CARD.value or payment.amount_captured - payment.amount_refunded <= 0:
+        raise Conflict("Nothing captured is left to refund.",
+                       details={"captured": payment.amount_captured, "refunded": payment.amount_refunded})
+    request_id = uuid.uuid4().hex
+    await add_job_async(session, "payments.refund", QUEUE_PAYMENTS, str(ride_id), request_id, amount)
+    return request_id
+
+
+def ledger_balance(session: Session, ride_id: uuid.UUID) -> int:
+    """The sum of a ride's money entries (cash commission owed excluded): Stripe's net capture."""
+    return int(session.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+        .where(LedgerEntry.ride_id == ride_id, LedgerEntry.kind != LedgerKind.CASH_COMMISSION_OWED.value)
+    ) or 0)
+

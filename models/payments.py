@@ -1,0 +1,117 @@
+"""Money: one payment per accepted ride, an append-only ledger, and Stripe events stored once."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, Numeric, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, created_at, uuid_pk
+
+
+class PaymentStatus(enum.StrEnum):
+    #: Card: waiting for the hold job / the customer to confirm the PaymentIntent.
+    PENDING = "pending"
+    REQUIRES_PAYMENT_METHOD = "requires_payment_method"
+    #: The fare is held on the card (manual capture).
+    AUTHORIZED = "authorized"
+    CAPTURED = "captured"
+    #: The hold was released (ride cancelled before the fee point).
+    RELEASED = "released"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+    FAILED = "failed"
+    #: Cash: the driver collected the fare; the platform's commission is owed by the driver.
+    CASH_DUE = "cash_due"
+    CASH_SETTLED = "cash_settled"
+    CANCELLED = "cancelled"
+
+
+class Payment(Base):
+    """What the customer pays for one ride, and where that money is at Stripe."""
+
+    __tablename__ = "payments"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    ride_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rides.id", ondelete="CASCADE"), unique=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    driver_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    method: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(32), default=PaymentStatus.PENDING.value)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    #: The region's rate when the bid was accepted, and the commission it gives on the full fare
+    #: (Stripe's `application_fee_amount`; rounded down: the platform never takes more than its rate).
+    commission_rate: Mapped[Decimal] = mapped_column(Numeric(5, 4))
+    application_fee: Mapped[int] = mapped_column(BigInteger)
+    #: The ride's status when it was cancelled (decides release vs cancellation fee).
+    cancelled_from: Mapped[str | None] = mapped_column(String(24))
+    stripe_account_id: Mapped[str | None] = mapped_column(String(64))
+    payment_intent_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    client_secret: Mapped[str | None] = mapped_column(String(200))
+    amount_captured: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    disputed: Mapped[bool] = mapped_column(default=False, server_default="false")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("application_fee >= 0 AND application_fee <= amount", name="fee_in_range"),
+        CheckConstraint("method IN ('card', 'cash')", name="method_known"),
+        CheckConstraint("amount_refunded <= amount_captured", name="refund_within_capture"),
+    )
+
+
+class LedgerKind(enum.StrEnum):
+    DRIVER_EARNING = "driver_earning"
+    PLATFORM_COMMISSION = "platform_commission"
+    #: Negative: the driver's and the platform's share of a refund.
+    DRIVER_REFUND = "driver_refund"
+    PLATFORM_REFUND = "platform_refund"
+    #: Cash ride: the commission the driver collected in cash and owes the platform.
+    CASH_COMMISSION_OWED = "cash_commission_owed"
+
+
+class LedgerEntry(Base):
+    """An append-only money movement (a trigger refuses UPDATE and DELETE).
+
+    For every card ride the entries other than `cash_commission_owed` sum to what Stripe captured
+    minus what it refunded; each entry is written once, by its `dedupe_key`.
+    """
+
+    __tablename__ = "ledger_entries"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    ride_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rides.id", ondelete="RESTRICT"))
+    driver_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    #: The Stripe object behind it (PaymentIntent, refund), when there is one.
+    reference: Mapped[str | None] = mapped_column(String(64))
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = created_at()
+
+    __table_args__ = (Index("ix_ledger_entries_driver", "driver_id", "id"),
+                      Index("ix_ledger_entries_ride", "ride_id"))
+
+
+class StripeEvent(Base):
+    """A verified Stripe webhook event, stored once by its id; `payments.handle_event` acts on it."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    account: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    received_at: Mapped[datetime] = created_at()
+    processed_at: Mapped[datetime | None]

@@ -1,0 +1,373 @@
+"""Benchmark: `notifications.send` throughput of ONE worker process against the Twilio fake.
+
+    .venv/bin/python scripts/bench/bench_notifications.py                 # the default plan below
+    .venv/bin/python scripts/bench/bench_notifications.py --plan 0:8 --plan 100:64 --messages 10000
+    .venv/bin/python scripts/bench/bench_notifications.py --profile /tmp/notify.svg --plan 0:8
+
+On a private database, Redis prefix and Dramatiq namespace:
+
+1. starts the Twilio fake in a process of its own (`scripts/bench/twilio_fake.py`: HTTP/1.1
+   keep-alive, optional latency per answer, as Twilio's API takes ~100-300 ms);
+2. seeds 1,000 customers with E.164 phones;
+3. for each run of the plan (`LATENCY_MS:THREADS[:PROCESSES]`): writes `--messages` queued SMS
+   notifications and enqueues one `notifications.send` per row (the message the outbox relay would
+   send), starts ONE worker as the Procfile does (`python -m workers.run`, WORKER_PROCESSES=1 —
+   or PROCESSES, shown for comparison and not counted for the target —, WORKER_THREADS and
+   WORKER_QUEUE_PREFETCH = THREADS, Twilio pointed at the fake, LOG_LEVEL=WARNING) and times the
+   drain from the rows' `sent_at` (first to last, and over the middle 80 %), for at most
+   `--max-seconds`; then stops the worker and empties the queues.
+
+Each message is the whole job: claim (UPDATE + COMMIT), the real twilio SDK's `messages.create`
+over HTTP to the fake, the final UPDATE + COMMIT, plus Dramatiq's fetch and ack.
+
+Exits 1 if a message failed, 2 if it could not run, 3 with `--fail-under-target` when the best
+run missed the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import dramatiq
+import psycopg
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+from app.keys import QUEUE_NOTIFICATIONS
+from scripts.bench.harness import (
+    BenchError,
+    BenchStack,
+    FarmProcess,
+    WorkerProcess,
+    find_py_spy,
+    say,
+    start_profiler,
+)
+from scripts.bench.measure import CpuMeter, load_average_text, print_table, redis_cpu_seconds, verdict
+
+TARGET_PER_S = 500
+CUSTOMERS = 1_000
+SMS_FROM = "+15557654321"
+CALLBACK = "https://farm.example.test/webhooks/twilio/status"
+DEFAULT_PLAN = ("0:8", "0:32", "100:8", "100:64", "100:128", "0:8:2")
+POLL_S = 0.25
+
+
+@dataclass(frozen=True)
+class Run:
+    latency_ms: int
+    threads: int
+    processes: int = 1
+
+    @property
+    def label(self) -> str:
+        extra = f" x {self.processes} proc." if self.processes > 1 else ""
+        return f"{self.latency_ms} ms, {self.threads} threads{extra}"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="notifications.send throughput of one worker process")
+    parser.add_argument("--plan", action="append", metavar="LATENCY_MS:THREADS[:PROCESSES]",
+                        help=f"a run: the fake's latency per answer, the worker's threads and (for "
+                             f"comparison, not the target) processes (repeatable; "
+                             f"default {' '.join(DEFAULT_PLAN)})")
+    parser.add_argument("--messages", type=int, default=6_000, help="notifications per run (default 6000)")
+    parser.add_argument("--max-seconds", type=float, default=25.0,
+                        help="stop timing a run after this long (a slow run reports what it sent)")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="another setting for the worker, e.g. LOG_LEVEL=INFO (repeatable)")
+    parser.add_argument("--profile", type=Path, metavar="PATH",
+                        help="sample the worker with py-spy --gil during the last run (.svg, .txt, .json)")
+    parser.add_argument("--fail-under-target", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        args.runs = [Run(*(int(part) for part in item.split(":"))) for item in (args.plan or DEFAULT_PLAN)]
+    except (TypeError, ValueError):
+        parser.error("--plan takes LATENCY_MS:THREADS[:PROCESSES], e.g. 100:64")
+    if any("=" not in item for item in args.worker_env):
+        parser.error("--worker-env takes NAME=VALUE")
+    args.worker_env = dict(item.split("=", 1) for item in args.worker_env)
+    if args.messages < 10 or args.max_seconds <= 0:
+        parser.error("--messages must be at least 10 and --max-seconds positive")
+    return args
+
+
+# --- the fake ------------------------------------------------------------------------------------------
+@dataclass
+class Fake:
+    process: FarmProcess
+    base_url: str
+    account_sid: str
+    auth_token: str
+
+
+def start_fake(latency_ms: int) -> Fake:
+    argv = [sys.executable, "-m", "scripts.bench.twilio_fake", "--latency-ms", str(latency_ms)]
+    process = FarmProcess.launch("twilio-fake", argv, {**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        process.check_alive()
+        for line in process.output().splitlines():
+            if line.startswith("TWILIO_FAKE "):
+                info = json.loads(line.removeprefix("TWILIO_FAKE "))
+                return Fake(process, info["base_url"], info["account_sid"], info["auth_token"])
+        time.sleep(0.05)
+    process.stop()
+    raise BenchError("the Twilio fake did not start in 20 s")
+
+
+# --- seeding ---------------------------------------------------------------------------------------
+def seed_customers(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute("""
+            INSERT INTO users (id, email, password_hash, full_name, phone, role, whatsapp_opt_in, is_active,
+                               token_generation, created_at, updated_at)
+            SELECT gen_random_uuid(), 'bench-' || g || '@example.com', '!', 'Customer ' || g,
+                   '+1555' || lpad(g::text, 7, '0'), 'customer', false, true, 0, now(), now()
+            FROM generate_series(1, %s) g""", (CUSTOMERS,))
+        conn.commit()
+
+
+def seed_notifications(dsn: str, tag: str, count: int) -> list[uuid.UUID]:
+    """`count` queued SMS notifications spread over the customers, as `notify()` writes them."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("""
+            WITH customer AS (SELECT id, phone, row_number() OVER (ORDER BY id) - 1 AS n FROM users)
+            INSERT INTO notifications (id, user_id, template, dedupe_key, params, channel, recipient, body,
+                                       status, attempts, created_at, updated_at)
+            SELECT gen_random_uuid(), c.id, 'booking_confirmed', %(tag)s || ':' || g, '{}'::jsonb, 'sms',
+                   c.phone, 'Dispatch Farm: ride ' || upper(substr(md5(g::text), 1, 8))
+                   || ' is booked (van from Alexanderplatz 1). We are asking drivers nearby; '
+                   || 'you will hear when bids come in.',
+                   'queued', 0, now(), now()
+            FROM generate_series(1, %(count)s) g JOIN customer c ON c.n = g %% %(customers)s
+            RETURNING id""", {"tag": tag, "count": count, "customers": CUSTOMERS}).fetchall()
+        conn.commit()
+    return [row[0] for row in rows]
+
+
+def enqueue_sends(redis_url: str, namespace: str, ids: list[uuid.UUID]) -> None:
+    """One `notifications.send` per row: the message the outbox relay would enqueue."""
+    client = redis.Redis.from_url(redis_url)
+    broker = RedisBroker(client=client, namespace=namespace, middleware=[])
+    broker.declare_queue(QUEUE_NOTIFICATIONS)
+    try:
+        for notification_id in ids:
+            broker.enqueue(dramatiq.Message(queue_name=QUEUE_NOTIFICATIONS, actor_name="notifications.send",
+                                            args=(str(notification_id),), kwargs={}, options={}))
+    finally:
+        client.close()
+
+
+def forget_queues(redis_url: str, namespace: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+# --- one run ---------------------------------------------------------------------------------------------
+@dataclass
+class Drain:
+    run: Run
+    sent: int = 0
+    failed: int = 0
+    wall_s: float = 0.0
+    rate: float = 0.0
+    rate_middle: float = 0.0
+    worker_cpu_pct: float = 0.0
+    fake_cpu_pct: float = 0.0
+    redis_cpu_pct: float = 0.0
+    machine_busy_pct: float = 0.0
+    scripts_per_msg: float = 0.0
+    timed_out: bool = False
+
+
+def redis_script_calls(client: redis.Redis) -> int:
+    """Lua script calls Redis has run (Dramatiq's fetch, ack, enqueue; the whole server's)."""
+    stats: dict[str, Any] = client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def counts(conn: psycopg.Connection[Any], tag: str) -> tuple[int, int]:
+    row = conn.execute("SELECT count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status = "
+                       "'failed') FROM notifications WHERE dedupe_key LIKE %s", (tag + ":%",)).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def send_rates(conn: psycopg.Connection[Any], tag: str) -> tuple[float, float]:
+    stamps = [float(r[0]) for r in conn.execute(
+        "SELECT extract(epoch FROM sent_at) FROM notifications WHERE dedupe_key LIKE %s AND sent_at IS NOT "
+        "NULL ORDER BY sent_at", (tag + ":%",))]
+    if len(stamps) < 10:
+        return 0.0, 0.0
+    first_last = (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9)
+    low, high = int(len(stamps) * 0.1), int(len(stamps) * 0.9)
+    return first_last, (high - low) / max(stamps[high] - stamps[low], 1e-9)
+
+
+def busiest(pids: list[int]) -> int:
+    """The process of the tree that has used the most CPU (Dramatiq's worker, not its forks' parent)."""
+    def cpu(pid: int) -> int:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return -1
+        return int(fields[11]) + int(fields[12])
+
+    return max(pids, key=cpu)
+
+
+def drain(args: argparse.Namespace, stack: BenchStack, run: Run, number: int, fake: Fake,
+          redis_client: redis.Redis, *, profile: Path | None) -> Drain:
+    tag = f"bench:{number}"
+    namespace = stack.env["DRAMATIQ_NAMESPACE"]
+    ids = seed_notifications(stack.libpq_dsn, tag, args.messages)
+    enqueue_sends(stack.redis_url, namespace, ids)
+    env = {**stack.env, "WORKER_PROCESSES": str(run.processes), "WORKER_THREADS": str(run.threads),
+           "WORKER_QUEUE_PREFETCH": str(max(run.threads, 1)), "LOG_LEVEL": "WARNING",
+           "TWILIO_ACCOUNT_SID": fake.account_sid, "TWILIO_AUTH_TOKEN": fake.auth_token,
+           "TWILIO_SMS_FROM": SMS_FROM, "TWILIO_API_BASE": fake.base_url,
+           "TWILIO_STATUS_CALLBACK_URL": CALLBACK, **args.worker_env}
+    result = Drain(run)
+    worker = WorkerProcess.start(env)
+    profiler = None
+    try:
+        with psycopg.connect(stack.libpq_dsn, autocommit=True) as conn:
+            deadline = time.monotonic() + 60
+            while counts(conn, tag)[0] == 0:  # the worker imports, boots, sends its first message
+                worker.check_alive()
+                if time.monotonic() > deadline:
+                    raise BenchError(f"the worker sent nothing in 60 s:\n{worker.output()[-3000:]}")
+                time.sleep(0.05)
+            if profile is not None:
+                py_spy = find_py_spy()
+                if py_spy is None:
+                    raise BenchError("--profile needs py-spy: pip install --target /tmp/pyspy py-spy")
+                profiler = start_profiler(py_spy, busiest(worker.pids()), int(args.max_seconds) + 5,
+                                          profile, ("--gil",))
+            meter = CpuMeter({"worker": worker, "fake": fake.process})
+            meter.start()
+            redis_before = redis_cpu_seconds(redis_client)
+            scripts_before = redis_script_calls(redis_client)
+            sent_before = counts(conn, tag)[0]
+            started = time.monotonic()
+            while sum(counts(conn, tag)) < len(ids):
+                worker.check_alive()
+                if time.monotonic() - started > args.max_seconds:
+                    result.timed_out = True
+                    break
+                time.sleep(POLL_S)
+            meter.stop()
+            result.wall_s = time.monotonic() - started
+            result.worker_cpu_pct, result.fake_cpu_pct = meter.percent["worker"], meter.percent["fake"]
+            result.machine_busy_pct = meter.machine_busy
+            result.redis_cpu_pct = (redis_cpu_seconds(redis_client) - redis_before) / meter.elapsed_s * 100
+            result.sent, result.failed = counts(conn, tag)
+            result.scripts_per_msg = ((redis_script_calls(redis_client) - scripts_before)
+                                      / max(result.sent - sent_before, 1))
+            result.rate, result.rate_middle = send_rates(conn, tag)
+    finally:
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            try:
+                profiler.wait(timeout=60)
+                say(f"profile written to {profile}")
+            except subprocess.TimeoutExpired:
+                profiler.kill()
+        worker.stop(keep_log=result.failed > 0)
+        forget_queues(stack.redis_url, namespace)
+    return result
+
+
+# --- report -----------------------------------------------------------------------------------------
+def best_single(drains: list[Drain]) -> Drain | None:
+    """The fastest run with ONE worker process (what the target is about)."""
+    single = [d for d in drains if d.run.processes == 1]
+    return max(single, key=lambda d: d.rate) if single else None
+
+
+def report(args: argparse.Namespace, drains: list[Drain], load: str) -> None:
+    print(f"\nnotifications.send  ·  ONE worker process (python -m workers.run, WORKER_PROCESSES=1)  ·  "
+          f"SMS through the real twilio SDK to the fake in its own process (HTTP/1.1 keep-alive)  ·  "
+          f"{args.messages:,} messages per run, at most {args.max_seconds:g} s")
+    print(f"machine: {os.cpu_count()} CPUs, load average before the runs {load}; processes unpinned; "
+          f"WORKER_QUEUE_PREFETCH = threads")
+    if args.worker_env:
+        print("settings changed: " + ", ".join(f"{k}={v}" for k, v in args.worker_env.items()))
+    print(f"\n{'fake latency, threads':24}{'msg/s':>8}{'mid 80%':>9}{'sent':>12}{'failed':>7}"
+          f"{'worker CPU':>11}{'CPU/msg':>9}{'fake CPU':>9}{'Redis':>7}{'scripts/msg':>12}{'all CPUs':>9}")
+    for d in drains:
+        per_msg = d.worker_cpu_pct / 100 / max(d.rate, 1e-9) * 1000
+        print(f"{d.run.label:24}{d.rate:>8,.0f}{d.rate_middle:>9,.0f}"
+              f"{f'{d.sent:,}/{args.messages:,}':>12}{d.failed:>7}{d.worker_cpu_pct:>10.0f}%"
+              f"{per_msg:>7.2f}ms{d.fake_cpu_pct:>8.0f}%{d.redis_cpu_pct:>6.0f}%{d.scripts_per_msg:>12.1f}"
+              f"{d.machine_busy_pct:>8.0f}%")
+    best = best_single(drains)
+    rows = [(f"best: {best.run.label}", f"{best.rate:,.0f} msg/s", f">= {TARGET_PER_S}/s",
+             verdict(best.rate >= TARGET_PER_S))] if best else []
+    for d in drains:
+        if d is not best:
+            note = "(not one process)" if d.run.processes > 1 else ""
+            rows.append((f"  {d.run.label}", f"{d.rate:,.0f} msg/s", note, ""))
+    print_table("notifications.send throughput, one worker process", rows, width=30)
+    print("\n(msg/s from the rows' sent_at, first to last; CPU as % of one core over the run; a run that "
+          "hit --max-seconds reports what it sent.)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        stack = BenchStack.create()
+    except BenchError as error:
+        say(str(error))
+        return 2
+    redis_client = redis.Redis.from_url(stack.redis_url)
+    drains: list[Drain] = []
+    load = load_average_text()
+    try:
+        seed_customers(stack.libpq_dsn)
+        for number, run in enumerate(args.runs):
+            fake = start_fake(run.latency_ms)
+            try:
+                say(f"run {number + 1}/{len(args.runs)}: {run.label}")
+                last = number == len(args.runs) - 1
+                drains.append(drain(args, stack, run, number, fake, redis_client,
+                                    profile=args.profile if last else None))
+            finally:
+                fake.process.stop()
+    except BenchError as error:
+        say(str(error))
+        return 2
+    finally:
+        redis_client.close()
+        stack.close()
+
+    report(args, drains, load)
+    if any(d.failed for d in drains):
+        print("\nFAILED: notifications failed", file=sys.stderr)
+        return 1
+    best = best_single(drains)
+    if args.fail_under_target and (best is None or best.rate < TARGET_PER_S):
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

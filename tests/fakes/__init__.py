@@ -1,0 +1,1 @@
+"""In-process fakes of external HTTP APIs (Twilio, Stripe) that the real SDKs talk to in tests."""
