@@ -81,10 +81,13 @@ class WorkerSettings:
     queue_prefetch: int = 32
     shutdown_timeout_ms: int = 30_000
     #: Seconds without a heartbeat before a worker's unacked messages are requeued.
-    heartbeat_timeout_s: int = 60
+    heartbeat_timeout_s: int = 15
     #: Broker commands (per million) that also run Dramatiq's maintenance, which requeues the
     #: unacked messages of workers whose heartbeat is older than `heartbeat_timeout_s`.
     maintenance_chance: int = 1000
+    #: Seconds between the maintenance passes every worker process runs (`workers/maintenance.py`):
+    #: a SIGKILLed worker's messages run again within heartbeat_timeout_s + this. 0 = off.
+    maintenance_interval_s: float = 5.0
     #: Outbox relay: rows moved to Redis per batch and the fallback poll interval.
     relay_batch_size: int = 500
     relay_poll_interval_s: float = 2.0
@@ -323,6 +326,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             shutdown_timeout_ms=src.integer("WORKER_SHUTDOWN_TIMEOUT_MS", WorkerSettings.shutdown_timeout_ms),
             heartbeat_timeout_s=src.positive("WORKER_HEARTBEAT_TIMEOUT", WorkerSettings.heartbeat_timeout_s),
             maintenance_chance=src.positive("WORKER_MAINTENANCE_CHANCE", WorkerSettings.maintenance_chance),
+            maintenance_interval_s=src.number("WORKER_MAINTENANCE_INTERVAL",
+                                              WorkerSettings.maintenance_interval_s),
             relay_batch_size=src.positive("OUTBOX_BATCH_SIZE", WorkerSettings.relay_batch_size),
             relay_poll_interval_s=src.number("OUTBOX_POLL_INTERVAL", WorkerSettings.relay_poll_interval_s),
         ),

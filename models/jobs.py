@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Identity, Index, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Identity, Index, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -48,8 +48,28 @@ class FailedJob(Base):
     failed_at: Mapped[datetime] = created_at()
     #: `worker` when recorded by the worker middleware, `dead-letter` when imported from Redis.
     source: Mapped[str] = mapped_column(String(16), default="worker")
+    #: Replays so far, and the latest one (its history: `FailedJobReplay`).
+    replay_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    replayed_at: Mapped[datetime | None]
+    replayed_by: Mapped[str | None] = mapped_column(String(200))
+    replay_message_id: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_failed_jobs_failed_at", "failed_at"),
         Index("ix_failed_jobs_actor_failed_at", "actor", "failed_at"),
     )
+
+
+class FailedJobReplay(Base):
+    """One replay of a failed job: who sent it again, when, and under which new message id."""
+
+    __tablename__ = "failed_job_replays"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    failed_job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("failed_jobs.id", ondelete="CASCADE"),
+                                                     index=True)
+    message_id: Mapped[str] = mapped_column(String(64))
+    replayed_by: Mapped[str] = mapped_column(String(200))
+    replayed_at: Mapped[datetime] = created_at()
+    #: Whether `--force` was needed (the job had been replayed before).
+    forced: Mapped[bool] = mapped_column(default=False)

@@ -22,6 +22,7 @@ from dramatiq.middleware import (
 from app.keys import QUEUES
 from app.redis_conn import create_sync_redis
 from app.settings import Settings, get_settings
+from workers.maintenance import BrokerMaintenance
 from workers.middleware import (
     DurableRetries,
     FailedJobRecorder,
@@ -54,6 +55,7 @@ def build_broker(settings: Settings) -> RedisBroker:
         DurableRetries(max_retries=10, min_backoff=1_000, max_backoff=15 * 60 * 1000),
         SessionPerMessage(settings),
         OutboxRelayMiddleware(settings),
+        BrokerMaintenance(settings),
     ):
         broker.add_middleware(middleware)
     for queue in QUEUES:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from litestar import Controller, post
+from litestar import Controller, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from app.api.dependencies import CallerDep, UnitOfWorkDep, caller_with_role, web_context
 from app.api.schemas import ReasonIn
+from app.api.schemas_admin import FailedJobList, FailedJobOut
 from app.api.schemas_payments import RefundIn, RefundOut
-from app.services import accounts, payments
+from app.services import accounts, failed_jobs, payments
 from models import AuditEntry, Role
 
 
@@ -60,3 +62,23 @@ class AdminController(Controller):
                                    details={"amount": data.amount, "reason": data.reason,
                                             "requestId": request_id}))
         return RefundOut(ride_id=ride_id, request_id=request_id, status="requested")
+
+    @get("/jobs/failed")
+    async def list_failed_jobs(
+        self, uow: UnitOfWorkDep, admin: CallerDep,
+        actor: Annotated[str | None, QueryParameter(name="actor", max_length=128)] = None,
+        queue: Annotated[str | None, QueryParameter(name="queue", max_length=64)] = None,
+        since: Annotated[str | None, QueryParameter(name="since", max_length=64,
+                                                    description="2h, 7d, … or an RFC 3339 time")] = None,
+        cursor: Annotated[str | None, QueryParameter(name="cursor", max_length=200)] = None,
+        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=100)] = 50,
+    ) -> FailedJobList:
+        """Failed jobs of the durable registry, newest first (replay them with `farmctl jobs replay`).
+
+        `admin` is asked for so that the admin check runs (Litestar resolves only what is asked for).
+        """
+        where = failed_jobs.JobFilter(actor=actor, queue=queue,
+                                      since=failed_jobs.parse_since(since) if since else None)
+        rows, next_cursor = await uow.session.run_sync(
+            lambda session: failed_jobs.list_failed(session, where, limit=limit, cursor=cursor))
+        return FailedJobList(items=[FailedJobOut.of(row) for row in rows], next_cursor=next_cursor)

@@ -1,0 +1,123 @@
+"""What Dramatiq's Redis broker holds, per queue, read cheaply (no `KEYS`, no scans).
+
+Dramatiq keeps, under its namespace (see `shared/DRAMATIQ-NOTES.md`):
+`<ns>:<q>` (list of ready ids, consumed from the left), `<ns>:<q>.msgs` (hash of every unacked
+message: ready and in flight), `<ns>:<q>.DQ` / `.DQ.msgs` (delayed), `<ns>:<q>.XQ` (sorted set of
+dead letters) and `<ns>:__heartbeats__` (sorted set: worker id → last heartbeat, ms).
+
+Per queue that is a handful of O(1) commands in one pipeline, plus one `HGET` of the oldest ready
+message to date it: `ready = LLEN q`, `in_flight = HLEN q.msgs - LLEN q`,
+`delayed = HLEN q.DQ.msgs`, `dead = ZCARD q.XQ`. The oldest ready message's age counts from when it
+became ready — its `eta` for a delayed message or a retry, else its enqueue time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+import redis
+
+from app.keys import QUEUES
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    queue: str
+    ready: int
+    in_flight: int
+    delayed: int
+    dead: int
+    #: Seconds since the oldest ready message became ready (0 when none is ready).
+    oldest_ready_age_s: float
+
+
+@dataclass(frozen=True)
+class WorkerBeat:
+    worker_id: str
+    last_beat_age_s: float
+    alive: bool
+
+
+@dataclass(frozen=True)
+class BrokerSnapshot:
+    queues: list[QueueStats]
+    workers: list[WorkerBeat]
+    taken_at: float
+
+    def queue(self, name: str) -> QueueStats:
+        return next(q for q in self.queues if q.queue == name)
+
+    @property
+    def live_workers(self) -> int:
+        return sum(1 for w in self.workers if w.alive)
+
+
+def _int(value: Any) -> int:
+    return int(value or 0)
+
+
+def _ready_since_ms(raw: bytes | str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        message = dramatiq.Message.decode(raw if isinstance(raw, bytes) else raw.encode())
+    except Exception:  # an undecodable message still counts; it just can't be dated
+        return None
+    eta = message.options.get("eta")
+    return float(max(message.message_timestamp, int(eta) if eta else 0))
+
+
+class QueueInspector:
+    """Reads queue depths, ages and worker heartbeats from the broker's keys."""
+
+    def __init__(self, client: redis.Redis, namespace: str, *, heartbeat_timeout_s: float,
+                 queues: tuple[str, ...] = QUEUES) -> None:
+        self._redis = client
+        self._ns = namespace
+        self._heartbeat_timeout_s = heartbeat_timeout_s
+        self.queues = queues
+
+    def key(self, queue: str, suffix: str = "") -> str:
+        return f"{self._ns}:{queue}{suffix}"
+
+    def snapshot(self) -> BrokerSnapshot:
+        pipe = self._redis.pipeline(transaction=False)
+        for queue in self.queues:
+            pipe.llen(self.key(queue))
+            pipe.hlen(self.key(queue, ".msgs"))
+            pipe.hlen(self.key(queue, ".DQ.msgs"))
+            pipe.zcard(self.key(queue, ".XQ"))
+            pipe.lindex(self.key(queue), 0)
+        pipe.zrange(f"{self._ns}:__heartbeats__", 0, -1, withscores=True)
+        results = pipe.execute()
+        heads: dict[str, Any] = {}
+        rows: list[tuple[str, int, int, int, int]] = []
+        for i, queue in enumerate(self.queues):
+            ready, unacked, delayed, dead, head = results[i * 5:(i + 1) * 5]
+            rows.append((queue, _int(ready), _int(unacked), _int(delayed), _int(dead)))
+            if head is not None:
+                heads[queue] = head
+        beats = results[-1]
+        now = time.time()
+        raw_heads: dict[str, Any] = {}
+        if heads:
+            pipe = self._redis.pipeline(transaction=False)
+            for queue, head in heads.items():
+                pipe.hget(self.key(queue, ".msgs"), head)
+            raw_heads = dict(zip(heads, pipe.execute(), strict=True))
+        stats = []
+        for queue, ready, unacked, delayed, dead in rows:
+            since_ms = _ready_since_ms(raw_heads.get(queue))
+            age = max(0.0, now - since_ms / 1000) if since_ms is not None and ready else 0.0
+            stats.append(QueueStats(queue=queue, ready=ready, in_flight=max(0, unacked - ready),
+                                    delayed=delayed, dead=dead, oldest_ready_age_s=round(age, 3)))
+        workers = []
+        for member, score in beats:
+            age = max(0.0, now - float(score) / 1000)
+            name = member.decode() if isinstance(member, bytes) else str(member)
+            workers.append(WorkerBeat(worker_id=name, last_beat_age_s=round(age, 3),
+                                      alive=age <= self._heartbeat_timeout_s))
+        return BrokerSnapshot(queues=stats, workers=workers, taken_at=now)

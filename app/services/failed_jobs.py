@@ -1,0 +1,371 @@
+"""The failed-jobs registry: find, replay and purge failed jobs; import Redis's dead letters.
+
+Every message whose retries ran out is a `FailedJob` row (written by the worker's
+`FailedJobRecorder`), and Dramatiq also keeps it for a week in the queue's Redis dead-letter queue
+(`<ns>:<q>.XQ`, scored by death time, and `<ns>:<q>.XQ.msgs`, id → encoded message). If
+PostgreSQL could not take the row, the dead letter is the only copy: `import_dead_letters` writes
+it to the registry and removes it from Redis only once that insert has committed.
+
+A **replay** sends the job again on its own queue as a new message: new message id, fresh
+`message_timestamp` (AgeLimit counts from it) and a fresh retry budget (`retries` 0, no `eta`, no
+`traceback`). The message is enqueued first and the replay recorded after: a crash in between
+sends it twice, which is safe because actors are idempotent. A job is replayed once unless forced.
+
+Services don't commit: the caller's unit of work does (the CLI commits each replay on its own).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dramatiq
+import msgspec
+import redis
+from sqlalchemy import ColumnElement, String, and_, cast, delete, func, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from app.db import UnitOfWork
+from app.errors import NotFound, ValidationFailed
+from app.logging import get_logger
+from models.jobs import FailedJob, FailedJobReplay
+
+log = get_logger("failed_jobs")
+
+#: Options that belong to one delivery of a message, dropped when it is replayed.
+DELIVERY_OPTIONS = frozenset({"retries", "eta", "traceback", "redis_message_id", "requeue_timestamp"})
+#: The option naming the message a replay was made from (kept on its own failure, if any).
+REPLAY_OF = "replay_of"
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
+
+Enqueue = Callable[[dramatiq.Message[Any]], dramatiq.Message[Any]]
+
+
+# --- filters -----------------------------------------------------------------------------------
+def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+    """`30m`, `2h`, `7d`, `1w` ago, or an ISO 8601 / RFC 3339 moment (UTC when it has no offset)."""
+    now = now or datetime.now(UTC)
+    match = _DURATION.match(text)
+    if match:
+        return now - timedelta(seconds=int(match[1]) * _UNIT_S[match[2]])
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValidationFailed("since must be a duration such as 2h or 7d, or a date-time.",
+                               details={"since": text}) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which failed jobs a command is about; every field left at None matches all."""
+
+    actor: str | None = None
+    queue: str | None = None
+    since: datetime | None = None
+    #: Text found (case-insensitively) in the exception's type or message.
+    error: str | None = None
+    #: True: only jobs replayed at least once; False: only jobs never replayed.
+    replayed: bool | None = None
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        where: list[ColumnElement[bool]] = []
+        if self.actor:
+            where.append(FailedJob.actor == self.actor)
+        if self.queue:
+            where.append(FailedJob.queue == self.queue)
+        if self.since:
+            where.append(FailedJob.failed_at >= self.since)
+        if self.error:
+            pattern = f"%{_escape_like(self.error)}%"
+            where.append(or_(FailedJob.exception_type.ilike(pattern, escape="\\"),
+                             FailedJob.exception_message.ilike(pattern, escape="\\")))
+        if self.replayed is not None:
+            where.append(FailedJob.replay_count > 0 if self.replayed else FailedJob.replay_count == 0)
+        return where
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# --- reading -----------------------------------------------------------------------------------
+class _Cursor(msgspec.Struct, array_like=True):
+    failed_at: datetime
+    id: uuid.UUID
+
+
+def _encode_cursor(job: FailedJob) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(_Cursor(job.failed_at, job.id))).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> _Cursor:
+    try:
+        return msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)), type=_Cursor)
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise ValidationFailed("The cursor is not valid.", details={"cursor": "malformed"}) from exc
+
+
+def list_failed(session: Session, where: JobFilter, *, limit: int,
+                cursor: str | None = None) -> tuple[list[FailedJob], str | None]:
+    """Failed jobs matching `where`, newest first, `limit` per page; the next page's cursor or None."""
+    query = select(FailedJob).where(*where.clauses())
+    if cursor:
+        after = _decode_cursor(cursor)
+        query = query.where(or_(FailedJob.failed_at < after.failed_at,
+                                and_(FailedJob.failed_at == after.failed_at, FailedJob.id < after.id)))
+    rows = list(session.scalars(query.order_by(FailedJob.failed_at.desc(), FailedJob.id.desc())
+                                .limit(limit + 1)))
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def count_failed(session: Session, where: JobFilter) -> int:
+    return int(session.scalar(select(func.count()).select_from(FailedJob).where(*where.clauses())) or 0)
+
+
+def count_by_queue(session: Session) -> dict[str, int]:
+    """Failed jobs in the registry per queue."""
+    rows = session.execute(select(FailedJob.queue, func.count()).group_by(FailedJob.queue)).all()
+    return {queue: int(n) for queue, n in rows}
+
+
+def resolve(session: Session, reference: str) -> FailedJob:
+    """The failed job named by its id, a unique prefix of it, or its message id (prefix)."""
+    ref = reference.strip().lower()
+    if not re.fullmatch(r"[0-9a-f-]{4,64}", ref):
+        raise ValidationFailed(f"{reference!r} is not a failed job id (give at least 4 hex characters).",
+                               details={"id": reference})
+    prefix = f"{_escape_like(ref)}%"
+    matches = list(session.scalars(
+        select(FailedJob).where(or_(cast(FailedJob.id, String).like(prefix, escape="\\"),
+                                    FailedJob.message_id.like(prefix, escape="\\")))
+        .order_by(FailedJob.failed_at.desc()).limit(6)))
+    exact = [job for job in matches if str(job.id) == ref or job.message_id == ref]
+    if len(exact) == 1:
+        return exact[0]
+    if not matches:
+        raise NotFound(f"No failed job has an id starting with {reference}.")
+    if len(matches) > 1:
+        shown = ", ".join(str(job.id)[:12] for job in matches[:5])
+        raise ValidationFailed(f"{reference} matches several failed jobs ({shown}…); give more characters.",
+                               details={"id": reference})
+    return matches[0]
+
+
+def replays_of(session: Session, failed_job_id: uuid.UUID) -> list[FailedJobReplay]:
+    return list(session.scalars(select(FailedJobReplay).where(FailedJobReplay.failed_job_id == failed_job_id)
+                                .order_by(FailedJobReplay.id)))
+
+
+def failures_of_replays(session: Session, message_ids: Sequence[str]) -> dict[str, uuid.UUID]:
+    """For replays that failed again: their message id → the failed job recorded for them."""
+    if not message_ids:
+        return {}
+    rows = session.execute(select(FailedJob.message_id, FailedJob.id)
+                           .where(FailedJob.message_id.in_(list(message_ids)))).all()
+    return {message_id: job_id for message_id, job_id in rows}
+
+
+# --- replay ------------------------------------------------------------------------------------
+def replay_message(job: FailedJob, *, now_ms: int | None = None) -> dramatiq.Message[Any]:
+    """The job as a new message: new id, fresh timestamp, fresh retry budget, same queue and arguments."""
+    options = {key: value for key, value in job.options.items() if key not in DELIVERY_OPTIONS}
+    options["retries"] = 0
+    options[REPLAY_OF] = job.message_id
+    return dramatiq.Message(queue_name=job.queue, actor_name=job.actor, args=tuple(job.args),
+                            kwargs=dict(job.kwargs), options=options, message_id=str(uuid.uuid4()),
+                            message_timestamp=now_ms if now_ms is not None else int(time.time() * 1000))
+
+
+def replay_targets(session: Session, *, references: Sequence[str] = (),
+                   where: JobFilter | None = None) -> list[FailedJob]:
+    """The jobs a replay is about: those named (each must exist), or all matching, oldest first."""
+    if references:
+        found: dict[uuid.UUID, FailedJob] = {}
+        for reference in references:
+            job = resolve(session, reference)
+            found.setdefault(job.id, job)
+        return list(found.values())
+    query = select(FailedJob).where(*(where or JobFilter()).clauses())
+    return list(session.scalars(query.order_by(FailedJob.failed_at, FailedJob.id)))
+
+
+def skip_reason(job: FailedJob, *, force: bool,
+                known_actor: Callable[[str], bool] | None = None) -> str | None:
+    """Why `job` would not be replayed (None: it would be)."""
+    if known_actor is not None and not known_actor(job.actor):
+        return f"actor {job.actor} is not declared by this farm (renamed or removed?)"
+    if job.replay_count and not force:
+        when = job.replayed_at.strftime("%Y-%m-%d %H:%M:%SZ") if job.replayed_at else "?"
+        times = "once" if job.replay_count == 1 else f"{job.replay_count} times"
+        return f"already replayed {times}, last at {when} by {job.replayed_by} (--force replays it again)"
+    return None
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    job: FailedJob
+    #: The new message's id, or None when skipped.
+    message_id: str | None = None
+    skipped: str | None = None
+
+
+def replay(uow: UnitOfWork, failed_job_id: uuid.UUID, *, enqueue: Enqueue, by: str, force: bool = False,
+           known_actor: Callable[[str], bool] | None = None,
+           dead_letters: DeadLetters | None = None) -> ReplayOutcome:
+    """Send one failed job again and record it (commit the unit of work right after).
+
+    The row is locked, so two operators replaying at once send it once. Its dead-letter copy, if
+    Redis still holds one, is dropped after the commit: the registry now tracks the job.
+    """
+    job = uow.session.scalar(select(FailedJob).where(FailedJob.id == failed_job_id).with_for_update())
+    if job is None:
+        raise NotFound("The failed job is gone (purged meanwhile?).")
+    reason = skip_reason(job, force=force, known_actor=known_actor)
+    if reason is not None:
+        return ReplayOutcome(job=job, skipped=reason)
+    forced = job.replay_count > 0
+    sent = enqueue(replay_message(job))
+    now = datetime.now(UTC)
+    uow.session.add(FailedJobReplay(failed_job_id=job.id, message_id=sent.message_id, replayed_by=by,
+                                    replayed_at=now, forced=forced))
+    job.replay_count += 1
+    job.replayed_at, job.replayed_by, job.replay_message_id = now, by, sent.message_id
+    redis_id = job.options.get("redis_message_id")
+    if dead_letters is not None and isinstance(redis_id, str):
+        uow.after_commit(lambda: dead_letters.forget(job.queue, [redis_id]))
+    log.info("failed_jobs.replayed", failed_job_id=str(job.id), actor=job.actor, queue=job.queue,
+             message_id=sent.message_id, by=by, forced=forced)
+    return ReplayOutcome(job=job, message_id=sent.message_id)
+
+
+# --- purge -------------------------------------------------------------------------------------
+def purge(uow: UnitOfWork, where: JobFilter, *, dead_letters: DeadLetters | None = None) -> int:
+    """Delete the matching failed jobs (and their replay history); their dead letters after commit."""
+    deleted = uow.session.execute(
+        delete(FailedJob).where(*where.clauses())
+        .returning(FailedJob.queue, FailedJob.options["redis_message_id"].astext)
+    ).all()
+    if dead_letters is not None:
+        by_queue: dict[str, list[str]] = {}
+        for queue, redis_id in deleted:
+            if redis_id:
+                by_queue.setdefault(queue, []).append(redis_id)
+        for queue, ids in by_queue.items():
+            uow.after_commit(functools.partial(dead_letters.forget, queue, ids))
+    log.info("failed_jobs.purged", count=len(deleted))
+    return len(deleted)
+
+
+# --- Redis dead letters --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeadLetter:
+    redis_id: str
+    #: None when the stored data can't be decoded as a Dramatiq message.
+    message: dramatiq.Message[Any] | None
+
+
+class DeadLetters:
+    """Dramatiq's dead-letter queues in Redis: `<ns>:<q>.XQ` (ids by death time) and `<ns>:<q>.XQ.msgs`."""
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self._redis = client
+        self._ns = namespace
+
+    def _key(self, queue: str) -> str:
+        return f"{self._ns}:{queue}.XQ"
+
+    def count(self, queue: str) -> int:
+        return int(self._redis.zcard(self._key(queue)))
+
+    def ids(self, queue: str) -> list[str]:
+        """Every dead letter of the queue, oldest death first."""
+        raw: list[bytes | str] = self._redis.zrange(self._key(queue), 0, -1)  # type: ignore[assignment]
+        return [item.decode() if isinstance(item, bytes) else item for item in raw]
+
+    def read(self, queue: str, redis_ids: Sequence[str]) -> list[DeadLetter]:
+        if not redis_ids:
+            return []
+        data: list[bytes | str | None] = self._redis.hmget(
+            f"{self._key(queue)}.msgs", list(redis_ids))
+        letters = []
+        for redis_id, raw in zip(redis_ids, data, strict=True):
+            try:
+                message = dramatiq.Message.decode(raw if isinstance(raw, bytes) else raw.encode()) \
+                    if raw is not None else None
+            except Exception:  # a corrupt entry is reported and left where it is
+                message = None
+            letters.append(DeadLetter(redis_id=redis_id, message=message))
+        return letters
+
+    def forget(self, queue: str, redis_ids: Sequence[str]) -> None:
+        if not redis_ids:
+            return
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zrem(self._key(queue), *redis_ids)
+        pipe.hdel(f"{self._key(queue)}.msgs", *redis_ids)
+        pipe.execute()
+
+
+@dataclass
+class ImportReport:
+    queue: str
+    #: Dead letters now in the registry that weren't before.
+    imported: int = 0
+    #: Dead letters whose message the registry already held (the usual copy of a recorded failure).
+    already_recorded: int = 0
+    #: Entries that could not be decoded (left in Redis).
+    undecodable: list[str] = field(default_factory=list)
+
+
+def import_dead_letters(uow: UnitOfWork, letters: DeadLetters, queue: str, redis_ids: Sequence[str],
+                        report: ImportReport) -> None:
+    """Write these dead letters to the registry (once per message id); they leave Redis after commit."""
+    from workers.middleware import failed_job_row  # the row the worker's recorder writes, same shape
+
+    rows: dict[str, dict[str, Any]] = {}
+    done: list[str] = []
+    for letter in letters.read(queue, redis_ids):
+        message = letter.message
+        if message is None:
+            report.undecodable.append(letter.redis_id)
+            continue
+        done.append(letter.redis_id)
+        traceback_text = message.options.get("traceback")
+        row = failed_job_row(message.message_id, message.queue_name, message.actor_name, list(message.args),
+                             dict(message.kwargs), dict(message.options), None, message.message_timestamp,
+                             source="dead-letter", traceback_text=traceback_text)
+        _exception_from_traceback(row, traceback_text)
+        rows.setdefault(message.message_id, row)
+    if rows:
+        inserted = uow.session.execute(insert(FailedJob).values(list(rows.values()))
+                                       .on_conflict_do_nothing(index_elements=["message_id"])
+                                       .returning(FailedJob.message_id)).all()
+        report.imported += len(inserted)
+        report.already_recorded += len(done) - len(inserted)
+    uow.after_commit(lambda: letters.forget(queue, done))
+
+
+def _exception_from_traceback(row: dict[str, Any], traceback_text: object) -> None:
+    """A dead letter carries the traceback of its last retried run: name the error it ends with."""
+    if not isinstance(traceback_text, str) or not traceback_text.strip():
+        return
+    lines = traceback_text.rstrip().splitlines()
+    last_frame = max((i for i, line in enumerate(lines) if line.startswith(" ")), default=-1)
+    tail = lines[last_frame + 1:]
+    match = _EXCEPTION_LINE.match(tail[0]) if tail else None
+    if match:
+        row["exception_type"] = match[1][:200]
+        row["exception_message"] = "\n".join([match[2] or "", *tail[1:]]).strip()

@@ -1,0 +1,133 @@
+"""`farmctl queues`: what Dramatiq's Redis broker holds per queue, the registry's failures, live workers.
+
+The figures are checked against known traffic and against Redis itself: a real worker runs (its
+heartbeat) and fails a real job (a dead letter and a registry row); an idle queue no worker
+consumes holds ready, delayed and fetched-but-unacked messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+import jobs
+from app.settings import Settings
+from jobs.base import JobContext, job
+from scripts.farmctl import main
+from tests.integration.workers_support import (  # noqa: F401  (fixtures)
+    WorkerFactory,
+    broker_redis_fixture,
+    db_fixture,
+    drain,
+    failed_jobs,
+    start_worker_fixture,
+    wait_for,
+)
+
+QUEUE = "test-farmctl-queues"
+#: Never declared on the broker, so no worker consumes it: its messages stay where they are put.
+IDLE = "test-farmctl-idle"
+
+
+@job("test.farmctl.always_fails", queue=QUEUE, max_retries=0)
+def always_fails(ctx: JobContext) -> None:
+    raise RuntimeError("nope")
+
+
+def idle_message(age_s: float = 0.0) -> dramatiq.Message[Any]:
+    return dramatiq.Message(queue_name=IDLE, actor_name="test.farmctl.idle", args=(), kwargs={}, options={},
+                            message_timestamp=int((time.time() - age_s) * 1000))
+
+
+def farmctl(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    capsys.readouterr()
+    with structlog.testing.capture_logs():
+        code = main(list(argv), configure_logs=False)
+    return code, capsys.readouterr().out
+
+
+def test_queues_shows_what_redis_and_the_registry_hold(
+    start_worker: WorkerFactory, db: sessionmaker[Session], broker_redis: redis.Redis, settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given a live worker that failed one job (dead-lettered in Redis, recorded in the registry)
+    start_worker()
+    message = always_fails.send()
+    wait_for(lambda: failed_jobs(db, message.message_id), what="the failure record")
+    drain(QUEUE)
+    # And an idle queue with 3 messages sent (10 s ago, 5 s ago, now), 2 delayed, and the oldest
+    # fetched by a consumer that hasn't acked it
+    for age in (10.0, 5.0, 0.0):
+        jobs.broker.enqueue(idle_message(age))
+    for _ in range(2):
+        jobs.broker.enqueue(idle_message(), delay=60_000)
+    consumer = jobs.broker.consume(IDLE, prefetch=1, timeout=1000)
+    fetched = next(consumer)
+    assert fetched is not None
+
+    # When the admin looks at the queues
+    code, out = farmctl(capsys, "queues", "--queue", QUEUE, "--queue", IDLE, "--json")
+
+    # Then each figure is what was done, and what Redis holds
+    assert code == 0
+    report = json.loads(out)
+    failing, idle = report["queues"]
+    assert {k: failing[k] for k in ("queue", "ready", "delayed", "inFlight", "dead", "failed")} == {
+        "queue": QUEUE, "ready": 0, "delayed": 0, "inFlight": 0, "dead": 1, "failed": 1}
+    assert {k: idle[k] for k in ("queue", "ready", "delayed", "inFlight", "dead", "failed")} == {
+        "queue": IDLE, "ready": 2, "delayed": 2, "inFlight": 1, "dead": 0, "failed": 0}
+    assert 4.0 <= idle["oldestReadyAgeS"] < 8.0  # the 5 s old one: the 10 s old one is in flight
+    ns = settings.redis.dramatiq_namespace
+    assert idle["ready"] == broker_redis.llen(f"{ns}:{IDLE}")
+    assert idle["ready"] + idle["inFlight"] == broker_redis.hlen(f"{ns}:{IDLE}.msgs")
+    assert idle["delayed"] == broker_redis.hlen(f"{ns}:{IDLE}.DQ.msgs")
+    assert failing["dead"] == broker_redis.zcard(f"{ns}:{QUEUE}.XQ")
+    # And the worker is alive by its heartbeat
+    beats = broker_redis.zrange(f"{ns}:__heartbeats__", 0, -1)
+    assert report["liveWorkers"] == len(beats) == 1
+    assert [w["alive"] for w in report["workers"]] == [True]
+
+    # And the table says the same
+    code, out = farmctl(capsys, "queues", "--queue", QUEUE, "--queue", IDLE)
+    header, first, second, *rest = out.splitlines()
+    assert header.split() == ["QUEUE", "READY", "DELAYED", "IN", "FLIGHT", "DEAD", "(REDIS)", "FAILED",
+                              "(REGISTRY)", "OLDEST", "READY"]
+    assert first.split() == [QUEUE, "0", "0", "0", "1", "1", "-"]
+    assert second.split()[:6] == [IDLE, "2", "2", "1", "0", "0"]
+    assert second.split()[6].endswith("s")
+    assert "workers alive: 1 (1 heartbeat in Redis)" in rest
+    consumer.close()
+
+
+def test_queues_watch_refreshes_until_interrupted(clean: None) -> None:
+    # Given `farmctl queues --watch` running as a process, its output not a terminal
+    argv = [sys.executable, "-m", "scripts.farmctl", "queues", "--watch", "0.2", "--json"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ))
+    try:
+        # When it has printed two snapshots and is interrupted (Ctrl-C)
+        assert process.stdout is not None
+        snapshots = [json.loads(process.stdout.readline()) for _ in range(2)]
+        os.kill(process.pid, signal.SIGINT)
+        code = process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # Then each snapshot covers the farm's queues (registry included), and it ends cleanly
+    assert all(q["failed"] == 0 for q in snapshots[0]["queues"])
+    assert [q["queue"] for q in snapshots[0]["queues"]] == ["dispatch", "payments", "notifications",
+                                                            "maintenance"]
+    assert snapshots[1]["at"] > snapshots[0]["at"]
+    assert code == 0
