@@ -91,6 +91,28 @@ class WorkerSettings:
     #: Outbox relay: rows moved to Redis per batch and the fallback poll interval.
     relay_batch_size: int = 500
     relay_poll_interval_s: float = 2.0
+    #: Where the worker's Prometheus exporter listens (0 = no exporter in this process tree).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9191
+    #: Prometheus multiprocess directory shared by a supervisor and its workers (the autoscaler
+    #: sets it for its children); empty = a fresh directory per `workers.run`.
+    metrics_dir: str = ""
+
+
+@dataclass(frozen=True)
+class AutoscaleSettings:
+    """`workers/autoscale.py`: how many worker processes run, and when that changes."""
+
+    min_workers: int = 1
+    max_workers: int = 4
+    #: Seconds between two looks at the queues (at most one worker is added or removed per look).
+    interval_s: float = 5.0
+    #: Add a worker when the oldest ready message has waited longer than this (s) ...
+    target_age_s: float = 10.0
+    #: ... or when there are more ready messages per running worker than this.
+    target_depth: int = 100
+    #: Remove a worker after this long (s) with nothing ready and little in flight.
+    cooldown_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -179,6 +201,7 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    autoscale: AutoscaleSettings = field(default_factory=AutoscaleSettings)
     clock: ClockSettings = field(default_factory=ClockSettings)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     stripe: StripeSettings = field(default_factory=StripeSettings)
@@ -330,7 +353,11 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
                                               WorkerSettings.maintenance_interval_s),
             relay_batch_size=src.positive("OUTBOX_BATCH_SIZE", WorkerSettings.relay_batch_size),
             relay_poll_interval_s=src.number("OUTBOX_POLL_INTERVAL", WorkerSettings.relay_poll_interval_s),
+            metrics_host=src.text("WORKER_METRICS_HOST", WorkerSettings.metrics_host),
+            metrics_port=src.integer("WORKER_METRICS_PORT", WorkerSettings.metrics_port),
+            metrics_dir=src.text("WORKER_METRICS_DIR", ""),
         ),
+        autoscale=_autoscale_settings(src),
         clock=ClockSettings(
             tokens_cleanup_interval_s=src.positive(
                 "TOKENS_CLEANUP_INTERVAL", ClockSettings.tokens_cleanup_interval_s
@@ -383,6 +410,25 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             cors_origins=src.strs("CORS_ORIGINS", ()),
         ),
     )
+
+
+def _autoscale_settings(src: _Source) -> AutoscaleSettings:
+    defaults = AutoscaleSettings()
+    scale = AutoscaleSettings(
+        min_workers=src.positive("AUTOSCALE_MIN", defaults.min_workers),
+        max_workers=src.positive("AUTOSCALE_MAX", defaults.max_workers),
+        interval_s=src.number("AUTOSCALE_INTERVAL", defaults.interval_s),
+        target_age_s=src.number("AUTOSCALE_TARGET_AGE_S", defaults.target_age_s),
+        target_depth=src.positive("AUTOSCALE_TARGET_DEPTH", defaults.target_depth),
+        cooldown_s=src.number("AUTOSCALE_COOLDOWN_S", defaults.cooldown_s),
+    )
+    if scale.max_workers < scale.min_workers:
+        raise SettingsError(f"AUTOSCALE_MAX ({scale.max_workers}) must be at least AUTOSCALE_MIN "
+                            f"({scale.min_workers})")
+    if min(scale.interval_s, scale.target_age_s, scale.cooldown_s) <= 0:
+        raise SettingsError("AUTOSCALE_INTERVAL, AUTOSCALE_TARGET_AGE_S and AUTOSCALE_COOLDOWN_S "
+                            "must be positive")
+    return scale
 
 
 @lru_cache(maxsize=1)

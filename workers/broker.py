@@ -23,6 +23,7 @@ from app.keys import QUEUES
 from app.redis_conn import create_sync_redis
 from app.settings import Settings, get_settings
 from workers.maintenance import BrokerMaintenance
+from workers.metrics import JobMetrics
 from workers.middleware import (
     DurableRetries,
     FailedJobRecorder,
@@ -45,6 +46,7 @@ def build_broker(settings: Settings) -> RedisBroker:
     # sees the verdict the retries middleware reached for the message.
     for middleware in (
         LogContext(),
+        JobMetrics(settings),  # before the retries: its after-hook must see their verdict
         CurrentMessage(),
         AgeLimit(),
         TimeLimit(time_limit=5 * 60 * 1000),

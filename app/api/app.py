@@ -28,6 +28,7 @@ from app.api.controllers.webhooks import StripeWebhookController
 from app.api.dependencies import provide_uow
 from app.api.errors import handle_exception
 from app.logging import freeze_startup_objects
+from app.observability.web import WebMetrics, metrics_route, request_metrics_middleware
 from app.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -64,6 +65,8 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
 def create_app(settings: Settings, context_factory: Callable[[], WebContext] | None = None) -> Litestar:
     """The API. `context_factory` shares the process's clients with the socket server."""
 
+    metrics = WebMetrics(settings)
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         ctx = context_factory() if context_factory else WebContext.build(settings)
@@ -74,6 +77,7 @@ def create_app(settings: Settings, context_factory: Callable[[], WebContext] | N
             yield
         finally:
             await ctx.close()
+            metrics.close()
 
     api = Router(
         path=API_PREFIX,
@@ -82,10 +86,10 @@ def create_app(settings: Settings, context_factory: Callable[[], WebContext] | N
         dependencies={"uow": Provide(provide_uow)},
     )
     return Litestar(
-        route_handlers=[api, health, ready, StripeWebhookController,
+        route_handlers=[api, health, ready, metrics_route(metrics), StripeWebhookController,
                         TwilioStatusController],
         lifespan=[lifespan],
-        middleware=[request_id_middleware],
+        middleware=[request_metrics_middleware, request_id_middleware],
         exception_handlers={Exception: handle_exception},
         cors_config=(
             CORSConfig(allow_origins=list(settings.web.cors_origins)) if settings.web.cors_origins else None

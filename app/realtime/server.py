@@ -24,6 +24,7 @@ from app.db import AsyncUnitOfWork
 from app.errors import AppError
 from app.keys import driver_room, ride_room, user_room
 from app.logging import get_logger
+from app.observability.web import SOCKET_CONNECTIONS
 from app.realtime.manager import FanOutRedisManager
 from app.redis_conn import REDIS_ERRORS
 from app.services import drivers, rides
@@ -49,6 +50,8 @@ def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, c
         engineio_logger=False,
     )
 
+    counted: set[str] = set()  # sockets `connect` accepted (and the gauge counts)
+
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         ctx = context()
@@ -73,10 +76,15 @@ def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, c
         pipe.sadd(key, sid)
         pipe.expire(key, SOCKET_SET_TTL_S)
         await pipe.execute()
+        counted.add(sid)
+        SOCKET_CONNECTIONS.inc()
         log.info("socket.connected", user_id=user_id, sid=sid)
 
     @sio.event
     async def disconnect(sid: str, *reason: Any) -> None:
+        if sid in counted:
+            counted.discard(sid)
+            SOCKET_CONNECTIONS.dec()
         try:
             session = await sio.get_session(sid)
         except KeyError:

@@ -1,0 +1,97 @@
+"""The Kubernetes manifests in `deploy/k8s/` parse, and agree with the code they deploy."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.keys import QUEUES
+from app.settings import load_settings
+
+yaml = pytest.importorskip("yaml")
+
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
+
+
+def documents() -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for path in sorted(K8S.glob("*.yaml")):
+        found.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
+    return found
+
+
+def by_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in documents() if doc["kind"] == kind}
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def environment() -> dict[str, str]:
+    config = by_kind("ConfigMap")["dispatch-farm-config"]["data"]
+    secret = by_kind("Secret")["dispatch-farm-secrets"]["stringData"]
+    return {**config, **secret}
+
+
+def test_every_manifest_parses_into_named_objects() -> None:
+    docs = documents()
+    assert {doc["kind"] for doc in docs} >= {"ConfigMap", "Secret", "Deployment", "Service", "Job",
+                                             "ScaledObject", "TriggerAuthentication"}
+    assert all(doc.get("apiVersion") and doc["metadata"].get("name") for doc in docs)
+
+
+def test_the_configuration_is_one_the_farm_accepts_in_production() -> None:
+    settings = load_settings(environ=environment(), env_file=Path("/nonexistent"))
+    assert settings.env == "production"
+    assert settings.worker.processes == 1
+    assert settings.worker.metrics_port == 9191
+    grace = {name: d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+             for name, d in by_kind("Deployment").items() if name.startswith("worker")}
+    assert all(seconds > settings.worker.shutdown_timeout_ms / 1000 for seconds in grace.values())
+
+
+def test_web_is_probed_and_served_and_the_clock_runs_alone() -> None:
+    deployments = by_kind("Deployment")
+    web = container(deployments["web"])
+    assert web["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert web["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert deployments["web"]["spec"]["replicas"] >= 2
+    web_pods = deployments["web"]["spec"]["selector"]["matchLabels"]
+    assert by_kind("Service")["web"]["spec"]["selector"] == web_pods
+    clock = deployments["clock"]
+    assert clock["spec"]["replicas"] == 1 and clock["spec"]["strategy"]["type"] == "Recreate"
+    procfile = dict(line.split(": ", 1) for line in PROCFILE.read_text().splitlines() if ": " in line)
+    assert container(clock)["command"] == shlex.split(procfile["clock"])
+    job = by_kind("Job")["dispatch-farm-migrate"]["spec"]["template"]["spec"]["containers"][0]
+    assert job["command"] == shlex.split(procfile["release"])
+
+
+def test_each_worker_deployment_scales_on_the_in_flight_keys_of_the_queues_it_consumes() -> None:
+    namespace = environment()["DRAMATIQ_NAMESPACE"]
+    deployments = by_kind("Deployment")
+    scaled = by_kind("ScaledObject")
+    consumed: list[str] = []
+    for name, deployment in deployments.items():
+        if not name.startswith("worker"):
+            continue
+        command = container(deployment)["command"]
+        assert command[:3] == ["python", "-m", "workers.run"] and command[3] == "--queues"
+        queues = command[4:]
+        consumed.extend(queues)
+        targets = [s for s in scaled.values() if s["spec"]["scaleTargetRef"]["name"] == name]
+        assert len(targets) == 1, f"{name} needs exactly one ScaledObject"
+        spec = targets[0]["spec"]
+        assert spec["minReplicaCount"] >= 1  # workers relay the outbox and hold delayed messages
+        keys = [t["metadata"]["listName"] for t in spec["triggers"]]
+        assert all(t["type"] == "redis" for t in spec["triggers"])
+        assert keys == [f"{namespace}:{queue}.msgs" for queue in queues]
+        assert not any(re.search(r"\.(DQ|XQ)", key) for key in keys)
+    assert sorted(consumed) == sorted(QUEUES), "every queue is consumed by exactly one deployment"
