@@ -20,6 +20,7 @@ from app.redis_conn import create_async_redis
 from app.services.access import AccessGate
 from app.services.auth import AuthService
 from app.settings import Settings
+from app.statements import StatementPool
 
 
 @dataclass
@@ -27,6 +28,8 @@ class WebContext:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    #: Autocommit connections for one-statement ingest paths (Stripe webhooks).
+    statements: StatementPool
     redis: aredis.Redis
     keys: RedisKeys
     tokens: TokenStore
@@ -57,6 +60,7 @@ class WebContext:
             settings=settings,
             engine=engine,
             sessions=sessions,
+            statements=StatementPool(settings.db),
             redis=client,
             keys=keys,
             tokens=tokens,
@@ -86,4 +90,5 @@ class WebContext:
                     break
             self._mirror_task = None
         await self.redis.aclose()
+        await self.statements.close()
         await self.engine.dispose()

@@ -29,10 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Final
 
 import msgspec
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -43,6 +43,7 @@ from app.keys import QUEUE_PAYMENTS, ride_room
 from app.logging import get_logger
 from app.outbox import add_job_async
 from app.settings import Settings
+from app.statements import StatementPool
 from models import (
     Driver,
     LedgerEntry,
@@ -232,32 +233,36 @@ class _EventHead(msgspec.Struct):
     account: str | None = None
 
 
-_STORE_EVENT = text("""
+_STORE_EVENT: Final = """
 WITH stored AS (
     INSERT INTO stripe_events (id, type, account, payload, received_at)
-    VALUES (:id, :type, :account, CAST(:payload AS jsonb), :now)
+    VALUES (%(id)s, %(type)s, %(account)s, CAST(%(payload)s AS jsonb), %(now)s)
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 )
 INSERT INTO outbox_messages (message_id, queue, actor, args, kwargs, options, created_at)
-SELECT :message_id, :queue, 'payments.handle_event', jsonb_build_array(stored.id), '{}'::jsonb,
-       '{}'::jsonb, :now
+SELECT %(message_id)s, %(queue)s, 'payments.handle_event', jsonb_build_array(stored.id), '{}'::jsonb,
+       '{}'::jsonb, %(now)s
 FROM stored
 RETURNING 1
-""")
+"""
 
 
-async def store_event(session: AsyncSession, payload: bytes) -> bool:
-    """Store a verified event once by its id and enqueue its handling; False for a duplicate."""
+async def store_event(statements: StatementPool, payload: bytes) -> bool:
+    """Store a verified event once by its id and enqueue its handling; False for a duplicate.
+
+    One statement in autocommit: the event and its job's outbox row are written together or not
+    at all, and a replayed event id writes nothing.
+    """
     try:
         head = msgspec.json.decode(payload, type=_EventHead)
     except msgspec.DecodeError as exc:
         raise ValidationFailed("The event is not a Stripe event.", details={"body": str(exc)}) from exc
-    result = await session.execute(_STORE_EVENT, {
+    row = await statements.fetch_one(_STORE_EVENT, {
         "id": head.id, "type": head.type, "account": head.account, "payload": payload.decode("utf-8"),
         "now": datetime.now(UTC), "message_id": uuid.uuid4(), "queue": QUEUE_PAYMENTS,
     })
-    return result.first() is not None
+    return row is not None
 
 
 # --- in the jobs -----------------------------------------------------------------------------

@@ -5,10 +5,9 @@ from __future__ import annotations
 import stripe
 from litestar import Controller, Request, post
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.status_codes import HTTP_200_OK
 
-from app.api.dependencies import UnitOfWorkDep, provide_uow, web_context
+from app.api.dependencies import web_context
 from app.api.schemas import Response
 from app.errors import InvalidSignature
 from app.logging import get_logger
@@ -25,14 +24,13 @@ class WebhookAck(Response):
 class StripeWebhookController(Controller):
     path = "/webhooks/stripe"
     tags = ["webhooks"]
-    dependencies = {"uow": Provide(provide_uow)}
 
     @post("/", status_code=HTTP_200_OK)
-    async def receive(self, request: Request[object, object, State], uow: UnitOfWorkDep,
-                      state: State) -> WebhookAck:
+    async def receive(self, request: Request[object, object, State], state: State) -> WebhookAck:
         """A Stripe event: 200 once stored (a replayed event id answers 200 and does nothing); a
         signature that does not verify, or one older than the tolerance, is 400 and stores nothing."""
-        settings = web_context(state).settings.stripe
+        context = web_context(state)
+        settings = context.settings.stripe
         payload = await request.body()
         signature = request.headers.get("stripe-signature")
         if not settings.webhook_secret:
@@ -46,5 +44,5 @@ class StripeWebhookController(Controller):
         except stripe.SignatureVerificationError as exc:
             log.warning("webhooks.stripe_bad_signature", error=str(exc))
             raise InvalidSignature("The Stripe-Signature does not verify (or is too old).") from exc
-        stored = await payments.store_event(uow.session, payload)
+        stored = await payments.store_event(context.statements, payload)
         return WebhookAck(received=True, duplicate=not stored)
