@@ -39,7 +39,7 @@ class StatementPool:
         self._pool = AsyncConnectionPool(
             libpq_url(settings),
             min_size=1,
-            max_size=settings.pool_size,
+            max_size=settings.statement_pool_size,
             timeout=settings.pool_timeout_s,
             kwargs={
                 "autocommit": True,

@@ -18,7 +18,7 @@ from app.statements import StatementPool, libpq_url
 async def test_a_connection_postgres_dropped_is_replaced_without_an_error(settings: Settings,
                                                                           database: str) -> None:
     # Given a pool whose one connection PostgreSQL has since terminated (as a restart would)
-    pool = StatementPool(dataclasses.replace(settings.db, pool_size=1))
+    pool = StatementPool(dataclasses.replace(settings.db, statement_pool_size=1))
     try:
         first = await pool.fetch_one("SELECT pg_backend_pid()", {})
         assert first is not None
