@@ -1,0 +1,1 @@
+"""The commands of `farmctl`, one module per subject; `scripts.farmctl` parses and dispatches."""

@@ -1,0 +1,117 @@
+"""`farmctl users create-admin` and `farmctl drivers suspend|activate`: accounts, as the admin routes."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import uuid
+from typing import Any
+
+from app.settings import get_settings
+from scripts.cli.arguments import command
+from scripts.cli.connections import run_async, with_uow
+from scripts.cli.outcomes import EXIT_OK, UsageError
+
+
+# --- users ---------------------------------------------------------------------------------
+def _read_password_twice() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        second = getpass.getpass("Password again: ")
+    else:
+        lines = sys.stdin.read().splitlines()
+        if len(lines) < 2:
+            raise UsageError("give the password twice on standard input (two lines)")
+        first, second = lines[0], lines[1]
+    if first != second:
+        raise UsageError("the two passwords differ")
+    if len(first) < 8:
+        raise UsageError("the password needs at least 8 characters")
+    return first
+
+
+def cmd_users_create_admin(args: argparse.Namespace) -> int:
+    from app.services.accounts import create_admin
+
+    password = _read_password_twice()
+    user = run_async(lambda: with_uow(
+        lambda uow: create_admin(uow, args.email, password, args.name, args.phone)))
+    print(f"admin {user.email} created with id {user.id}")
+    return EXIT_OK
+
+
+def add_users_parsers(sub: Any) -> None:
+    users = sub.add_parser("users", help="accounts").add_subparsers(dest="action", required=True)
+    admin = users.add_parser(
+        "create-admin", help="create an admin (password prompted twice, or two lines on stdin)",
+        epilog="examples:\n  farmctl users create-admin ops@example.com\n"
+               "  printf 'pw12345678\\npw12345678\\n' | farmctl users create-admin ops@example.com",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    admin.add_argument("email")
+    admin.add_argument("--name", default="Administrator")
+    admin.add_argument("--phone", default="+10000000000")
+    admin.set_defaults(func=cmd_users_create_admin)
+
+
+# --- drivers -------------------------------------------------------------------------------
+def _driver_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError as error:
+        raise UsageError(f"{text!r} is not a driver id (a UUID)") from error
+
+
+async def _driver_action(driver_id: uuid.UUID, reason: str, *, suspend: bool) -> None:
+    from app.adapters.driver_index import DriverIndex
+    from app.adapters.token_store import TokenStore
+    from app.keys import RedisKeys
+    from app.redis_conn import create_async_redis
+    from app.services import accounts
+
+    settings = get_settings()
+    client = create_async_redis(settings.redis)
+    keys = RedisKeys(settings.redis)
+    store = TokenStore(client, keys, settings.auth.user_cache_ttl_s)
+    try:
+        if suspend:
+            await with_uow(lambda uow: accounts.suspend_driver(
+                uow, store, driver_id, reason, index=DriverIndex(client, keys), actor_id=None,
+                actor_role="cli"))
+        else:
+            await with_uow(lambda uow: accounts.activate_driver(
+                uow, store, driver_id, reason, actor_id=None, actor_role="cli"))
+    finally:
+        await client.aclose()
+
+
+def cmd_drivers_suspend(args: argparse.Namespace) -> int:
+    driver_id = _driver_id(args.id)
+    run_async(lambda: _driver_action(driver_id, args.reason, suspend=True))
+    print(f"driver {driver_id} suspended: every token refused from now on; its live sockets are "
+          "disconnected by a worker (sessions.end_sockets)")
+    return EXIT_OK
+
+
+def cmd_drivers_activate(args: argparse.Namespace) -> int:
+    driver_id = _driver_id(args.id)
+    run_async(lambda: _driver_action(driver_id, args.reason, suspend=False))
+    print(f"driver {driver_id} active again: it logs in anew (tokens from before stay refused)")
+    return EXIT_OK
+
+
+def add_drivers_parsers(sub: Any) -> None:
+    drivers = sub.add_parser("drivers", help="suspend or re-activate drivers (audited)")
+    actions = drivers.add_subparsers(dest="action", required=True, metavar="ACTION")
+    suspend = command(
+        actions, "suspend", "suspend a driver: every token refused at once, live sockets disconnected",
+        ["farmctl drivers suspend 6c1f0b1e-2a3d-4e5f-8a9b-0c1d2e3f4a5b --reason 'documents expired'"],
+        cmd_drivers_suspend)
+    activate = command(
+        actions, "activate", "re-activate a suspended driver (it logs in again)",
+        ["farmctl drivers activate 6c1f0b1e-2a3d-4e5f-8a9b-0c1d2e3f4a5b --reason 'documents renewed'"],
+        cmd_drivers_activate)
+    for parser in (suspend, activate):
+        parser.add_argument("id", metavar="ID", help="the driver's user id")
+        parser.add_argument("--reason", required=True, help="why (kept in the audit log)")

@@ -1,0 +1,95 @@
+"""`farmctl queues [--watch]`: what Dramatiq's Redis holds per queue, the registry's failures, workers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy.exc
+
+from app.settings import get_settings
+from scripts.cli import output
+from scripts.cli.arguments import command, seconds
+from scripts.cli.connections import broker_redis, database_sessions
+from scripts.cli.outcomes import EXIT_OK, first_line, print_error
+
+
+def _queue_report(queues: Sequence[str]) -> dict[str, Any]:
+    from app.adapters.queue_stats import QueueInspector
+    from app.services.failed_jobs import count_by_queue
+
+    settings = get_settings()
+    client = broker_redis()
+    try:
+        snapshot = QueueInspector(client, settings.redis.dramatiq_namespace, queues=tuple(queues),
+                                  heartbeat_timeout_s=settings.worker.heartbeat_timeout_s).snapshot()
+    finally:
+        client.close()
+    failed: dict[str, int] | None
+    try:
+        with database_sessions() as sessions, sessions() as session:
+            failed = count_by_queue(session)
+    except sqlalchemy.exc.DBAPIError as error:  # Redis's figures still help; dead letters show there
+        print_error(f"the failed-jobs registry is unavailable ({first_line(error)})")
+        failed = None
+    return {
+        "at": datetime.fromtimestamp(snapshot.taken_at, UTC).isoformat().replace("+00:00", "Z"),
+        "queues": [{"queue": q.queue, "ready": q.ready, "delayed": q.delayed, "inFlight": q.in_flight,
+                    "dead": q.dead, "failed": None if failed is None else failed.get(q.queue, 0),
+                    "oldestReadyAgeS": q.oldest_ready_age_s} for q in snapshot.queues],
+        "workers": [{"id": w.worker_id, "lastBeatAgeS": w.last_beat_age_s, "alive": w.alive}
+                    for w in snapshot.workers],
+        "liveWorkers": snapshot.live_workers,
+    }
+
+
+def _render_queues(report: dict[str, Any]) -> str:
+    rows = [[q["queue"], str(q["ready"]), str(q["delayed"]), str(q["inFlight"]), str(q["dead"]),
+             "?" if q["failed"] is None else str(q["failed"]),
+             output.age(q["oldestReadyAgeS"]) if q["ready"] else "-"] for q in report["queues"]]
+    lines = output.table(["QUEUE", "READY", "DELAYED", "IN FLIGHT", "DEAD (REDIS)", "FAILED (REGISTRY)",
+                          "OLDEST READY"], rows, right={1, 2, 3, 4, 5, 6})
+    workers = report["workers"]
+    lines.append(f"\nworkers alive: {report['liveWorkers']} ({len(workers)} heartbeat"
+                 f"{'s' * (len(workers) != 1)} in Redis)")
+    lines.extend(f"  {w['id']}  last beat {output.age(w['lastBeatAgeS'])} ago"
+                 f"{'' if w['alive'] else '  (dead)'}" for w in workers)
+    return "\n".join(lines)
+
+
+def cmd_queues(args: argparse.Namespace) -> int:
+    from app.keys import QUEUES
+
+    queues = args.queue or list(QUEUES)
+    live = args.watch is not None and sys.stdout.isatty() and not args.json
+    try:
+        while True:
+            report = _queue_report(queues)
+            text = output.json_line(report) if args.json else _render_queues(report)
+            if live:
+                print("\033[H\033[2J", end="")
+                text = f"{report['at']} · every {args.watch:g}s · Ctrl-C to stop\n\n{text}"
+            print(text, flush=True)
+            if args.watch is None:
+                return EXIT_OK
+            time.sleep(args.watch)
+            if not live and not args.json:
+                print()
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def add_queues_parser(sub: Any) -> None:
+    queues = command(
+        sub, "queues",
+        "per queue: ready, delayed, in flight, dead letters, failed jobs, oldest ready; live workers",
+        ["farmctl queues", "farmctl queues --watch", "farmctl queues --watch 5 --json",
+         "farmctl queues --queue payments --queue dispatch"], cmd_queues)
+    queues.add_argument("--watch", nargs="?", const=2.0, type=seconds, metavar="SECONDS",
+                        help="refresh every SECONDS (default 2) until Ctrl-C")
+    queues.add_argument("--json", action="store_true", help="one JSON object per snapshot")
+    queues.add_argument("--queue", action="append", help="only this queue (repeatable; default: the farm's)")
