@@ -12,8 +12,9 @@ dropped and the statement tried once more on a fresh one; if that fails too, `Se
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping
-from typing import Any, LiteralString
+from typing import Any, LiteralString, cast
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -29,6 +30,17 @@ log = get_logger(__name__)
 def libpq_url(settings: DatabaseSettings) -> str:
     """The SQLAlchemy URL (`postgresql+psycopg://…`) as libpq reads it (`postgresql://…`)."""
     return make_url(settings.url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+def psycopg_named(sql: str) -> LiteralString:
+    """A statement written with SQLAlchemy's `:name` parameters, in psycopg's `%(name)s` style
+    (so the SQL fragments shared with session code are written once). `::type` casts are kept."""
+    if "%" in sql:
+        raise ValueError("a literal % would need escaping as %% for psycopg")
+    return cast(LiteralString, _NAMED.sub(r"%(\1)s", sql))
 
 
 class StatementPool:

@@ -1,7 +1,8 @@
 """Rides as customers, drivers and admins see them: create, read, list, and move their status.
 
-Creating a ride writes the ride, its first history row and the `dispatch.step` job (outbox) in
-one transaction and answers at once; the dispatch happens in the workers.
+Creating a ride writes the ride, its first history row, the booking confirmation and the
+`dispatch.step` job (outbox) in one autocommit statement and answers at once; the dispatch happens
+in the workers.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import msgspec
-from sqlalchemy import CursorResult, Result, and_, exists, or_, select, text, update
-from sqlalchemy.exc import IntegrityError
+import psycopg
+from sqlalchemy import CursorResult, Result, and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -30,6 +31,7 @@ from app.services.access import Principal
 from app.services.notifications import notification_ctes, notification_params, place, ride_key
 from app.services.ride_events import history_row, status_event, status_rooms
 from app.settings import Settings
+from app.statements import StatementPool, psycopg_named
 from models import Bid, Offer, PaymentMethod, Ride, RideEvent, RideStatus, VehicleType
 from models.ride_states import ADMIN, CUSTOMER, DRIVER, check_move
 
@@ -73,7 +75,9 @@ class RideView:
 #: The ride, its first history entry, its first dispatch job and the customer's booking confirmation
 #: (notification + its send job), in one statement: the hot path of `POST /rides` is one round trip
 #: (the rows' foreign keys are checked at the statement's end).
-_CREATE_RIDE = text("""
+# One statement, idempotent for its ride id: run again (a retry after a dropped connection), it
+# writes nothing — every other row hangs off the ride's insert or has its own unique key.
+_CREATE_RIDE: Final = psycopg_named("""
 WITH ride AS (
     INSERT INTO rides (id, customer_id, region_code, vehicle_type, payment_method, pickup_lat,
                        pickup_lng, pickup_address, dropoff_lat, dropoff_lng, dropoff_address, notes,
@@ -81,6 +85,7 @@ WITH ride AS (
     VALUES (:id, :customer_id, :region_code, :vehicle_type, :payment_method, :pickup_lat,
             :pickup_lng, :pickup_address, :dropoff_lat, :dropoff_lng, :dropoff_address, :notes,
             :distance_km, :status, :created_at, :updated_at)
+    ON CONFLICT (id) DO NOTHING
     RETURNING id
 ), history AS (
     INSERT INTO ride_history (ride_id, from_status, to_status, actor_id, actor_role, at)
@@ -91,8 +96,10 @@ SELECT :message_id, :queue, :actor, CAST(:args AS jsonb), '{}'::jsonb, '{}'::jso
 """)
 
 
-async def create_ride(uow: AsyncUnitOfWork, principal: Principal, request: RideRequest, *,
+async def create_ride(statements: StatementPool, principal: Principal, request: RideRequest, *,
                       settings: Settings) -> RideView:
+    """Store the ride as PENDING_BIDS with its history row, its booking confirmation and its
+    `dispatch.step` job — one autocommit statement, one round trip; the outbox relay does the rest."""
     principal.require_role(CUSTOMER)
     now = datetime.now(UTC)
     ride_id = uuid.uuid4()
@@ -123,10 +130,10 @@ async def create_ride(uow: AsyncUnitOfWork, principal: Principal, request: RideR
         params={"rideId": str(ride_id), "vehicleType": request.vehicle_type,
                 "pickup": place(request.pickup.address, request.pickup.lat, request.pickup.lng)})
     try:
-        await uow.session.execute(_CREATE_RIDE, {**values, "status": RideStatus.PENDING_BIDS.value, **job,
-                                                 **note})
-    except IntegrityError as exc:
-        if "region" in str(exc.orig):
+        await statements.fetch_one(_CREATE_RIDE, {**values, "status": RideStatus.PENDING_BIDS.value, **job,
+                                                  **note})
+    except psycopg.errors.ForeignKeyViolation as exc:
+        if "region" in str(exc):
             raise ValidationFailed("Unknown region.", details={"region": "unknown region code"}) from exc
         raise
     ride = Ride(**{**values, "vehicle_type": VehicleType(request.vehicle_type),

@@ -23,16 +23,16 @@ class RideController(Controller):
     dependencies = {"principal": Provide(provide_principal)}
 
     @post("/", status_code=HTTP_201_CREATED)
-    async def create(self, data: JSONBody[RideIn], uow: UnitOfWorkDep, principal: CallerDep,
-                     state: State) -> RideOut:
+    async def create(self, data: JSONBody[RideIn], principal: CallerDep, state: State) -> RideOut:
         """Request a ride: stored as PENDING_BIDS at once; nearby drivers are offered it in rounds.
 
         A card ride on a farm without a Stripe key is refused (409 `PAYMENTS_DISABLED`); cash works.
         """
         if data.payment_method == "card" and not web_context(state).settings.stripe.enabled:
             raise PaymentsDisabled()
-        return RideOut.of(await rides.create_ride(uow, principal, data.to_request(),
-                                                  settings=web_context(state).settings))
+        context = web_context(state)
+        return RideOut.of(await rides.create_ride(context.statements, principal, data.to_request(),
+                                                  settings=context.settings))
 
     @get("/")
     async def list(
