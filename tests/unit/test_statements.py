@@ -10,7 +10,8 @@ from app.statements import psycopg_named
 def test_named_parameters_become_psycopg_parameters_and_casts_stay() -> None:
     sql = "INSERT INTO t (a, b) SELECT :a_1, CAST(:b AS jsonb), '{}'::jsonb, x::text FROM u WHERE id = :id"
     assert psycopg_named(sql) == (
-        "INSERT INTO t (a, b) SELECT %(a_1)s, CAST(%(b)s AS jsonb), '{}'::jsonb, x::text FROM u WHERE id = %(id)s"
+        "INSERT INTO t (a, b) SELECT %(a_1)s, CAST(%(b)s AS jsonb), '{}'::jsonb, x::text "
+        "FROM u WHERE id = %(id)s"
     )
 
 
