@@ -8,10 +8,13 @@ that must only run once its transaction has committed (enqueues, socket emits).
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import Engine, create_engine
+import psycopg
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,16 +34,50 @@ def _connect_args(settings: DatabaseSettings) -> dict[str, Any]:
     }
 
 
-def create_sync_engine(settings: DatabaseSettings, *, pool_size: int | None = None) -> Engine:
-    return create_engine(
+#: A pooled connection idle longer than this (s) is pinged before use (see `create_sync_engine`).
+IDLE_PING_AFTER_S = 10.0
+
+
+def create_sync_engine(settings: DatabaseSettings, *, pool_size: int | None = None,
+                       ping_idle_after_s: float = IDLE_PING_AFTER_S) -> Engine:
+    """The engine of workers, the clock and the CLI.
+
+    Instead of SQLAlchemy's pre-ping on every checkout (a round trip per job: ~11 % of a busy
+    worker's time), a connection is pinged only when it sat idle in the pool longer than
+    `ping_idle_after_s` — the ones a PostgreSQL restart can have broken unnoticed. A connection that
+    breaks while in use fails that job, which Dramatiq retries on a fresh one.
+    """
+    engine = create_engine(
         settings.url,
         pool_size=pool_size or settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout_s,
-        pool_pre_ping=True,
         echo=settings.echo,
         connect_args=_connect_args(settings),
     )
+    _ping_idle_connections(engine, ping_idle_after_s)
+    return engine
+
+
+def _ping_idle_connections(engine: Engine, idle_s: float) -> None:
+    @event.listens_for(engine, "checkin")
+    def checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def checked_out(dbapi_connection: psycopg.Connection[Any], record: Any, proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since <= idle_s:
+            return
+        autocommit = dbapi_connection.autocommit
+        try:
+            dbapi_connection.autocommit = True  # the ping opens no transaction
+            dbapi_connection.execute("SELECT 1")
+            dbapi_connection.autocommit = autocommit
+        except psycopg.Error as exc:
+            # The pool discards this connection and checks out (or opens) another.
+            log.warning("db.idle_connection_dropped", error=str(exc))
+            raise DisconnectionError(str(exc)) from exc
 
 
 def create_async_db_engine(settings: DatabaseSettings) -> AsyncEngine:
