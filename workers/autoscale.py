@@ -18,7 +18,8 @@ had prefetched. Only after `WORKER_SHUTDOWN_TIMEOUT_MS` plus a grace period is i
 (the one this process created for it) sent SIGKILL. SIGTERM or SIGINT to the autoscaler stops
 every worker that way, then the autoscaler exits. Each worker runs in a session of its own, so a
 terminal's Ctrl-C or a process manager's group signal reaches the autoscaler alone, and every
-worker gets exactly one SIGTERM (Dramatiq kills a worker on the second).
+worker gets exactly one SIGTERM (Dramatiq kills a worker on the second). If the autoscaler itself
+dies (SIGKILL, OOM), the kernel sends each worker SIGTERM (`PR_SET_PDEATHSIG`): no orphans.
 
 Metrics: the workers write their job metrics to one prometheus_client multiprocess directory and
 the autoscaler serves them, the queue gauges and its own (`farm_autoscaler_*`) on
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
 import itertools
 import os
@@ -65,6 +67,10 @@ STOP_GRACE_S = 5.0
 #: A worker that exits sooner than this after its start counts as crashing at start-up.
 QUICK_EXIT_S = 10.0
 MAX_RESTART_BACKOFF_S = 60.0
+#: prctl(2) option: the signal a child gets when its parent (thread) exits.
+_PR_SET_PDEATHSIG = 1
+#: Looked up here, in the parent: the forked child only calls it (no dlopen between fork and exec).
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 Action = Literal["add", "remove", "hold"]
 
@@ -169,7 +175,8 @@ class Supervisor:
 
     def start_worker(self, reason: str) -> None:
         argv, env = worker_command(self.settings, self.worker_args, self.metrics_dir)
-        popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                                 preexec_fn=_term_when_orphaned)
         self.workers.append(WorkerProcess(popen, self.clock()))
         log.info("autoscale.worker_started", pid=popen.pid, reason=reason, workers=len(self.running))
 
@@ -332,6 +339,14 @@ def parse_arguments(argv: list[str]) -> Arguments:
     parser.add_argument("--queues", "-Q", nargs="+")
     known, _ = parser.parse_known_args(argv)
     return Arguments(worker_args=list(argv), queues=tuple(known.queues) if known.queues else QUEUES)
+
+
+def _term_when_orphaned() -> None:
+    """In the forked child, before exec: SIGTERM it if the autoscaler dies, even by SIGKILL
+    (Linux `PR_SET_PDEATHSIG`), so a killed supervisor leaves no orphaned workers; they stop as
+    on any SIGTERM, finishing running jobs and requeueing the rest."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def main(argv: list[str] | None = None) -> int:

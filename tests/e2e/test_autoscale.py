@@ -206,3 +206,26 @@ def test_a_sigterm_lets_running_jobs_finish_and_leaves_the_rest_queued(
     assert len(done) + ready == 6
     assert int(runs.hlen(f"{queue}.msgs")) == ready
     assert all(stopped["exit_code"] == 0 for stopped in autoscaler.events("autoscale.worker_stopped"))
+
+
+def test_a_sigkilled_autoscaler_leaves_no_worker_behind(autoscaler: Autoscaler) -> None:
+    # Given the autoscaler with its worker running
+    wait_for(lambda: autoscaler.workers() == 1, what="the first worker")
+    autoscaler.remember_processes()
+    workers = autoscaler.seen_pids - {autoscaler.popen.pid}
+    assert workers
+
+    # When the autoscaler itself is SIGKILLed (no chance to stop anything)
+    autoscaler.popen.kill()
+    autoscaler.popen.wait(timeout=5)
+
+    # Then its workers get SIGTERM from the kernel and stop on their own
+    def all_gone() -> bool:
+        alive = []
+        for pid in workers:
+            with contextlib.suppress(FileNotFoundError):
+                if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z":
+                    alive.append(pid)
+        return not alive
+
+    wait_for(all_gone, what="the orphaned workers to stop", timeout=30)
