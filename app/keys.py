@@ -13,6 +13,10 @@ QUEUE_NOTIFICATIONS: Final = "notifications"
 QUEUE_MAINTENANCE: Final = "maintenance"
 QUEUES: Final = (QUEUE_DISPATCH, QUEUE_PAYMENTS, QUEUE_NOTIFICATIONS, QUEUE_MAINTENANCE)
 
+# Inside the Dramatiq namespace (`<ns>:` + this): a hash of the worker processes alive, by broker
+# id. Dramatiq's own `__heartbeats__` also lists every process that only enqueues (web, clock).
+WORKER_REGISTRY: Final = "__farm_workers__"
+
 # PostgreSQL NOTIFY channel that wakes the outbox relay.
 OUTBOX_CHANNEL: Final = "farm_outbox"
 

@@ -16,17 +16,27 @@ The trade-off: a live worker whose process stops heart-beating for longer than t
 consumers frozen, e.g. a C extension holding the GIL) is taken for dead, and its messages run
 twice. Consumers heartbeat on every fetch (every `WORKER_POLL_TIMEOUT_MS` when idle) and ack, so
 that takes a stall of many seconds; the actors are idempotent, so a second run changes nothing.
+
+The same thread keeps this process in the worker registry (`<ns>:__farm_workers__`: host, pid,
+queues, threads, by broker id), which `farmctl queues` joins with Dramatiq's heartbeats: those
+also list every process that merely enqueues (web, clock), which are not workers. A registered
+worker whose heartbeat Dramatiq has dropped (dead, its messages requeued) is pruned.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import threading
+import time
 from typing import Any
 
 from dramatiq import Broker, Middleware
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 
+from app.keys import WORKER_REGISTRY
 from app.logging import get_logger
 from app.settings import Settings
 
@@ -55,7 +65,10 @@ class BrokerMaintenance(Middleware):
         if not isinstance(broker, RedisBroker) or self.interval_s <= 0:
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(broker,), name="broker-maintenance",
+        queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
+        card = {"host": socket.gethostname(), "pid": os.getpid(), "queues": queues,
+                "threads": worker.worker_threads, "startedAt": time.time()}
+        self._thread = threading.Thread(target=self._run, args=(broker, card), name="broker-maintenance",
                                         daemon=True)
         self._thread.start()
 
@@ -64,12 +77,48 @@ class BrokerMaintenance(Middleware):
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if isinstance(broker, RedisBroker):
+            try:
+                broker.client.hdel(registry_key(broker), broker.broker_id)
+            except Exception as exc:  # Redis away: the next worker's pass prunes the entry
+                log.warning("worker.unregister_failed", error=repr(exc))
 
-    def _run(self, broker: RedisBroker) -> None:
+    def _run(self, broker: RedisBroker, card: dict[str, Any]) -> None:
         while True:
             try:
+                register(broker, card)
                 maintain(broker)
             except Exception as exc:  # Redis away: the next pass retries; the consumers report it too
                 log.warning("worker.maintenance_failed", error=repr(exc))
             if self._stop.wait(self.interval_s):
                 return
+
+
+def registry_key(broker: RedisBroker) -> str:
+    return f"{broker.namespace}:{WORKER_REGISTRY}"
+
+
+#: A registered worker with no Dramatiq heartbeat is pruned once its own entry is this old (s):
+#: long enough for a new worker's first fetch to write its heartbeat.
+PRUNE_AFTER_S = 60.0
+
+
+def register(broker: RedisBroker, card: dict[str, Any]) -> None:
+    """Keep this worker in the registry and drop the entries of workers Dramatiq found dead."""
+    key = registry_key(broker)
+    client = broker.client
+    now = time.time()
+    client.hset(key, broker.broker_id, json.dumps({**card, "seenAt": now}))
+    entries = {(k.decode() if isinstance(k, bytes) else k): v for k, v in client.hgetall(key).items()}
+    others = [member for member in entries if member != broker.broker_id]
+    beats = client.zmscore(f"{broker.namespace}:__heartbeats__", others) if others else []
+    gone = []
+    for member, beat in zip(others, beats, strict=True):
+        try:
+            seen = float(json.loads(entries[member]).get("seenAt", 0))
+        except (ValueError, TypeError, AttributeError):
+            seen = 0.0
+        if beat is None and now - seen > PRUNE_AFTER_S:
+            gone.append(member)
+    if gone:
+        client.hdel(key, *gone)

@@ -13,6 +13,7 @@ became ready — its `eta` for a delayed message or a retry, else its enqueue ti
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import dramatiq
 import redis
 
-from app.keys import QUEUES
+from app.keys import QUEUES, WORKER_REGISTRY
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,19 @@ class QueueStats:
 
 @dataclass(frozen=True)
 class WorkerBeat:
+    """A process with a Dramatiq heartbeat: a worker (in the registry, with its card) or a process
+    that only enqueues (web, clock)."""
+
     worker_id: str
     last_beat_age_s: float
     alive: bool
+    #: From the worker registry (`workers/maintenance.py`): host, pid, queues, threads; None for a
+    #: process that only enqueues.
+    card: dict[str, Any] | None = None
+
+    @property
+    def is_worker(self) -> bool:
+        return self.card is not None
 
 
 @dataclass(frozen=True)
@@ -52,7 +63,20 @@ class BrokerSnapshot:
 
     @property
     def live_workers(self) -> int:
-        return sum(1 for w in self.workers if w.alive)
+        """Worker processes (registered) with a fresh heartbeat; enqueue-only processes don't count."""
+        return sum(1 for w in self.workers if w.alive and w.is_worker)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _card(raw: Any) -> dict[str, Any]:
+    try:
+        card = json.loads(raw)
+    except (ValueError, TypeError):
+        return {}
+    return card if isinstance(card, dict) else {}
 
 
 def _int(value: Any) -> int:
@@ -92,6 +116,7 @@ class QueueInspector:
             pipe.zcard(self.key(queue, ".XQ"))
             pipe.lindex(self.key(queue), 0)
         pipe.zrange(f"{self._ns}:__heartbeats__", 0, -1, withscores=True)
+        pipe.hgetall(f"{self._ns}:{WORKER_REGISTRY}")
         results = pipe.execute()
         heads: dict[str, Any] = {}
         rows: list[tuple[str, int, int, int, int]] = []
@@ -100,7 +125,8 @@ class QueueInspector:
             rows.append((queue, _int(ready), _int(unacked), _int(delayed), _int(dead)))
             if head is not None:
                 heads[queue] = head
-        beats = results[-1]
+        beats, registry = results[-2], results[-1]
+        cards = {_text(k): _card(v) for k, v in registry.items()}
         now = time.time()
         raw_heads: dict[str, Any] = {}
         if heads:
@@ -117,7 +143,7 @@ class QueueInspector:
         workers = []
         for member, score in beats:
             age = max(0.0, now - float(score) / 1000)
-            name = member.decode() if isinstance(member, bytes) else str(member)
+            name = _text(member)
             workers.append(WorkerBeat(worker_id=name, last_beat_age_s=round(age, 3),
-                                      alive=age <= self._heartbeat_timeout_s))
+                                      alive=age <= self._heartbeat_timeout_s, card=cards.get(name)))
         return BrokerSnapshot(queues=stats, workers=workers, taken_at=now)

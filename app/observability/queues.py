@@ -76,4 +76,9 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily(
             "farm_broker_heartbeats",
             "Processes with a Dramatiq heartbeat younger than WORKER_HEARTBEAT_TIMEOUT: the workers, and "
-            "any process that enqueued lately (every broker command beats).", value=snapshot.live_workers)
+            "any process that enqueued lately (every broker command beats).",
+            value=sum(1 for w in snapshot.workers if w.alive))
+        yield GaugeMetricFamily(
+            "farm_workers_alive",
+            "Worker processes in the worker registry with a fresh Dramatiq heartbeat.",
+            value=snapshot.live_workers)

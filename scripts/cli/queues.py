@@ -41,9 +41,12 @@ def _queue_report(queues: Sequence[str]) -> dict[str, Any]:
         "queues": [{"queue": q.queue, "ready": q.ready, "delayed": q.delayed, "inFlight": q.in_flight,
                     "dead": q.dead, "failed": None if failed is None else failed.get(q.queue, 0),
                     "oldestReadyAgeS": q.oldest_ready_age_s} for q in snapshot.queues],
-        "workers": [{"id": w.worker_id, "lastBeatAgeS": w.last_beat_age_s, "alive": w.alive}
-                    for w in snapshot.workers],
+        "workers": [{"id": w.worker_id, "lastBeatAgeS": w.last_beat_age_s, "alive": w.alive,
+                     "host": w.card.get("host"), "pid": w.card.get("pid"), "queues": w.card.get("queues"),
+                     "threads": w.card.get("threads")}
+                    for w in snapshot.workers if w.card is not None],
         "liveWorkers": snapshot.live_workers,
+        "otherClients": sum(1 for w in snapshot.workers if w.card is None and w.alive),
     }
 
 
@@ -54,10 +57,13 @@ def _render_queues(report: dict[str, Any]) -> str:
     lines = output.table(["QUEUE", "READY", "DELAYED", "IN FLIGHT", "DEAD (REDIS)", "FAILED (REGISTRY)",
                           "OLDEST READY"], rows, right={1, 2, 3, 4, 5, 6})
     workers = report["workers"]
-    lines.append(f"\nworkers alive: {report['liveWorkers']} ({len(workers)} heartbeat"
-                 f"{'s' * (len(workers) != 1)} in Redis)")
-    lines.extend(f"  {w['id']}  last beat {output.age(w['lastBeatAgeS'])} ago"
-                 f"{'' if w['alive'] else '  (dead)'}" for w in workers)
+    lines.append(f"\nworkers alive: {report['liveWorkers']}")
+    lines.extend(f"  {w['host']}:{w['pid']}  {w['threads']} threads  queues {','.join(w['queues'] or [])}"
+                 f"  last beat {output.age(w['lastBeatAgeS'])} ago"
+                 f"{'' if w['alive'] else '  (dead: its messages go back after the heartbeat timeout)'}"
+                 for w in workers)
+    if report["otherClients"]:
+        lines.append(f"  (+ {report['otherClients']} other broker client(s) that only enqueue: web, clock)")
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ in `tests/e2e/test_worker_crash.py`.)
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,8 +19,10 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
 
+from app.adapters.queue_stats import QueueInspector
+from app.keys import WORKER_REGISTRY
 from app.settings import Settings
-from workers.maintenance import maintain
+from workers.maintenance import maintain, register
 
 QUEUE = "maintenance-test"
 
@@ -68,3 +71,30 @@ def test_a_dead_workers_ready_and_delayed_messages_are_requeued(
     ids = {dramatiq.Message.decode(raw).message_id for raw in fetched}
     assert ids == {ready.message_id, delayed.message_id}
     assert client.zscore(f"{ns}:__heartbeats__", dying.broker_id) is None  # the dead worker is forgotten
+
+
+def test_only_registered_workers_count_and_a_dead_ones_entry_is_pruned(
+    brokers: tuple[RedisBroker, RedisBroker, redis.Redis],
+) -> None:
+    worker, web, client = brokers
+    ns = worker.namespace
+    # Given a worker that registered and fetched (so it beats), a web process that only enqueued
+    # (it beats too), and the entry of a worker that died long ago (no heartbeat left)
+    register(worker, {"host": "h1", "pid": 11, "queues": [QUEUE], "threads": 8})
+    worker.do_fetch(QUEUE, 1)
+    web.enqueue(message())
+    client.hset(f"{ns}:{WORKER_REGISTRY}", "long-dead",
+                json.dumps({"host": "h0", "pid": 10, "seenAt": time.time() - 3600}))
+    inspector = QueueInspector(client, ns, heartbeat_timeout_s=2, queues=(QUEUE,))
+    assert {w.worker_id for w in inspector.snapshot().workers} == {worker.broker_id, web.broker_id}
+
+    # When the worker's next pass runs
+    register(worker, {"host": "h1", "pid": 11, "queues": [QUEUE], "threads": 8})
+
+    # Then the dead one's entry is gone, and only the worker counts as a live worker
+    assert set(client.hkeys(f"{ns}:{WORKER_REGISTRY}")) == {worker.broker_id.encode()}
+    snapshot = inspector.snapshot()
+    assert snapshot.live_workers == 1
+    by_id = {w.worker_id: w for w in snapshot.workers}
+    assert by_id[worker.broker_id].card is not None and by_id[worker.broker_id].card["pid"] == 11
+    assert by_id[web.broker_id].alive and not by_id[web.broker_id].is_worker
