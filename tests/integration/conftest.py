@@ -153,11 +153,41 @@ def forget_everything_in_redis(settings: Settings) -> None:
         client.close()
 
 
-# --- throw-away Redis ----------------------------------------------------------------------------
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+# --- the web process's ASGI app on a real port ----------------------------------------------------
+WEB_START_S = 10.0
+
+
+@pytest.fixture
+def web(clean: None, settings: Settings) -> Iterator[str]:
+    """The web process's ASGI app (API + Socket.IO) under uvicorn, in a thread; its base URL."""
+    import threading
+
+    import uvicorn
+
+    from app.asgi import build_asgi
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_asgi(settings), host="127.0.0.1", port=port, loop="asyncio",
+                                           ws="websockets-sansio", lifespan="on", log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WEB_START_S
+    while not server.started:
+        assert thread.is_alive(), "uvicorn exited during start-up"
+        assert time.monotonic() < deadline, "uvicorn did not start in time"
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=WEB_START_S)
+
+
+# --- throw-away Redis ----------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -211,7 +241,7 @@ class RedisServer:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A running throw-away Redis on a free loopback port."""
-    server = RedisServer(port=_free_port(), workdir=tmp_path)
+    server = RedisServer(port=free_port(), workdir=tmp_path)
     server.start()
     try:
         yield server

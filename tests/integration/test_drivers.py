@@ -9,8 +9,6 @@ tests run the web process's real ASGI app (`app.asgi.build_asgi`) under uvicorn 
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,7 +20,6 @@ import msgspec
 import pytest
 import redis
 import socketio
-import uvicorn
 from sqlalchemy import select, update
 
 from app.adapters.driver_index import DriverIndexReader
@@ -396,32 +393,6 @@ async def test_a_bad_position_is_refused_naming_the_field(
 
 
 # --- Socket.IO -------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def web(clean: None, settings: Settings) -> Iterator[str]:
-    """The web process's ASGI app (API + Socket.IO) under uvicorn, in a thread; its base URL."""
-    from app.asgi import build_asgi
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(build_asgi(settings), host="127.0.0.1", port=port, loop="asyncio",
-                                           ws="websockets-sansio", lifespan="on", log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + DEADLINE_S
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start in time"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=DEADLINE_S)
-
-
 @pytest.fixture
 async def sockets() -> AsyncIterator[list[socketio.AsyncClient]]:
     made: list[socketio.AsyncClient] = []

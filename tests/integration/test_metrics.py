@@ -12,27 +12,23 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import dramatiq
 import httpx
 import pytest
 import socketio
-import uvicorn
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import jobs
 from app.settings import Settings
 from tests.e2e import probe_jobs
-from tests.integration.conftest import Accounts, Client
+from tests.integration.conftest import Accounts, Client, free_port
 from tests.integration.workers_support import (  # noqa: F401  (fixtures)
     WorkerFactory,
     db_fixture,
@@ -110,29 +106,6 @@ async def test_the_queue_gauges_show_what_the_broker_holds(api: Client, settings
     assert value(text, "farm_queue_ready_messages", queue="payments") == 0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def web(clean: None, settings: Settings) -> Iterator[str]:
-    """The web process's ASGI app (API + Socket.IO) under uvicorn, in a thread; its base URL."""
-    from app.asgi import build_asgi
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(build_asgi(settings), host="127.0.0.1", port=port, loop="asyncio",
-                                           ws="websockets-sansio", lifespan="on", log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn-metrics-test", daemon=True)
-    thread.start()
-    wait_for(lambda: server.started or not thread.is_alive(), what="uvicorn to start")
-    assert thread.is_alive(), "uvicorn exited during start-up"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
 async def test_the_socket_gauge_follows_connections(web: str, accounts: Accounts) -> None:
     async with httpx.AsyncClient(base_url=web, timeout=10) as http:
         async def connections() -> float:
@@ -204,7 +177,7 @@ def test_the_worker_process_serves_its_jobs_and_the_queues_on_its_metrics_port(
         clean: None, settings: Settings, tmp_path: Path) -> None:
     # Given `python -m workers.run` (the Procfile's worker) with two worker processes, its exporter
     # on a free port
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "WORKER_PROCESSES": "2", "WORKER_THREADS": "2", "WORKER_METRICS_PORT": str(port),
            "WORKER_METRICS_DIR": "", "PYTHONUNBUFFERED": "1"}
     log_path = tmp_path / "worker.log"
