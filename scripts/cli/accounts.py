@@ -43,16 +43,14 @@ def cmd_users_create_admin(args: argparse.Namespace) -> int:
 
 def add_users_parsers(sub: Any) -> None:
     users = sub.add_parser("users", help="accounts").add_subparsers(dest="action", required=True)
-    admin = users.add_parser(
-        "create-admin", help="create an admin (password prompted twice, or two lines on stdin)",
-        epilog="examples:\n  farmctl users create-admin ops@example.com\n"
-               "  printf 'pw12345678\\npw12345678\\n' | farmctl users create-admin ops@example.com",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    admin = command(users, "create-admin",
+                    "create an admin (password prompted twice, or two lines on stdin)", [
+        "farmctl users create-admin ops@example.com",
+        "printf 'pw12345678\\npw12345678\\n' | farmctl users create-admin ops@example.com"],
+        cmd_users_create_admin)
     admin.add_argument("email")
     admin.add_argument("--name", default="Administrator")
     admin.add_argument("--phone", default="+10000000000")
-    admin.set_defaults(func=cmd_users_create_admin)
 
 
 # --- drivers -------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from app.settings import get_settings
+from scripts.cli.arguments import command
 from scripts.cli.outcomes import EXIT_OK
 
 
@@ -19,8 +20,6 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def add_db_parsers(sub: Any) -> None:
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
-    upgrade = db.add_parser("upgrade", help="create the database if needed and migrate it",
-                            epilog="example:\n  farmctl db upgrade",
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    upgrade = command(db, "upgrade", "create the database if needed and migrate it",
+                      ["farmctl db upgrade"], cmd_db_upgrade)
     upgrade.add_argument("revision", nargs="?", default="head")
-    upgrade.set_defaults(func=cmd_db_upgrade)

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from app.settings import get_settings
+from scripts.cli.arguments import command
 from scripts.cli.connections import run_async, with_uow
 from scripts.cli.outcomes import EXIT_OK
 
@@ -44,14 +45,12 @@ def cmd_demo_seed(args: argparse.Namespace) -> int:
 
 def add_demo_parsers(sub: Any) -> None:
     demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="action", required=True)
-    seed = demo.add_parser(
-        "seed", help="a region, a customer and online drivers around a point (prints credentials)",
-        epilog="examples:\n  farmctl demo seed\n  farmctl demo seed --lat 48.137 --lng 11.575 --region MUC",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    seed = command(demo, "seed",
+                   "a region, a customer and online drivers around a point (prints credentials)",
+                   ["farmctl demo seed", "farmctl demo seed --lat 48.137 --lng 11.575 --region MUC"],
+                   cmd_demo_seed)
     seed.add_argument("--region", default="BER")
     seed.add_argument("--lat", type=float, default=52.5219)
     seed.add_argument("--lng", type=float, default=13.4132)
     seed.add_argument("--drivers", type=int, default=12)
     seed.add_argument("--radius-km", type=float, default=4.0)
-    seed.set_defaults(func=cmd_demo_seed)

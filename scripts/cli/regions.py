@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from scripts.cli.arguments import command
 from scripts.cli.connections import run_async, with_uow
 from scripts.cli.outcomes import EXIT_OK, UsageError
 
@@ -27,13 +28,10 @@ def cmd_regions_set(args: argparse.Namespace) -> int:
 
 def add_regions_parsers(sub: Any) -> None:
     regions = sub.add_parser("regions", help="markets").add_subparsers(dest="action", required=True)
-    region = regions.add_parser(
-        "set", help="create or update a region",
-        epilog="example:\n  farmctl regions set BER --name Berlin --currency EUR --commission 0.15",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    region = command(regions, "set", "create or update a region",
+                     ["farmctl regions set BER --name Berlin --currency EUR --commission 0.15"],
+                     cmd_regions_set)
     region.add_argument("code")
     region.add_argument("--name", required=True)
     region.add_argument("--currency", required=True, help="ISO 4217, e.g. EUR")
     region.add_argument("--commission", required=True, help="the platform's share, e.g. 0.15")
-    region.set_defaults(func=cmd_regions_set)
