@@ -88,6 +88,12 @@ def payment_event(payment: Payment, *, status: str | None = None) -> dict[str, A
             "refunded": payment.amount_refunded, "at": _iso(datetime.now(UTC))}
 
 
+def _fee_taken(state: IntentState, payment: Payment) -> int:
+    """The platform's fee on a captured intent: what Stripe reports, else what we asked for."""
+    reported = state.application_fee_amount
+    return reported if reported is not None else payment.application_fee
+
+
 def _emit_update(payment: Payment, after_commit: AfterCommit, emit: Emit, *,
                  status: str | None = None) -> None:
     payload = payment_event(payment, status=status)
@@ -365,6 +371,13 @@ class JobEnv:
     emit: Emit
 
 
+def _move(payment: Payment, status: PaymentStatus, env: JobEnv) -> None:
+    """Set the payment's status and tell the ride's room, after commit."""
+    payment.status = status.value
+    payment.updated_at = datetime.now(UTC)
+    _emit_update(payment, env.after_commit, env.emit)
+
+
 def authorize(session: Session, env: JobEnv, ride_id: uuid.UUID) -> str:
     """Hold the fare (once): a manual-capture PaymentIntent, keyed by the ride."""
     payment = _lock_payment(session, ride_id)
@@ -391,25 +404,20 @@ def capture(session: Session, env: JobEnv, ride_id: uuid.UUID) -> str:
         if payment.status == PaymentStatus.PENDING.value:
             _ledger(session, payment, LedgerKind.CASH_COMMISSION_OWED, payment.application_fee,
                     key=f"ride:{ride_id}:cash_commission", reference=None)
-            payment.status = PaymentStatus.CASH_DUE.value
-            payment.updated_at = datetime.now(UTC)
-            _emit_update(payment, env.after_commit, env.emit)
+            _move(payment, PaymentStatus.CASH_DUE, env)
         return payment.status
     if payment.status == PaymentStatus.CAPTURED.value or payment.amount_captured:
         return payment.status
-    if payment.payment_intent_id is None:
-        state = env.gateway().create_hold(_hold_params(payment), idempotency_key=hold_key(ride_id))
-        _apply_intent(payment, state)
     gateway = env.gateway()
+    if payment.payment_intent_id is None:
+        _apply_intent(payment, gateway.create_hold(_hold_params(payment), idempotency_key=hold_key(ride_id)))
     assert payment.payment_intent_id is not None
     state = gateway.retrieve_intent(payment.payment_intent_id)
     if state.status == "requires_capture":
         state = gateway.capture(state.id, amount=payment.amount, application_fee=payment.application_fee,
                                 idempotency_key=f"ride:{ride_id}:capture")
     if state.status == "succeeded":
-        _record_capture(session, payment, state.amount_received,
-                        state.application_fee_amount if state.application_fee_amount is not None
-                        else payment.application_fee)
+        _record_capture(session, payment, state.amount_received, _fee_taken(state, payment))
         _emit_update(payment, env.after_commit, env.emit)
         return payment.status
     # never authorized: the customer did not confirm the card (or it was declined)
@@ -429,16 +437,12 @@ def cancel(session: Session, env: JobEnv, ride_id: uuid.UUID) -> str:
         return "skipped"
     if payment.method == PaymentMethod.CASH.value:
         if payment.status == PaymentStatus.PENDING.value:
-            payment.status = PaymentStatus.CANCELLED.value
-            payment.updated_at = datetime.now(UTC)
-            _emit_update(payment, env.after_commit, env.emit)
+            _move(payment, PaymentStatus.CANCELLED, env)
         return payment.status
     if payment.status not in _OPEN:
         return payment.status  # already released, captured or failed
     if payment.payment_intent_id is None:
-        payment.status = PaymentStatus.CANCELLED.value  # nothing was ever held
-        payment.updated_at = datetime.now(UTC)
-        _emit_update(payment, env.after_commit, env.emit)
+        _move(payment, PaymentStatus.CANCELLED, env)  # nothing was ever held
         return payment.status
     gateway = env.gateway()
     state = gateway.retrieve_intent(payment.payment_intent_id)
@@ -451,9 +455,7 @@ def cancel(session: Session, env: JobEnv, ride_id: uuid.UUID) -> str:
         _record_capture(session, payment, state.amount_received, fee_commission)
         log.info("payments.cancellation_fee", ride_id=str(ride_id), fee=fee)
     elif state.status == "succeeded":
-        _record_capture(session, payment, state.amount_received,
-                        state.application_fee_amount if state.application_fee_amount is not None
-                        else payment.application_fee)
+        _record_capture(session, payment, state.amount_received, _fee_taken(state, payment))
     elif state.status != "canceled":
         state = gateway.cancel(state.id, idempotency_key=f"ride:{ride_id}:release")
     if state.status == "canceled":
@@ -529,9 +531,7 @@ def _on_intent(session: Session, env: JobEnv, intent_id: str, ride_id: str | Non
     state = env.gateway().retrieve_intent(intent_id)
     before = (payment.status, payment.last_error)
     if state.status == "succeeded":
-        _record_capture(session, payment, state.amount_received,
-                        state.application_fee_amount if state.application_fee_amount is not None
-                        else payment.application_fee)
+        _record_capture(session, payment, state.amount_received, _fee_taken(state, payment))
     elif state.status == "canceled":
         if payment.status in _OPEN:
             payment.status = PaymentStatus.RELEASED.value
