@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,6 +25,11 @@ from app.settings import DatabaseSettings
 log = get_logger(__name__)
 
 AfterCommit = Callable[[], Any] | Callable[[], Awaitable[Any]]
+
+
+def libpq_dsn(url: str) -> str:
+    """A SQLAlchemy URL (`postgresql+psycopg://…`) as libpq and raw psycopg read it (`postgresql://…`)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _connect_args(settings: DatabaseSettings) -> dict[str, Any]:

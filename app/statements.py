@@ -18,18 +18,13 @@ from typing import Any, LiteralString, cast
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from sqlalchemy.engine import make_url
 
+from app.db import libpq_dsn
 from app.errors import ServiceUnavailable
 from app.logging import get_logger
 from app.settings import DatabaseSettings
 
 log = get_logger(__name__)
-
-
-def libpq_url(settings: DatabaseSettings) -> str:
-    """The SQLAlchemy URL (`postgresql+psycopg://…`) as libpq reads it (`postgresql://…`)."""
-    return make_url(settings.url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -49,7 +44,7 @@ class StatementPool:
     def __init__(self, settings: DatabaseSettings) -> None:
         self._settings = settings
         self._pool = AsyncConnectionPool(
-            libpq_url(settings),
+            libpq_dsn(settings.url),
             min_size=1,
             max_size=settings.statement_pool_size,
             timeout=settings.pool_timeout_s,

@@ -18,8 +18,8 @@ import dramatiq
 import psycopg
 from dramatiq import Broker
 from sqlalchemy import delete, select
-from sqlalchemy.engine import make_url
 
+from app.db import libpq_dsn
 from app.keys import OUTBOX_CHANNEL
 from app.logging import get_logger
 from app.settings import Settings
@@ -29,11 +29,6 @@ log = get_logger("workers.relay")
 
 #: How often a relay waiting for a notification checks whether it was asked to stop (seconds).
 STOP_CHECK_S = 0.25
-
-
-def _libpq_dsn(url: str) -> str:
-    sa_url = make_url(url)
-    return sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def build_message(row: OutboxMessage, now: datetime) -> tuple[dramatiq.Message[Any], int | None]:
@@ -112,7 +107,7 @@ class OutboxRelay(threading.Thread):
         interval = self.settings.worker.relay_poll_interval_s
         while not self._stopping.is_set():
             try:
-                with psycopg.connect(_libpq_dsn(self.settings.db.url), autocommit=True,
+                with psycopg.connect(libpq_dsn(self.settings.db.url), autocommit=True,
                                      connect_timeout=5) as listen_conn:
                     listen_conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
                     log.info("outbox.relay_started")

@@ -7,13 +7,12 @@ import pytest
 import sqlalchemy.exc
 from sqlalchemy import text
 
-from app.db import create_sync_engine
+from app.db import create_sync_engine, libpq_dsn
 from app.settings import Settings
-from app.statements import libpq_url
 
 
 def _terminate(settings: Settings, pid: int) -> None:
-    with psycopg.connect(libpq_url(settings.db), autocommit=True) as admin:
+    with psycopg.connect(libpq_dsn(settings.db.url), autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
 

@@ -10,9 +10,10 @@ import time
 import psycopg
 import pytest
 
+from app.db import libpq_dsn
 from app.errors import ServiceUnavailable
 from app.settings import Settings
-from app.statements import StatementPool, libpq_url
+from app.statements import StatementPool
 
 
 async def test_a_connection_postgres_dropped_is_replaced_without_an_error(settings: Settings,
@@ -22,7 +23,7 @@ async def test_a_connection_postgres_dropped_is_replaced_without_an_error(settin
     try:
         first = await pool.fetch_one("SELECT pg_backend_pid()", {})
         assert first is not None
-        with psycopg.connect(libpq_url(settings.db), autocommit=True) as admin:
+        with psycopg.connect(libpq_dsn(settings.db.url), autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (first[0],))
         # When the next statement runs
         second = await pool.fetch_one("SELECT pg_backend_pid()", {})

@@ -6,8 +6,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from app.db import libpq_dsn
 from models import OutboxMessage
-from workers.relay import _libpq_dsn, build_message
+from workers.relay import build_message
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -56,5 +57,5 @@ def test_a_row_whose_delay_passed_while_it_waited_is_sent_at_once() -> None:
 
 
 def test_the_listen_connection_uses_the_database_url_without_the_driver() -> None:
-    dsn = _libpq_dsn("postgresql+psycopg://farm:s3cret@db.internal:5433/dispatchfarm")
+    dsn = libpq_dsn("postgresql+psycopg://farm:s3cret@db.internal:5433/dispatchfarm")
     assert dsn == "postgresql://farm:s3cret@db.internal:5433/dispatchfarm"
