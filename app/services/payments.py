@@ -42,6 +42,7 @@ from app.errors import Conflict, NotFound, PaymentsDisabled, ProviderError, Vali
 from app.keys import QUEUE_PAYMENTS, ride_room
 from app.logging import get_logger
 from app.outbox import add_job_async
+from app.services.notifications import payment_failed
 from app.settings import Settings
 from app.statements import StatementPool
 from models import (
@@ -353,8 +354,6 @@ def _sync_refunds(session: Session, payment: Payment, refunded_total: int, charg
 
 def _payment_failed(session: Session, settings: Settings, payment: Payment, reason: str | None) -> None:
     """Tell the customer once per failed PaymentIntent (a retry on a new intent is told again)."""
-    from app.services.notifications import payment_failed  # renders the template, queues the row
-
     log.info("payments.failed", ride_id=str(payment.ride_id), reason=reason or "declined")
     payment_failed(session, ride_id=payment.ride_id, customer_id=payment.customer_id,
                    amount=payment.amount, currency=payment.currency,
