@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import stripe
 
+from app.adapters.circuit import CircuitBreaker
 from app.errors import PaymentsDisabled, ProviderError
 from app.logging import get_logger
 from app.settings import StripeSettings
@@ -112,8 +113,10 @@ def _translate(exc: stripe.StripeError, operation: str) -> ProviderError:
     code = getattr(exc, "code", None)
     log.warning("stripe.error", operation=operation, transient=transient, http_status=exc.http_status,
                 code=code, error=str(exc.user_message or exc))
-    return ProviderError(f"Stripe refused {operation}: {exc.user_message or exc}", transient=transient,
-                         details={"provider": "stripe", "code": code, "httpStatus": exc.http_status})
+    error = ProviderError(f"Stripe refused {operation}: {exc.user_message or exc}", transient=transient,
+                          details={"provider": "stripe", "code": code, "httpStatus": exc.http_status})
+    error.logged = True
+    return error
 
 
 class StripeGateway:
@@ -123,6 +126,8 @@ class StripeGateway:
         if not settings.enabled:
             raise PaymentsDisabled()
         self._settings = settings
+        self.circuit = CircuitBreaker("stripe", failure_threshold=settings.circuit_failures,
+                                      pause_s=settings.circuit_pause_s)
         bases: dict[str, str] = {}
         if settings.api_base:
             bases["api"] = settings.api_base
@@ -137,16 +142,33 @@ class StripeGateway:
 
     # --- calls ---------------------------------------------------------------------------------
     def _call(self, operation: str, call: Callable[[], T]) -> T:
+        """One SDK call through the process's Stripe circuit (`CircuitOpen` while Stripe is paused)."""
+        self.circuit.guard()
         try:
-            return call()
+            result = call()
         except stripe.StripeError as exc:
-            raise _translate(exc, operation) from exc
+            error = _translate(exc, operation)
+            self.circuit.failed(error)
+            raise error from exc
+        except BaseException:
+            self.circuit.succeeded_or_release()
+            raise
+        self.circuit.succeeded()
+        return result
 
     async def _call_async(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        self.circuit.guard()
         try:
-            return await call()
+            result = await call()
         except stripe.StripeError as exc:
-            raise _translate(exc, operation) from exc
+            error = _translate(exc, operation)
+            self.circuit.failed(error)
+            raise error from exc
+        except BaseException:
+            self.circuit.succeeded_or_release()
+            raise
+        self.circuit.succeeded()
+        return result
 
     # --- Connect -------------------------------------------------------------------------------
     def _account_params(self, email: str, driver_id: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from app.adapters.circuit import CircuitBreaker
 from app.errors import ProviderError
 from app.logging import get_logger
 from app.settings import TwilioSettings
@@ -185,10 +186,12 @@ def signature_valid(settings: TwilioSettings, params: dict[str, str], signature:
 
 @dataclass(frozen=True)
 class Senders:
-    """The sender of each channel (`twilio` is None on a farm without Twilio credentials)."""
+    """The sender of each channel (`twilio` is None on a farm without Twilio credentials), and the
+    process's circuit for Twilio (`app.adapters.circuit`)."""
 
     console: MessageSender
     twilio: MessageSender | None
+    circuit: CircuitBreaker | None = None
 
     def for_channel(self, channel: str) -> MessageSender | None:
         return self.console if channel == "console" else self.twilio
@@ -197,4 +200,8 @@ class Senders:
 @lru_cache(maxsize=8)
 def senders_for(settings: TwilioSettings) -> Senders:
     """The process's senders for these settings (made once; SDK clients are per thread inside)."""
-    return Senders(console=ConsoleSender(), twilio=TwilioSender(settings) if settings.enabled else None)
+    if not settings.enabled:
+        return Senders(console=ConsoleSender(), twilio=None)
+    return Senders(console=ConsoleSender(), twilio=TwilioSender(settings),
+                   circuit=CircuitBreaker("twilio", failure_threshold=settings.circuit_failures,
+                                          pause_s=settings.circuit_pause_s))

@@ -31,6 +31,7 @@ from app.adapters.twilio_sender import Senders, callback_url
 from app.errors import ProviderError
 from app.keys import QUEUE_NOTIFICATIONS
 from app.logging import get_logger
+from app.outbox import INSERT_JOB
 from app.services.notifications import SEND_ACTOR
 from app.settings import NotificationSettings, TwilioSettings
 
@@ -76,11 +77,16 @@ def deliver(session: Session, senders: Senders, twilio: TwilioSettings, settings
     `ProviderError` (transient) after putting the row back to `queued`, so the job's retry policy
     tries again with backoff; returns `failed` for a permanent error or on the last attempt.
     """
+    circuit = senders.circuit
+    if circuit is not None:
+        circuit.guard()  # Twilio paused: `CircuitOpen` before the claim, so no attempt is spent
     now = datetime.now(UTC)
     session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     claimed = session.execute(_CLAIM, {"id": notification_id, "now": now,
                                        "lease_until": now + timedelta(seconds=settings.lease_s)}).first()
     if claimed is None:
+        if circuit is not None:
+            circuit.succeeded_or_release()
         log.info("notification.skipped", notification_id=str(notification_id))
         return Delivery("skipped")
     channel, recipient, body, template, attempts = claimed
@@ -93,24 +99,40 @@ def deliver(session: Session, senders: Senders, twilio: TwilioSettings, settings
                                 details={"code": "NOT_CONFIGURED"})
         provider_id = sender.send(channel, recipient, body, status_callback=status_callback,
                                   template=template)
-    except Exception as error:
-        provider_error = error if isinstance(error, ProviderError) else ProviderError(
-            repr(error)[:500], transient=True, details={"code": "INTERNAL"})
-        again = provider_error.transient and attempts < settings.max_attempts
-        _give_up(session, notification_id, provider_error, status="queued" if again else "failed")
-        fields = {"notification_id": str(notification_id), "channel": channel, "template": template,
-                  "attempt": attempts, "code": _code(provider_error), "error": provider_error.message}
-        if again:
-            log.warning("notification.retrying", **fields)
-            if provider_error is error:
-                raise
-            raise provider_error from error
-        log.error("notification.failed", **fields)
-        return Delivery("failed")
+    except ProviderError as error:
+        if circuit is not None and channel != "console":
+            circuit.failed(error)
+        return _failed_send(session, settings, notification_id, channel, template, attempts, error)
+    except Exception as error:  # a bug in a sender: the row must not stay `sending`
+        if circuit is not None:
+            circuit.succeeded_or_release()
+        internal = ProviderError(repr(error)[:500], transient=True, details={"code": "INTERNAL"})
+        try:
+            return _failed_send(session, settings, notification_id, channel, template, attempts, internal)
+        except ProviderError as again:
+            raise again from error
+    if circuit is not None and channel != "console":
+        circuit.succeeded()
     session.execute(_SENT, {"id": notification_id, "provider_id": provider_id, "now": datetime.now(UTC)})
     log.info("notification.sent", notification_id=str(notification_id), channel=channel,
              template=template, provider_id=provider_id, attempt=attempts)
     return Delivery("sent", provider_id)
+
+
+def _failed_send(session: Session, settings: NotificationSettings, notification_id: uuid.UUID, channel: str,
+                 template: str, attempts: int, error: ProviderError) -> Delivery:
+    """Back to `queued` and raise (the job retries with backoff) while attempts remain for a
+    transient error; `failed` otherwise. One log line either way."""
+    again = error.transient and attempts < settings.max_attempts
+    _give_up(session, notification_id, error, status="queued" if again else "failed")
+    fields = {"notification_id": str(notification_id), "channel": channel, "template": template,
+              "attempt": attempts, "code": _code(error), "error": error.message}
+    error.logged = True
+    if again:
+        log.warning("notification.retrying", **fields)
+        raise error
+    log.error("notification.failed", **fields)
+    return Delivery("failed")
 
 
 def _code(error: ProviderError) -> str:
@@ -180,8 +202,9 @@ WITH stuck AS (
 ), touched AS (
     UPDATE notifications n SET updated_at = :now FROM stuck WHERE n.id = stuck.id RETURNING n.id
 )
-INSERT INTO outbox_messages (message_id, queue, actor, args, kwargs, options, created_at)
-SELECT gen_random_uuid(), :queue, :actor, jsonb_build_array(CAST(id AS text)), '{}'::jsonb, '{}'::jsonb, :now
+""" + INSERT_JOB + """
+SELECT gen_random_uuid(), :queue, :actor, jsonb_build_array(CAST(id AS text)), '{}'::jsonb, '{}'::jsonb, :now,
+       :now
 FROM touched
 """)
 
