@@ -53,7 +53,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.adapters.queue_stats import BrokerSnapshot, QueueInspector
-from app.keys import QUEUES
+from app.keys import QUEUE_DISPATCH, QUEUES
 from app.logging import configure_logging, get_logger
 from app.redis_conn import create_sync_redis
 from app.settings import AutoscaleSettings, Settings, get_settings
@@ -153,7 +153,8 @@ class Supervisor:
     """Runs the workers: starts, stops, reaps and restarts them, and decides how many."""
 
     def __init__(self, settings: Settings, worker_args: list[str], inspector: QueueInspector,
-                 metrics_dir: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+                 metrics_dir: str, *, clock: Callable[[], float] = time.monotonic, name: str = "") -> None:
+        self.name = name or ",".join(inspector.queues)
         self.settings = settings
         self.worker_args = worker_args
         self.inspector = inspector
@@ -162,8 +163,6 @@ class Supervisor:
         self.policy = ScalePolicy(settings.autoscale, settings.worker.threads)
         self.workers: list[WorkerProcess] = []
         self.counts = Counts()
-        self._stop_signal: int | None = None
-        self._wake = threading.Event()
         self._quick_exits = 0
         self._restart_not_before = 0.0
         self.stop_timeout_s = settings.worker.shutdown_timeout_ms / 1000 + STOP_GRACE_S
@@ -178,7 +177,8 @@ class Supervisor:
         popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
                                  preexec_fn=_term_when_orphaned)
         self.workers.append(WorkerProcess(popen, self.clock()))
-        log.info("autoscale.worker_started", pid=popen.pid, reason=reason, workers=len(self.running))
+        log.info("autoscale.worker_started", pool=self.name, pid=popen.pid, reason=reason,
+                 workers=len(self.running))
 
     def stop_worker(self, worker: WorkerProcess, reason: str) -> None:
         if worker.stopping_since is not None or worker.popen.poll() is not None:
@@ -247,6 +247,37 @@ class Supervisor:
             log.debug("autoscale.hold", reason=decision.reason, **figures)
 
     # --- the loop ---------------------------------------------------------------------------------
+    def begin(self) -> None:
+        scale = self.settings.autoscale
+        log.info("autoscale.started", pool=self.name, min=scale.min_workers, max=scale.max_workers,
+                 interval_s=scale.interval_s, target_age_s=scale.target_age_s,
+                 target_depth=scale.target_depth, cooldown_s=scale.cooldown_s,
+                 queues=list(self.inspector.queues), worker_args=self.worker_args)
+        for _ in range(scale.min_workers):
+            self.start_worker("minimum")
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            self.stop_worker(worker, "shutdown")
+
+    def kill_remaining(self) -> None:
+        for worker in self.workers:
+            log.warning("autoscale.worker_killed", pool=self.name, pid=worker.pid,
+                        after_s=self.stop_timeout_s)
+            self._kill(worker)
+            worker.popen.wait(timeout=10)
+
+
+class Pools:
+    """The supervisors of one autoscale process, each over its own queues, ticked in one loop and
+    stopped together. By default dispatch has a pool of its own, so a backlog (or a failing
+    provider) on payments or notifications never holds a dispatch job up."""
+
+    def __init__(self, supervisors: list[Supervisor]) -> None:
+        self.supervisors = supervisors
+        self._stop_signal: int | None = None
+        self._wake = threading.Event()
+
     def request_stop(self, signum: int, _frame: object = None) -> None:
         self._stop_signal = signum
         self._wake.set()
@@ -254,17 +285,14 @@ class Supervisor:
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.request_stop)
-        scale = self.settings.autoscale
-        log.info("autoscale.started", min=scale.min_workers, max=scale.max_workers,
-                 interval_s=scale.interval_s, target_age_s=scale.target_age_s,
-                 target_depth=scale.target_depth, cooldown_s=scale.cooldown_s,
-                 queues=list(self.inspector.queues), worker_args=self.worker_args)
+        interval = min(s.settings.autoscale.interval_s for s in self.supervisors)
         try:
-            for _ in range(scale.min_workers):
-                self.start_worker("minimum")
+            for supervisor in self.supervisors:
+                supervisor.begin()
             while self._stop_signal is None:
-                self.tick()
-                self._wake.wait(scale.interval_s)
+                for supervisor in self.supervisors:
+                    supervisor.tick()
+                self._wake.wait(interval)
         except BaseException:
             log.exception("autoscale.failed")
             self.shutdown()  # never leave workers behind
@@ -273,17 +301,16 @@ class Supervisor:
 
     def shutdown(self) -> int:
         log.info("autoscale.stopping", signal=signal.Signals(self._stop_signal or signal.SIGTERM).name,
-                 workers=len(self.workers))
-        for worker in self.workers:
-            self.stop_worker(worker, "shutdown")
-        deadline = self.clock() + self.stop_timeout_s + 1
-        while self.workers and self.clock() < deadline:
-            self.reap()
+                 workers=sum(len(s.workers) for s in self.supervisors))
+        for supervisor in self.supervisors:
+            supervisor.stop_all()
+        deadline = time.monotonic() + max(s.stop_timeout_s for s in self.supervisors) + 1
+        while any(s.workers for s in self.supervisors) and time.monotonic() < deadline:
+            for supervisor in self.supervisors:
+                supervisor.reap()
             time.sleep(0.05)
-        for worker in self.workers:
-            log.warning("autoscale.worker_killed", pid=worker.pid, after_s=self.stop_timeout_s)
-            self._kill(worker)
-            worker.popen.wait(timeout=10)
+        for supervisor in self.supervisors:
+            supervisor.kill_remaining()
         log.info("autoscale.stopped")
         return 0
 
@@ -291,24 +318,32 @@ class Supervisor:
 class SupervisorCollector(Collector):
     """`farm_autoscaler_*`: workers running and stopping, bounds, and what the autoscaler did."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.supervisor = supervisor
+    def __init__(self, supervisors: list[Supervisor]) -> None:
+        self.supervisors = supervisors
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        sup, scale = self.supervisor, self.supervisor.settings.autoscale
-        running = len(sup.running)
-        yield GaugeMetricFamily("farm_autoscaler_workers", "Worker processes running.", value=running)
-        yield GaugeMetricFamily("farm_autoscaler_workers_stopping", "Worker processes finishing their jobs.",
-                                value=len(sup.workers) - running)
-        yield GaugeMetricFamily("farm_autoscaler_min_workers", "AUTOSCALE_MIN.", value=scale.min_workers)
-        yield GaugeMetricFamily("farm_autoscaler_max_workers", "AUTOSCALE_MAX.", value=scale.max_workers)
+        families = {
+            "workers": GaugeMetricFamily("farm_autoscaler_workers", "Worker processes running.",
+                                         labels=["pool"]),
+            "stopping": GaugeMetricFamily("farm_autoscaler_workers_stopping",
+                                          "Worker processes finishing their jobs.", labels=["pool"]),
+            "min": GaugeMetricFamily("farm_autoscaler_min_workers", "AUTOSCALE_MIN.", labels=["pool"]),
+            "max": GaugeMetricFamily("farm_autoscaler_max_workers", "AUTOSCALE_MAX.", labels=["pool"]),
+        }
         events = CounterMetricFamily("farm_autoscaler_events", "Workers added, removed and restarted.",
-                                     labels=["event"])
-        for name in ("added", "removed", "restarted"):
-            events.add_metric([name], getattr(sup.counts, name))
+                                     labels=["pool", "event"])
+        for sup in self.supervisors:
+            scale, running = sup.settings.autoscale, len(sup.running)
+            families["workers"].add_metric([sup.name], running)
+            families["stopping"].add_metric([sup.name], len(sup.workers) - running)
+            families["min"].add_metric([sup.name], scale.min_workers)
+            families["max"].add_metric([sup.name], scale.max_workers)
+            for name in ("added", "removed", "restarted"):
+                events.add_metric([sup.name, name], getattr(sup.counts, name))
+        yield from families.values()
         yield events
 
 
@@ -331,6 +366,19 @@ def worker_command(settings: Settings, worker_args: list[str],
 class Arguments:
     worker_args: list[str]
     queues: tuple[str, ...] = field(default=QUEUES)
+    #: Given `--queues`: one pool over them. Without: dispatch's own pool and one for the rest.
+    pools: list[tuple[str, ...]] = field(default_factory=list)
+
+    def pool_args(self, queues: tuple[str, ...]) -> list[str]:
+        """The worker arguments of the pool over `queues`."""
+        if self.pools == [self.queues]:
+            return self.worker_args
+        return [*self.worker_args, "--queues", *queues]
+
+
+#: The default pools: dispatch never waits behind another queue (nor shares threads with one).
+DEFAULT_POOLS: tuple[tuple[str, ...], ...] = (
+    (QUEUE_DISPATCH,), tuple(q for q in QUEUES if q != QUEUE_DISPATCH))
 
 
 def parse_arguments(argv: list[str]) -> Arguments:
@@ -338,7 +386,10 @@ def parse_arguments(argv: list[str]) -> Arguments:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--queues", "-Q", nargs="+")
     known, _ = parser.parse_known_args(argv)
-    return Arguments(worker_args=list(argv), queues=tuple(known.queues) if known.queues else QUEUES)
+    if known.queues:
+        queues = tuple(known.queues)
+        return Arguments(worker_args=list(argv), queues=queues, pools=[queues])
+    return Arguments(worker_args=list(argv), queues=QUEUES, pools=list(DEFAULT_POOLS))
 
 
 def _term_when_orphaned() -> None:
@@ -354,17 +405,19 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log, process="autoscale")
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     client = create_sync_redis(settings.redis, decode_responses=False)
-    inspector = QueueInspector(client, settings.redis.dramatiq_namespace, queues=arguments.queues,
-                               heartbeat_timeout_s=settings.worker.heartbeat_timeout_s)
     metrics_dir = settings.worker.metrics_dir or tempfile.mkdtemp(prefix="dispatch-farm-autoscale-")
     os.makedirs(metrics_dir, exist_ok=True)
     for stale in os.listdir(metrics_dir):  # no worker of ours has started yet
         os.remove(os.path.join(metrics_dir, stale))
-    supervisor = Supervisor(settings, arguments.worker_args, inspector, metrics_dir)
+    supervisors = [
+        Supervisor(settings, arguments.pool_args(queues),
+                   QueueInspector(client, settings.redis.dramatiq_namespace, queues=queues,
+                                  heartbeat_timeout_s=settings.worker.heartbeat_timeout_s), metrics_dir)
+        for queues in arguments.pools]
     if settings.worker.metrics_port > 0:
-        start_exporter(settings, metrics_dir, SupervisorCollector(supervisor))
+        start_exporter(settings, metrics_dir, SupervisorCollector(supervisors))
     try:
-        return supervisor.run()
+        return Pools(supervisors).run()
     finally:
         client.close()
         if not settings.worker.metrics_dir:

@@ -88,7 +88,7 @@ class Autoscaler:
         return 0.0
 
     def workers(self) -> float:
-        return self.metric("farm_autoscaler_workers")
+        return self.metric("farm_autoscaler_workers", pool="probe")
 
     def remember_processes(self) -> None:
         """Every process it started, so none outlives the test even if the autoscaler dies."""
@@ -165,7 +165,8 @@ def test_a_burst_adds_workers_and_the_drain_removes_them_losing_nothing(
     assert peak == 3
 
     # And once drained, they are removed one cool-down at a time, down to the minimum
-    wait_for(lambda: autoscaler.workers() == 1 and autoscaler.metric("farm_autoscaler_workers_stopping") == 0,
+    wait_for(lambda: autoscaler.workers() == 1
+             and autoscaler.metric("farm_autoscaler_workers_stopping", pool="probe") == 0,
              what="the workers to be removed", timeout=20)
 
     # And every job ran exactly once, spread over several worker processes
