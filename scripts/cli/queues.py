@@ -21,6 +21,7 @@ from scripts.cli.outcomes import EXIT_OK, first_line, print_error
 def _queue_report(queues: Sequence[str]) -> dict[str, Any]:
     from app.adapters.queue_stats import QueueInspector
     from app.services.failed_jobs import count_by_queue
+    from app.services.job_ledger import LedgerCounts, ledger_counts
 
     settings = get_settings()
     client = broker_redis()
@@ -30,17 +31,21 @@ def _queue_report(queues: Sequence[str]) -> dict[str, Any]:
     finally:
         client.close()
     failed: dict[str, int] | None
+    ledger: dict[str, LedgerCounts] | None
     try:
         with database_sessions() as sessions, sessions() as session:
             failed = count_by_queue(session)
+            ledger = ledger_counts(session, list(queues))
     except sqlalchemy.exc.DBAPIError as error:  # Redis's figures still help; dead letters show there
-        print_error(f"the failed-jobs registry is unavailable ({first_line(error)})")
-        failed = None
+        print_error(f"the job ledger and failed-jobs registry are unavailable ({first_line(error)})")
+        failed = ledger = None
     return {
         "at": datetime.fromtimestamp(snapshot.taken_at, UTC).isoformat().replace("+00:00", "Z"),
         "queues": [{"queue": q.queue, "ready": q.ready, "delayed": q.delayed, "inFlight": q.in_flight,
                     "dead": q.dead, "failed": None if failed is None else failed.get(q.queue, 0),
-                    "oldestReadyAgeS": q.oldest_ready_age_s} for q in snapshot.queues],
+                    "oldestReadyAgeS": q.oldest_ready_age_s,
+                    "ledger": None if ledger is None else _ledger_entry(ledger[q.queue])}
+                   for q in snapshot.queues],
         "workers": [{"id": w.worker_id, "lastBeatAgeS": w.last_beat_age_s, "alive": w.alive,
                      "host": w.card.get("host"), "pid": w.card.get("pid"), "queues": w.card.get("queues"),
                      "threads": w.card.get("threads")}
@@ -50,12 +55,28 @@ def _queue_report(queues: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def _ledger_entry(counts: Any) -> dict[str, Any]:
+    return {"due": counts.due, "later": counts.later, "handed": counts.handed, "overdue": counts.overdue,
+            "oldestDueS": counts.oldest_due_s}
+
+
+def _render_ledger(report: dict[str, Any]) -> list[str]:
+    if any(q["ledger"] is None for q in report["queues"]):
+        return ["\njob ledger (PostgreSQL): unavailable"]
+    rows = [[q["queue"], str(q["ledger"]["due"]), str(q["ledger"]["later"]), str(q["ledger"]["handed"]),
+             str(q["ledger"]["overdue"])] for q in report["queues"]]
+    return ["", "job ledger (PostgreSQL, the truth Redis is handed from):",
+            *output.table(["QUEUE", "WAITING (DUE)", "DUE LATER", "HANDED OVER", "OVERDUE"], rows,
+                          right={1, 2, 3, 4})]
+
+
 def _render_queues(report: dict[str, Any]) -> str:
     rows = [[q["queue"], str(q["ready"]), str(q["delayed"]), str(q["inFlight"]), str(q["dead"]),
              "?" if q["failed"] is None else str(q["failed"]),
              output.age(q["oldestReadyAgeS"]) if q["ready"] else "-"] for q in report["queues"]]
     lines = output.table(["QUEUE", "READY", "DELAYED", "IN FLIGHT", "DEAD (REDIS)", "FAILED (REGISTRY)",
                           "OLDEST READY"], rows, right={1, 2, 3, 4, 5, 6})
+    lines.extend(_render_ledger(report))
     workers = report["workers"]
     lines.append(f"\nworkers alive: {report['liveWorkers']}")
     lines.extend(f"  {w['host']}:{w['pid']}  {w['threads']} threads  queues {','.join(w['queues'] or [])}"
@@ -92,7 +113,8 @@ def cmd_queues(args: argparse.Namespace) -> int:
 def add_queues_parser(sub: Any) -> None:
     queues = command(
         sub, "queues",
-        "per queue: ready, delayed, in flight, dead letters, failed jobs, oldest ready; live workers",
+        "per queue: ready, delayed, in flight, dead letters, failed jobs, oldest ready; the job ledger "
+        "(waiting, due later, handed over, overdue); live workers",
         ["farmctl queues", "farmctl queues --watch", "farmctl queues --watch 5 --json",
          "farmctl queues --queue payments --queue dispatch"], cmd_queues)
     queues.add_argument("--watch", nargs="?", const=2.0, type=seconds, metavar="SECONDS",

@@ -133,3 +133,42 @@ def test_queues_watch_refreshes_until_interrupted(clean: None) -> None:
                                                             "maintenance"]
     assert snapshots[1]["at"] > snapshots[0]["at"]
     assert code == 0
+
+
+def test_queues_shows_what_the_job_ledger_holds(
+    clean: None, db: sessionmaker[Session], capsys: pytest.CaptureFixture[str],
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from app.outbox import add_job
+    from models import Job
+
+    # Given, on a queue no relay serves: two jobs due now (one due for a minute: overdue), one due
+    # in an hour, one handed over and past its lease, and one done
+    now = datetime.now(UTC)
+    with db.begin() as session:
+        add_job(session, "test.farmctl.idle", IDLE, "due")
+        add_job(session, "test.farmctl.idle", IDLE, "late", due_at=now - timedelta(minutes=1))
+        add_job(session, "test.farmctl.idle", IDLE, "later", delay_ms=3_600_000)
+        handed = add_job(session, "test.farmctl.idle", IDLE, "handed")
+        done = add_job(session, "test.farmctl.idle", IDLE, "done")
+        session.execute(update(Job).where(Job.message_id == handed)
+                        .values(state="handed", lease_until=now - timedelta(seconds=1)))
+        session.execute(update(Job).where(Job.message_id == done).values(state="done"))
+
+    # When the admin looks at the queues
+    code, out = farmctl(capsys, "queues", "--queue", IDLE, "--json")
+
+    # Then the ledger's figures are those rows
+    assert code == 0
+    [idle] = json.loads(out)["queues"]
+    ledger = idle["ledger"]
+    assert {k: ledger[k] for k in ("due", "later", "handed", "overdue")} == {
+        "due": 2, "later": 1, "handed": 1, "overdue": 2}
+    assert 59 <= ledger["oldestDueS"] < 120
+    # And the table shows them too
+    code, out = farmctl(capsys, "queues", "--queue", IDLE)
+    row = next(line for line in out.splitlines()[3:] if line.split()[:1] == [IDLE])
+    assert row.split() == [IDLE, "2", "1", "1", "2"]
