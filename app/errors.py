@@ -169,7 +169,23 @@ class ProviderError(AppError):
 
     def __init__(self, message: str | None = None, *, transient: bool, details: Any = None) -> None:
         self.transient = transient
+        #: Set by a service that already logged this failure (the job wrapper then doesn't).
+        self.logged = False
         super().__init__(message, details=details)
+
+
+class CircuitOpen(ProviderError):
+    """Calls to a provider are paused after repeated failures; nothing was sent. Try after
+    `retry_after_s` seconds (a job waits that long without spending a retry)."""
+
+    code = "SERVICE_UNAVAILABLE"
+    status_code = 503
+
+    def __init__(self, provider: str, retry_after_s: float) -> None:
+        self.provider = provider
+        self.retry_after_s = max(0.05, retry_after_s)
+        super().__init__(f"{provider} is failing; calls are paused for {self.retry_after_s:.1f} s.",
+                         transient=True, details={"provider": provider, "code": "CIRCUIT_OPEN"})
 
 
 class PaymentsDisabled(AppError):

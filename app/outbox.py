@@ -1,48 +1,72 @@
-"""The transactional outbox: a job is a row written in the transaction of the change it follows.
+"""Writing jobs: a job is a row of the durable ledger (`jobs`), written in the transaction of the
+change it follows, so it exists exactly when that change committed.
 
-The relay (`workers/relay.py`) moves rows to Redis after commit, woken by `NOTIFY` from a trigger
-on the table, so a job is never lost between a PostgreSQL commit and a Redis enqueue, and the API
-never waits on Redis to enqueue.
+The relay (`workers/relay.py`) hands due rows to Redis, woken by `NOTIFY` from a trigger on the
+table; the row stays until the job's own transaction marks it done (`workers/ledger.py`). A job
+with a due time (`delay_ms`, `due_at`) waits in PostgreSQL, not in Redis or a worker's memory.
+
+`add_job` / `add_job_async` write one row through a session; `INSERT_JOB` is the same row as a SQL
+fragment for the one-statement hot paths (`POST /rides`, a dispatch round, webhook ingest).
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
-from sqlalchemy import insert
+from sqlalchemy import Insert, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from models import OutboxMessage
+from models import Job
+
+#: The columns a hot-path statement fills (`state` defaults to waiting): `INSERT_JOB VALUES (...)`
+#: or `INSERT_JOB SELECT ...` with message_id, queue, actor, args (jsonb), kwargs (jsonb),
+#: options (jsonb), created_at, due_at.
+INSERT_JOB: Final = "INSERT INTO jobs (message_id, queue, actor, args, kwargs, options, created_at, due_at)"
+
+#: The arbiter of the partial unique index on live dedupe keys (`ON CONFLICT ... DO NOTHING`).
+LIVE_DEDUPE: Final = "(dedupe_key) WHERE dedupe_key IS NOT NULL AND state IN ('waiting', 'handed')"
 
 
-def _row(actor: str, queue: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-         delay_ms: int | None) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    if delay_ms:
-        options["delay_ms"] = int(delay_ms)
-    return {
-        "message_id": uuid.uuid4(),
-        "queue": queue,
-        "actor": actor,
-        "args": list(args),
-        "kwargs": kwargs,
-        "options": options,
-    }
+def job_insert(actor: str, queue: str, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+               delay_ms: int | None = None, due_at: datetime | None = None,
+               dedupe_key: str | None = None, options: dict[str, Any] | None = None,
+               message_id: uuid.UUID | None = None) -> tuple[Insert, uuid.UUID]:
+    """The INSERT of one job and its message id. `due_at` (or now + `delay_ms`) is when it may run;
+    with a `dedupe_key`, nothing is written while a live job has the same key."""
+    now = datetime.now(UTC)
+    if due_at is None:
+        due_at = now + timedelta(milliseconds=delay_ms) if delay_ms else now
+    message_id = message_id or uuid.uuid4()
+    statement = insert(Job).values(
+        message_id=message_id, queue=queue, actor=actor, args=list(args), kwargs=kwargs,
+        options=options or {}, created_at=now, due_at=due_at, dedupe_key=dedupe_key,
+    )
+    if dedupe_key is not None:
+        statement = statement.on_conflict_do_nothing(
+            index_elements=["dedupe_key"],
+            index_where=text("dedupe_key IS NOT NULL AND state IN ('waiting', 'handed')"),
+        )
+    return statement, message_id
 
 
 def add_job(session: Session, actor: str, queue: str, *args: Any, delay_ms: int | None = None,
-            **kwargs: Any) -> uuid.UUID:
-    """Write a job for `actor` into the outbox of this (sync) transaction; returns its message id."""
-    row = _row(actor, queue, args, kwargs, delay_ms)
-    session.execute(insert(OutboxMessage).values(**row))
-    return row["message_id"]
+            due_at: datetime | None = None, dedupe_key: str | None = None, **kwargs: Any) -> uuid.UUID:
+    """Write a job for `actor` into the ledger in this (sync) transaction; returns its message id."""
+    statement, message_id = job_insert(actor, queue, args, kwargs, delay_ms=delay_ms, due_at=due_at,
+                                       dedupe_key=dedupe_key)
+    session.execute(statement)
+    return message_id
 
 
 async def add_job_async(session: AsyncSession, actor: str, queue: str, *args: Any,
-                        delay_ms: int | None = None, **kwargs: Any) -> uuid.UUID:
-    """Write a job for `actor` into the outbox of this (async) transaction; returns its message id."""
-    row = _row(actor, queue, args, kwargs, delay_ms)
-    await session.execute(insert(OutboxMessage).values(**row))
-    return row["message_id"]
+                        delay_ms: int | None = None, due_at: datetime | None = None,
+                        dedupe_key: str | None = None, **kwargs: Any) -> uuid.UUID:
+    """Write a job for `actor` into the ledger in this (async) transaction; returns its message id."""
+    statement, message_id = job_insert(actor, queue, args, kwargs, delay_ms=delay_ms, due_at=due_at,
+                                       dedupe_key=dedupe_key)
+    await session.execute(statement)
+    return message_id

@@ -92,9 +92,15 @@ class WorkerSettings:
     #: Seconds between the maintenance passes every worker process runs (`workers/maintenance.py`):
     #: a SIGKILLed worker's messages run again within heartbeat_timeout_s + this. 0 = off.
     maintenance_interval_s: float = 5.0
-    #: Outbox relay: rows moved to Redis per batch and the fallback poll interval.
+    #: Ledger relay (`workers/relay.py`): jobs handed to Redis per batch, and the longest sleep
+    #: between two passes when no notification wakes it (it wakes when the next job is due).
     relay_batch_size: int = 500
     relay_poll_interval_s: float = 2.0
+    #: A handed-over job not done within this lease (s) is checked: renewed while Redis still
+    #: holds its message, handed again when the message is gone.
+    ledger_lease_s: float = 30.0
+    #: Seconds between two checks of lapsed leases by one relay.
+    ledger_lease_check_interval_s: float = 5.0
     #: Where the worker's Prometheus exporter listens (0 = no exporter in this process tree).
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9191
@@ -152,6 +158,10 @@ class StripeSettings:
     webhook_tolerance_s: int = 300
     request_timeout_s: float = 20.0
     max_network_retries: int = 2
+    #: Transient failures in a row (per process) after which Stripe calls pause, and the first
+    #: pause (s; doubled after each failed trial, up to 2 min). Jobs wait without spending retries.
+    circuit_failures: int = 5
+    circuit_pause_s: float = 10.0
 
     @property
     def enabled(self) -> bool:
@@ -169,6 +179,9 @@ class TwilioSettings:
     status_callback_url: str = ""
     #: Seconds to connect to / wait for Twilio per request (a timeout is retried as transient).
     timeout_s: float = 10.0
+    #: Transient failures in a row (per process) after which sends pause, and the first pause (s).
+    circuit_failures: int = 5
+    circuit_pause_s: float = 10.0
 
     @property
     def enabled(self) -> bool:
@@ -358,6 +371,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
                                               WorkerSettings.maintenance_interval_s),
             relay_batch_size=src.positive("OUTBOX_BATCH_SIZE", WorkerSettings.relay_batch_size),
             relay_poll_interval_s=src.number("OUTBOX_POLL_INTERVAL", WorkerSettings.relay_poll_interval_s),
+            ledger_lease_s=src.number("LEDGER_LEASE", WorkerSettings.ledger_lease_s),
+            ledger_lease_check_interval_s=src.number("LEDGER_LEASE_CHECK_INTERVAL",
+                                                     WorkerSettings.ledger_lease_check_interval_s),
             metrics_host=src.text("WORKER_METRICS_HOST", WorkerSettings.metrics_host),
             metrics_port=src.integer("WORKER_METRICS_PORT", WorkerSettings.metrics_port),
             metrics_dir=src.text("WORKER_METRICS_DIR", ""),
@@ -388,6 +404,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             webhook_tolerance_s=src.positive("STRIPE_WEBHOOK_TOLERANCE", StripeSettings.webhook_tolerance_s),
             request_timeout_s=src.number("STRIPE_TIMEOUT", StripeSettings.request_timeout_s),
             max_network_retries=src.integer("STRIPE_MAX_NETWORK_RETRIES", StripeSettings.max_network_retries),
+            circuit_failures=src.positive("STRIPE_CIRCUIT_FAILURES", StripeSettings.circuit_failures),
+            circuit_pause_s=src.number("STRIPE_CIRCUIT_PAUSE", StripeSettings.circuit_pause_s),
         ),
         twilio=TwilioSettings(
             account_sid=src.text("TWILIO_ACCOUNT_SID", ""),
@@ -397,6 +415,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             api_base=src.text("TWILIO_API_BASE", ""),
             status_callback_url=src.text("TWILIO_STATUS_CALLBACK_URL", ""),
             timeout_s=src.number("TWILIO_TIMEOUT", TwilioSettings.timeout_s),
+            circuit_failures=src.positive("TWILIO_CIRCUIT_FAILURES", TwilioSettings.circuit_failures),
+            circuit_pause_s=src.number("TWILIO_CIRCUIT_PAUSE", TwilioSettings.circuit_pause_s),
         ),
         notifications=NotificationSettings(
             max_attempts=src.positive("NOTIFY_MAX_ATTEMPTS", NotificationSettings.max_attempts),

@@ -3,6 +3,16 @@
 The worker middleware opens a session for each message; the wrapper passes it to the job as a
 `JobContext`, commits, then runs the after-commit actions (emits, follow-up enqueues). Any
 exception rolls back and goes to the retry policy. Actors take ids and JSON primitives only.
+
+A message handed over from the durable ledger is claimed first, in the same transaction
+(`workers.ledger.claim`): its row becomes done exactly when the job's effect commits, and a second
+delivery finds it done and does nothing. A job declared `autocommit=True` commits step by step
+(its service needs that, e.g. a claim made durable before a provider call): its row is marked done
+after it returns, and its own compare-and-set makes a second delivery harmless.
+
+A provider error ends the run as one log line (`job.provider_error`) and is retried by the
+policy; a paused provider (`CircuitOpen`) defers the job without spending a retry. Tracebacks are
+for bugs.
 """
 
 from __future__ import annotations
@@ -18,13 +28,18 @@ from dramatiq.middleware import CurrentMessage
 
 from app.adapters.realtime import Publisher
 from app.db import UnitOfWork
+from app.errors import CircuitOpen, ProviderError
 from app.keys import RedisKeys
+from app.logging import get_logger
 from app.settings import Settings
+from workers import ledger
 from workers.broker import broker
 from workers.context import current_unit_of_work
 from workers.resources import get_resources
 
 P = ParamSpec("P")
+
+log = get_logger("jobs")
 
 
 @dataclass(frozen=True)
@@ -37,9 +52,15 @@ class JobContext:
     message_id: str
 
 
+def _provider_code(error: ProviderError) -> str:
+    details = error.details if isinstance(error.details, dict) else {}
+    return str(details.get("code") or error.code)
+
+
 def job(
     name: str, *, queue: str, max_retries: int = 10, min_backoff_ms: int = 1_000,
-    max_backoff_ms: int = 15 * 60 * 1000, time_limit_ms: int = 60_000, **options: Any,
+    max_backoff_ms: int = 15 * 60 * 1000, time_limit_ms: int = 60_000, autocommit: bool = False,
+    **options: Any,
 ) -> Callable[[Callable[..., None]], dramatiq.Actor[..., None]]:
     def decorator(fn: Callable[..., None]) -> dramatiq.Actor[..., None]:
         @functools.wraps(fn)
@@ -47,11 +68,28 @@ def job(
             resources = get_resources()
             message = CurrentMessage.get_current_message()
             uow = current_unit_of_work()
+            message_id = message.message_id if message else ""
+            in_ledger = message is not None and ledger.is_ledger(message)
+            if in_ledger and not autocommit and not ledger.claim(uow.session, message_id):
+                log.info("job.already_done")
+                return
             ctx = JobContext(uow=uow, settings=resources.settings, redis=resources.redis,
-                             keys=resources.keys, publisher=resources.publisher,
-                             message_id=message.message_id if message else "")
-            fn(ctx, *args, **kwargs)
-            uow.commit()
+                             keys=resources.keys, publisher=resources.publisher, message_id=message_id)
+            try:
+                fn(ctx, *args, **kwargs)
+                if in_ledger and autocommit:
+                    ledger.finish(uow.session, message_id)
+                uow.commit()
+            except ProviderError as error:
+                # Roll back first: the retry policy writes to this job's row, which the claim locked.
+                uow.rollback()
+                if not isinstance(error, CircuitOpen) and not error.logged:
+                    log.warning("job.provider_error", code=_provider_code(error), transient=error.transient,
+                                error=error.message)
+                raise ledger.translate(error) from error
+            except BaseException:
+                uow.rollback()
+                raise
 
         declare = dramatiq.actor(
             actor_name=name, queue_name=queue, broker=broker, max_retries=max_retries,

@@ -2,7 +2,7 @@
 
 from models.audit import AuditEntry
 from models.base import Base
-from models.jobs import FailedJob, OutboxMessage
+from models.jobs import FailedJob, Job, JobState
 from models.payments import LedgerEntry, LedgerKind, Payment, PaymentStatus, StripeEvent
 from models.rides import (
     Bid,
@@ -33,11 +33,12 @@ __all__ = [
     "Driver",
     "DriverAvailability",
     "FailedJob",
+    "Job",
+    "JobState",
     "LedgerEntry",
     "LedgerKind",
     "NotificationRequest",
     "Offer",
-    "OutboxMessage",
     "Payment",
     "PaymentMethod",
     "PaymentStatus",

@@ -1,22 +1,37 @@
-"""Job bookkeeping: the transactional outbox and the durable registry of failed jobs."""
+"""Job bookkeeping: the durable job ledger and the registry of failed jobs."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Identity, Index, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, created_at, uuid_pk
+from models.base import Base, created_at, utcnow, uuid_pk
 
 
-class OutboxMessage(Base):
-    """A job written in the same transaction as the change that causes it; relayed to Redis."""
+class JobState(StrEnum):
+    """Where a job of the ledger is: waiting in PostgreSQL, handed to Redis, or finished."""
 
-    __tablename__ = "outbox_messages"
+    WAITING = "waiting"  # due at `due_at`; the relay hands it to Redis then
+    HANDED = "handed"  # a message is in Redis (or a worker's hands) until `lease_until`
+    DONE = "done"  # its run committed (the mark is written in the job's own transaction)
+    FAILED = "failed"  # retries exhausted or refused: a `failed_jobs` row holds it for replay
+
+
+#: The states in which a job will still run (a dedupe key is unique among them).
+LIVE_STATES = (JobState.WAITING.value, JobState.HANDED.value)
+
+
+class Job(Base):
+    """The durable job ledger: every job is a row here from the transaction that caused it until its
+    own transaction marks it done. Redis only carries the message while the row is `handed`."""
+
+    __tablename__ = "jobs"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     message_id: Mapped[uuid.UUID] = mapped_column(unique=True)
@@ -25,7 +40,30 @@ class OutboxMessage(Base):
     args: Mapped[list[Any]] = mapped_column(JSONB, default=list)
     kwargs: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     options: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default=JobState.WAITING.value,
+                                       server_default=JobState.WAITING.value)
+    due_at: Mapped[datetime] = mapped_column(server_default=func.now(), default=utcnow)
     created_at: Mapped[datetime] = created_at()
+    #: Failed runs so far (a deferral while a provider's circuit is open is not one).
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    handed_at: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]
+    #: The Redis data set (`ledger.epoch` key) the message was handed to, and its id there.
+    epoch: Mapped[str | None] = mapped_column(String(40))
+    redis_message_id: Mapped[str | None] = mapped_column(String(40))
+    finished_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    #: At most one live job per key (periodic jobs, a ride's expiry): a second insert is a no-op.
+    dedupe_key: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (
+        CheckConstraint("state IN ('waiting', 'handed', 'done', 'failed')", name="state"),
+        Index("ix_jobs_waiting_due_at", "due_at", postgresql_where=text("state = 'waiting'")),
+        Index("ix_jobs_handed_lease_until", "lease_until", postgresql_where=text("state = 'handed'")),
+        Index("ix_jobs_finished_at", "finished_at", postgresql_where=text("state = 'done'")),
+        Index("uq_jobs_live_dedupe_key", "dedupe_key", unique=True,
+              postgresql_where=text("dedupe_key IS NOT NULL AND state IN ('waiting', 'handed')")),
+    )
 
 
 class FailedJob(Base):

@@ -22,15 +22,10 @@ from dramatiq.middleware import (
 from app.keys import QUEUES
 from app.redis_conn import create_sync_redis
 from app.settings import Settings, get_settings
+from workers.ledger import LedgerRetries
 from workers.maintenance import BrokerMaintenance
 from workers.metrics import JobMetrics
-from workers.middleware import (
-    DurableRetries,
-    FailedJobRecorder,
-    LogContext,
-    OutboxRelayMiddleware,
-    SessionPerMessage,
-)
+from workers.middleware import FailedJobRecorder, LedgerRelayMiddleware, LogContext, SessionPerMessage
 
 
 def build_broker(settings: Settings) -> RedisBroker:
@@ -54,9 +49,9 @@ def build_broker(settings: Settings) -> RedisBroker:
         Callbacks(),
         Pipelines(),
         FailedJobRecorder(settings),
-        DurableRetries(max_retries=10, min_backoff=1_000, max_backoff=15 * 60 * 1000),
+        LedgerRetries(max_retries=10, min_backoff=1_000, max_backoff=15 * 60 * 1000),
         SessionPerMessage(settings),
-        OutboxRelayMiddleware(settings),
+        LedgerRelayMiddleware(settings),
         BrokerMaintenance(settings),
     ):
         broker.add_middleware(middleware)

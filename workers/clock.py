@@ -1,11 +1,13 @@
 """The `clock` process: APScheduler sends periodic jobs and does no work itself (run exactly one).
 
-`python -m workers.clock`. Each tick only enqueues a message; workers do the work, so a slow job
-never delays the schedule, and a missed tick (clock restarted) is simply sent at the next one.
+`python -m workers.clock`. Each tick only writes a job into the durable ledger (workers do the
+work), so a slow job never delays the schedule, a Redis restart loses no tick, and a missed tick
+(clock restarted) is simply sent at the next one.
 """
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 from datetime import UTC, datetime
@@ -13,20 +15,32 @@ from typing import Any
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.orm import Session, sessionmaker
 
+from app.db import create_sync_engine, sync_session_factory
 from app.logging import configure_logging, freeze_startup_objects, get_logger
+from app.outbox import add_job
 from app.settings import Settings, get_settings
 
 log = get_logger("clock")
 
 
-def send(actor_name: str) -> None:
-    """Enqueue one message for `actor_name`; a Redis outage is logged and retried next tick."""
+@functools.lru_cache(maxsize=1)
+def _sessions() -> sessionmaker[Session]:
+    return sync_session_factory(create_sync_engine(get_settings().db, pool_size=1))
+
+
+def send(actor_name: str, sessions: sessionmaker[Session] | None = None) -> None:
+    """Write one job for `actor_name` into the ledger, unless one is still waiting or running (its
+    dedupe key), so a farm without workers doesn't pile them up. A PostgreSQL outage is logged and
+    the job is written at the next tick."""
     import jobs
 
     try:
-        message = jobs.broker.get_actor(actor_name).send()
-        log.info("clock.sent", actor=actor_name, message_id=message.message_id)
+        queue = jobs.broker.get_actor(actor_name).queue_name
+        with (sessions or _sessions()).begin() as session:
+            message_id = add_job(session, actor_name, queue, dedupe_key=f"clock:{actor_name}")
+        log.info("clock.sent", actor=actor_name, message_id=str(message_id))
     except Exception as error:
         log.error("clock.send_failed", actor=actor_name, error=repr(error))
 

@@ -46,6 +46,7 @@ from app.logging import configure_logging, get_logger
 from app.observability.queues import QueueCollector
 from app.redis_conn import create_sync_redis
 from app.settings import Settings, get_settings
+from workers.ledger import OUTCOME_OPTION
 
 log = get_logger("worker.metrics")
 
@@ -123,7 +124,10 @@ class JobMetrics(Middleware):
         series.processed.labels(*labels).inc()
         if exception is not None:
             series.errors.labels(*labels).inc()
-            if not message.failed:
+            outcome = message.options.get(OUTCOME_OPTION)
+            if outcome == "failed":  # settled in the ledger: recorded in failed_jobs, not dead-lettered
+                series.rejects.labels(*labels).inc()
+            elif not message.failed and outcome != "deferred":
                 series.retries.labels(*labels).inc()
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:

@@ -1,23 +1,22 @@
-"""Worker middleware: log context, a session per message, durable failure records, outbox relay."""
+"""Worker middleware: log context, a session per message, durable failure records, the ledger relay."""
 
 from __future__ import annotations
 
 import threading
-import traceback
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from dramatiq import Broker, Middleware
 from dramatiq.broker import MessageProxy
-from dramatiq.middleware import Retries
 from sqlalchemy.dialects.postgresql import insert
 
 from app.db import UnitOfWork
 from app.logging import get_logger
+from app.services.failed_jobs import failed_job_row
 from app.settings import Settings
 from models import FailedJob
 from workers import context
+from workers.ledger import OUTCOME_OPTION
 
 log = get_logger("workers")
 
@@ -74,26 +73,11 @@ class SessionPerMessage(Middleware):
         close_resources()
 
 
-class DurableRetries(Retries):
-    """Retries that fail the message when the retry itself cannot be enqueued.
-
-    Dramatiq acks the original even when enqueueing its retry fails, losing it silently; failing
-    it instead lets `FailedJobRecorder` keep it in PostgreSQL for replay.
-    """
-
-    def after_process_message(
-        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: Any = None
-    ) -> None:
-        try:
-            super().after_process_message(broker, message, result=result, exception=exception)
-        except Exception as enqueue_error:
-            log.error("job.retry_enqueue_failed", error=repr(enqueue_error))
-            message.fail()
-
-
 class FailedJobRecorder(Middleware):
     """Records every message that failed for good in `failed_jobs`, once per message id.
 
+    Ledger messages are recorded by `workers.ledger.LedgerRetries`, in the transaction that marks
+    their row failed; this records the others (and a ledger message PostgreSQL could not settle).
     If PostgreSQL can't take the record, the message is still dead-lettered in Redis by the
     broker, from where `farmctl jobs failed --import-dead-letters` brings it back.
     """
@@ -110,13 +94,13 @@ class FailedJobRecorder(Middleware):
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: Any = None
     ) -> None:
-        if exception is not None and message.failed:
+        if exception is not None and message.failed and OUTCOME_OPTION not in message.options:
             started = getattr(self._runs_before, "value", None)
             attempts = started[1] + 1 if started and started[0] == message.message_id else None
             self._record(message, exception, attempts=attempts)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
-        if message.failed:  # refused before running (e.g. by AgeLimit): this try isn't a run
+        if message.failed and OUTCOME_OPTION not in message.options:  # refused before running (AgeLimit)
             self._record(message, message._exception or RuntimeError("message skipped"),
                          attempts=int(message.options.get("retries", 0)))
 
@@ -138,63 +122,17 @@ class FailedJobRecorder(Middleware):
                          hint="the message stays in the Redis dead-letter queue")
 
 
-def failed_job_row(
-    message_id: str,
-    queue: str,
-    actor: str,
-    args: list[Any],
-    kwargs: dict[str, Any],
-    options: dict[str, Any],
-    exception: BaseException | None,
-    message_timestamp: int | None,
-    *,
-    source: str,
-    traceback_text: str | None = None,
-    attempts: int | None = None,
-) -> dict[str, Any]:
-    """The `failed_jobs` row for one message (shared by the recorder and the dead-letter import).
-
-    `attempts` is how many times the actor ran. Without it, it is derived from the message as last
-    enqueued (a dead letter): `Retries` enqueues run n+1 with `retries` = n, so that plus one.
-    """
-    options = {k: v for k, v in options.items() if k != "traceback"}
-    if exception is not None:
-        tb = "".join(traceback.format_exception(exception))
-        exc_type = f"{type(exception).__module__}.{type(exception).__qualname__}"
-        exc_message = str(exception)
-    else:
-        tb = traceback_text or ""
-        exc_type, exc_message = "unknown", "no exception was recorded with the message"
-    enqueued_at = (
-        datetime.fromtimestamp(message_timestamp / 1000, UTC) if message_timestamp else None
-    )
-    return {
-        "message_id": message_id,
-        "queue": queue.removesuffix(".DQ").removesuffix(".XQ"),
-        "actor": actor,
-        "args": args,
-        "kwargs": kwargs,
-        "options": options,
-        "exception_type": exc_type[:200],
-        "exception_message": exc_message,
-        "traceback": tb,
-        "attempts": attempts if attempts is not None else int(options.get("retries", 0)) + 1,
-        "enqueued_at": enqueued_at,
-        "source": source,
-    }
-
-
-class OutboxRelayMiddleware(Middleware):
-    """Runs the outbox relay thread inside every worker process."""
+class LedgerRelayMiddleware(Middleware):
+    """Runs the ledger relay thread inside every worker process."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._relay: Any = None
 
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
-        from workers.relay import OutboxRelay
+        from workers.relay import LedgerRelay
 
-        self._relay = OutboxRelay(broker, self.settings)
+        self._relay = LedgerRelay(broker, self.settings)  # type: ignore[arg-type]
         self._relay.start()
 
     def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:

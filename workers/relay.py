@@ -1,96 +1,216 @@
-"""The outbox relay: moves committed outbox rows to the Dramatiq queues.
+"""The ledger relay: hands due jobs from PostgreSQL (`jobs`) to the Dramatiq queues in Redis.
 
-Each pass locks a batch with `FOR UPDATE SKIP LOCKED` (so any number of relays cooperate),
-enqueues the messages through the broker (its middleware and message format), deletes the rows
-and commits. A crash between enqueue and commit re-sends the batch: delivery is at-least-once and
-actors are idempotent. The relay sleeps on `LISTEN`, so a new row is relayed within milliseconds,
-and polls every `relay_poll_interval_s` in case a notification was missed.
+Every worker process runs one; they cooperate through `FOR UPDATE SKIP LOCKED`. A pass:
+
+1. **Epoch.** `<ns>:__farm_epoch__` names the Redis data set messages are handed to; a Redis
+   restarted empty (or flushed) has none, so the first relay to see that writes a new one and
+   every row handed under another epoch goes back to `waiting` at once: its message is gone.
+2. **Hand over** the rows due now, oldest due first, in batches: enqueue each through the broker
+   (its middleware and message format; the message carries the row's id in its `ledger` option),
+   then mark them `handed` with a lease, the epoch and their Redis id, and commit. A crash or a
+   Redis error before the commit leaves them `waiting` (a message already enqueued then runs
+   twice at most, and acts once: `workers.ledger.claim`).
+3. **Leases** (every `LEDGER_LEASE_CHECK_INTERVAL` s): a `handed` row past its lease whose message
+   Redis still holds (ready, in flight or prefetched by a live worker) gets a new lease; one whose
+   message is gone (lost with a killed worker, a failed retry) is handed again.
+
+It sleeps on `LISTEN` (a trigger notifies when a row becomes waiting) until the next row is due,
+at most `OUTBOX_POLL_INTERVAL` s, so a new job is handed over within milliseconds and a job due
+later is handed over when due: no delayed message waits in Redis or in a worker's memory.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
-from typing import Any
+import uuid
+from typing import Any, Final
 
 import dramatiq
 import psycopg
+import redis
 from dramatiq import Broker
-from sqlalchemy import delete, select
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import dq_name
+from sqlalchemy import text
 
 from app.db import libpq_dsn
 from app.keys import OUTBOX_CHANNEL
 from app.logging import get_logger
 from app.settings import Settings
-from models import OutboxMessage
+from workers.ledger import LEDGER_OPTION
 
 log = get_logger("workers.relay")
 
 #: How often a relay waiting for a notification checks whether it was asked to stop (seconds).
 STOP_CHECK_S = 0.25
+#: Inside the Dramatiq namespace: the id of the Redis data set (absent after a restart empty).
+EPOCH_KEY: Final = "__farm_epoch__"
+#: A relay that finds due rows all locked by other relays waits this long before looking again.
+BUSY_WAIT_S = 0.05
+
+_DUE = text("""
+SELECT id, message_id, queue, actor, args, kwargs, options, attempts FROM jobs
+WHERE state = 'waiting' AND due_at <= now()
+ORDER BY due_at LIMIT :limit
+FOR UPDATE SKIP LOCKED
+""")
+
+_HANDED = text("""
+UPDATE jobs SET state = 'handed', handed_at = now(), lease_until = now() + make_interval(secs => :lease_s),
+                epoch = :epoch, redis_message_id = handed.redis_id
+FROM unnest(CAST(:ids AS bigint[]), CAST(:redis_ids AS text[])) AS handed(id, redis_id)
+WHERE jobs.id = handed.id
+""")
+
+_OTHER_EPOCH = text("""
+UPDATE jobs SET state = 'waiting', due_at = now(), lease_until = NULL, redis_message_id = NULL
+WHERE id IN (SELECT id FROM jobs WHERE state = 'handed' AND epoch IS DISTINCT FROM :epoch
+             FOR UPDATE SKIP LOCKED)
+""")
+
+_LAPSED = text("""
+SELECT id, queue, redis_message_id FROM jobs
+WHERE state = 'handed' AND lease_until < now()
+ORDER BY lease_until LIMIT :limit
+FOR UPDATE SKIP LOCKED
+""")
+
+_RENEW = text("""
+UPDATE jobs SET lease_until = now() + make_interval(secs => :lease_s) WHERE id = ANY(CAST(:ids AS bigint[]))
+""")
+
+_HAND_AGAIN = text("""
+UPDATE jobs SET state = 'waiting', due_at = now(), lease_until = NULL, redis_message_id = NULL
+WHERE id = ANY(CAST(:ids AS bigint[]))
+""")
+
+_NEXT_DUE = text("SELECT EXTRACT(EPOCH FROM min(due_at) - now()) FROM jobs WHERE state = 'waiting'")
 
 
-def build_message(row: OutboxMessage, now: datetime) -> tuple[dramatiq.Message[Any], int | None]:
-    """The Dramatiq message for an outbox row and the delay still to wait (ms), if any."""
-    options = dict(row.options or {})
-    delay_ms = options.pop("delay_ms", None)
-    remaining: int | None = None
-    if delay_ms:
-        due = row.created_at.timestamp() * 1000 + int(delay_ms)
-        remaining = max(0, int(due - now.timestamp() * 1000)) or None
-    message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name=row.queue,
-        actor_name=row.actor,
-        args=tuple(row.args or ()),
-        kwargs=dict(row.kwargs or {}),
-        options=options,
-        message_id=str(row.message_id),
-        message_timestamp=int(time.time() * 1000),
-    )
-    return message, remaining
+def build_message(row: Any) -> dramatiq.Message[Any]:
+    """The Dramatiq message for a ledger row: its own message id, a fresh timestamp, its run count."""
+    options = {**(row.options or {}), LEDGER_OPTION: int(row.id), "retries": int(row.attempts)}
+    return dramatiq.Message(queue_name=row.queue, actor_name=row.actor, args=tuple(row.args or ()),
+                            kwargs=dict(row.kwargs or {}), options=options, message_id=str(row.message_id),
+                            message_timestamp=int(time.time() * 1000))
 
 
-def relay_batch(broker: Broker, sessions: Any, batch_size: int) -> int:
-    """Relay one batch; returns how many rows were moved."""
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisEpoch:
+    """The id of the Redis data set, made by whoever first finds it missing."""
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self._client = client
+        self.key = f"{namespace}:{EPOCH_KEY}"
+
+    def current(self) -> str:
+        value = self._client.get(self.key)
+        if value is None:
+            self._client.set(self.key, uuid.uuid4().hex, nx=True)
+            value = self._client.get(self.key)
+        return _text(value)
+
+
+def hand_over(broker: Broker, sessions: Any, *, epoch: str, batch_size: int, lease_s: float) -> int:
+    """Hand one batch of due jobs to Redis; returns how many."""
     with sessions.begin() as session:
-        rows = session.scalars(
-            select(OutboxMessage).order_by(OutboxMessage.id).limit(batch_size)
-            .with_for_update(skip_locked=True)
-        ).all()
+        rows = session.execute(_DUE, {"limit": batch_size}).all()
         if not rows:
             return 0
-        now = datetime.now(UTC)
-        for row in rows:
-            message, delay = build_message(row, now)
-            broker.enqueue(message, delay=delay)
-        session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows])))
+        redis_ids = [broker.enqueue(build_message(row)).options["redis_message_id"] for row in rows]
+        session.execute(_HANDED, {"ids": [row.id for row in rows], "redis_ids": redis_ids,
+                                  "epoch": epoch, "lease_s": lease_s})
     return len(rows)
 
 
-class OutboxRelay(threading.Thread):
-    def __init__(self, broker: Broker, settings: Settings) -> None:
-        super().__init__(name="outbox-relay", daemon=True)
+def hand_again_other_epochs(sessions: Any, epoch: str) -> int:
+    """Every job handed to a Redis data set that is gone goes back to waiting (due now)."""
+    with sessions.begin() as session:
+        return int(session.execute(_OTHER_EPOCH, {"epoch": epoch}).rowcount or 0)
+
+
+def check_leases(broker: RedisBroker, sessions: Any, *, lease_s: float, limit: int = 1000) -> tuple[int, int]:
+    """Renew the lapsed leases of messages Redis still holds; hand the others again. (renewed, lost)"""
+    with sessions.begin() as session:
+        rows = session.execute(_LAPSED, {"limit": limit}).all()
+        if not rows:
+            return 0, 0
+        pipe = broker.client.pipeline(transaction=False)
+        for row in rows:
+            for queue in (row.queue, dq_name(row.queue)):
+                pipe.hexists(f"{broker.namespace}:{queue}.msgs", row.redis_message_id or "-")
+        present = pipe.execute()
+        held = [row.id for i, row in enumerate(rows) if present[2 * i] or present[2 * i + 1]]
+        lost = [row.id for i, row in enumerate(rows) if not (present[2 * i] or present[2 * i + 1])]
+        if held:
+            session.execute(_RENEW, {"ids": held, "lease_s": lease_s})
+        if lost:
+            session.execute(_HAND_AGAIN, {"ids": lost})
+    if lost:
+        log.warning("ledger.lost_messages_handed_again", count=len(lost))
+    return len(held), len(lost)
+
+
+def seconds_until_next_due(sessions: Any) -> float | None:
+    with sessions.begin() as session:
+        value = session.execute(_NEXT_DUE).scalar()
+    return None if value is None else float(value)
+
+
+class LedgerRelay(threading.Thread):
+    def __init__(self, broker: RedisBroker, settings: Settings, sessions: Any = None) -> None:
+        super().__init__(name="ledger-relay", daemon=True)
         self.broker = broker
         self.settings = settings
+        self._sessions = sessions
         self._stopping = threading.Event()
+        self._epochs = RedisEpoch(broker.client, broker.namespace)
+        self.epoch: str | None = None
+        self._leases_checked = 0.0
+        self._redis_down = False
+
+    @property
+    def sessions(self) -> Any:
+        if self._sessions is None:  # the worker's own pool, looked up each time (it may be replaced)
+            from workers.resources import get_resources
+
+            return get_resources().sessions
+        return self._sessions
 
     def stop(self) -> None:
         self._stopping.set()
         self.join(timeout=5)
 
-    def drain(self) -> int:
-        from workers.resources import get_resources
+    def sync_epoch(self) -> str:
+        """Read the Redis data set's id; when it is new to this relay, hand again what was lost."""
+        current = self._epochs.current()
+        if current != self.epoch:
+            again = hand_again_other_epochs(self.sessions, current)
+            if self.epoch is not None or again:
+                log.warning("ledger.redis_data_set_changed", epoch=current, handed_again=again)
+            self.epoch = current
+        return current
 
-        sessions = get_resources().sessions
+    def drain(self) -> int:
+        """One pass (see the module docstring); returns how many jobs were handed over."""
+        worker = self.settings.worker
+        epoch = self.sync_epoch()
         moved = 0
         while not self._stopping.is_set():
-            count = relay_batch(self.broker, sessions, self.settings.worker.relay_batch_size)
+            count = hand_over(self.broker, self.sessions, epoch=epoch, batch_size=worker.relay_batch_size,
+                              lease_s=worker.ledger_lease_s)
             moved += count
-            if count < self.settings.worker.relay_batch_size:
+            if count < worker.relay_batch_size:
                 break
+        if time.monotonic() - self._leases_checked >= worker.ledger_lease_check_interval_s:
+            check_leases(self.broker, self.sessions, lease_s=worker.ledger_lease_s)
+            self._leases_checked = time.monotonic()
         if moved:
-            log.debug("outbox.relayed", count=moved)
+            log.debug("ledger.handed_over", count=moved)
         return moved
 
     def _wait(self, listen_conn: psycopg.Connection[Any], interval: float) -> None:
@@ -103,6 +223,14 @@ class OutboxRelay(threading.Thread):
             for _ in listen_conn.notifies(timeout=min(remaining, STOP_CHECK_S), stop_after=1):
                 return
 
+    def _pause(self) -> float:
+        """How long to sleep before the next pass: until the next job is due, at most the poll interval."""
+        interval = self.settings.worker.relay_poll_interval_s
+        due_in = seconds_until_next_due(self.sessions)
+        if due_in is None:
+            return interval
+        return min(interval, max(BUSY_WAIT_S, due_in))
+
     def run(self) -> None:
         interval = self.settings.worker.relay_poll_interval_s
         while not self._stopping.is_set():
@@ -110,11 +238,26 @@ class OutboxRelay(threading.Thread):
                 with psycopg.connect(libpq_dsn(self.settings.db.url), autocommit=True,
                                      connect_timeout=5) as listen_conn:
                     listen_conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
-                    log.info("outbox.relay_started")
-                    self.drain()
+                    log.info("ledger.relay_started")
+                    pause = 0.0
                     while not self._stopping.is_set():
-                        self._wait(listen_conn, interval)
-                        self.drain()
-            except Exception as error:
-                log.error("outbox.relay_error", error=repr(error))
-                self._stopping.wait(min(5.0, interval))
+                        self._wait(listen_conn, pause)
+                        pause = self._pass()
+            except Exception as error:  # PostgreSQL away: the rows wait; connect again shortly
+                log.error("ledger.relay_error", error=repr(error))
+                self._stopping.wait(min(1.0, interval))
+
+    def _pass(self) -> float:
+        """Run one pass; returns how long to wait before the next. A Redis outage is logged once
+        (the rows wait in PostgreSQL) and retried every second; other errors go to `run`."""
+        try:
+            self.drain()
+            if self._redis_down:
+                log.info("ledger.redis_back")
+                self._redis_down = False
+            return self._pause()
+        except redis.RedisError as error:
+            if not self._redis_down:
+                log.error("ledger.redis_unreachable", error=repr(error))
+                self._redis_down = True
+            return min(1.0, self.settings.worker.relay_poll_interval_s)

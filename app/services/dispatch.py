@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from app.keys import QUEUE_DISPATCH, driver_room, ride_room
 from app.logging import get_logger
-from app.outbox import add_job
+from app.outbox import INSERT_JOB, add_job
 from app.services.notifications import notify, ride_key
 from app.services.ride_events import history_row, status_event, status_rooms
 from app.settings import DispatchSettings, TwilioSettings
@@ -100,9 +100,9 @@ WITH candidate AS (
     ON CONFLICT (ride_id, driver_id) DO NOTHING
     RETURNING driver_id, distance_km
 ), bid_check AS (
-    INSERT INTO outbox_messages (message_id, queue, actor, args, kwargs, options, created_at)
-    VALUES (:message_id, :queue, 'dispatch.check_bids', CAST(:args AS jsonb), '{}'::jsonb,
-            CAST(:options AS jsonb), :now)
+    """ + INSERT_JOB + """
+    VALUES (:message_id, :queue, 'dispatch.check_bids', CAST(:args AS jsonb), '{}'::jsonb, '{}'::jsonb,
+            :now, :check_due_at)
 )
 SELECT driver_id, distance_km FROM offered
 """)
@@ -152,7 +152,7 @@ def step(session: Session, drivers: NearbyDrivers, settings: DispatchSettings, r
         "max_offers": settings.max_offers_per_round, "ride_id": ride_id, "round": round_,
         "expires_at": expires_at, "now": now, "message_id": uuid.uuid4(), "queue": QUEUE_DISPATCH,
         "args": json.dumps([str(ride_id), round_]),
-        "options": json.dumps({"delay_ms": settings.bid_window_s * 1000}),
+        "check_due_at": expires_at,
     }).all()
     chosen = sorted(((driver_id, km) for driver_id, km in rows), key=lambda row: row[1])
     payloads = [(d, _offer_payload(ride, km, round_, expires_at)) for d, km in chosen]

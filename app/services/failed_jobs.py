@@ -20,6 +20,7 @@ import base64
 import functools
 import re
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,12 +37,14 @@ from sqlalchemy.orm import Session
 from app.db import UnitOfWork
 from app.errors import NotFound, ValidationFailed
 from app.logging import get_logger
+from app.outbox import job_insert
 from models.jobs import FailedJob, FailedJobReplay
 
 log = get_logger("failed_jobs")
 
 #: Options that belong to one delivery of a message, dropped when it is replayed.
-DELIVERY_OPTIONS = frozenset({"retries", "eta", "traceback", "redis_message_id", "requeue_timestamp"})
+DELIVERY_OPTIONS = frozenset({"retries", "eta", "traceback", "redis_message_id", "requeue_timestamp",
+                              "ledger", "ledger_outcome"})
 #: The option naming the message a replay was made from (kept on its own failure, if any).
 REPLAY_OF = "replay_of"
 
@@ -222,10 +225,14 @@ class ReplayOutcome:
     skipped: str | None = None
 
 
-def replay(uow: UnitOfWork, failed_job_id: uuid.UUID, *, enqueue: Enqueue, by: str, force: bool = False,
+def replay(uow: UnitOfWork, failed_job_id: uuid.UUID, *, by: str, enqueue: Enqueue | None = None,
+           force: bool = False,
            known_actor: Callable[[str], bool] | None = None,
            dead_letters: DeadLetters | None = None) -> ReplayOutcome:
     """Send one failed job again and record it (commit the unit of work right after).
+
+    The new job is written into the durable ledger in the same transaction as the replay's record
+    (so it is sent exactly when the replay commits); `enqueue` sends it straight to a broker instead.
 
     The row is locked, so two operators replaying at once send it once. Its dead-letter copy, if
     Redis still holds one, is dropped after the commit: the registry now tracks the job.
@@ -237,7 +244,14 @@ def replay(uow: UnitOfWork, failed_job_id: uuid.UUID, *, enqueue: Enqueue, by: s
     if reason is not None:
         return ReplayOutcome(job=job, skipped=reason)
     forced = job.replay_count > 0
-    sent = enqueue(replay_message(job))
+    message = replay_message(job)
+    if enqueue is None:
+        statement, _ = job_insert(message.actor_name, message.queue_name, message.args, message.kwargs,
+                                  options=message.options, message_id=uuid.UUID(message.message_id))
+        uow.session.execute(statement)
+        sent = message
+    else:
+        sent = enqueue(message)
     now = datetime.now(UTC)
     uow.session.add(FailedJobReplay(failed_job_id=job.id, message_id=sent.message_id, replayed_by=by,
                                     replayed_at=now, forced=forced))
@@ -267,6 +281,53 @@ def purge(uow: UnitOfWork, where: JobFilter, *, dead_letters: DeadLetters | None
             uow.after_commit(functools.partial(dead_letters.forget, queue, ids))
     log.info("failed_jobs.purged", count=len(deleted))
     return len(deleted)
+
+
+# --- records ------------------------------------------------------------------------------------
+def failed_job_row(
+    message_id: str,
+    queue: str,
+    actor: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    options: dict[str, Any],
+    exception: BaseException | None,
+    message_timestamp: int | None,
+    *,
+    source: str,
+    traceback_text: str | None = None,
+    attempts: int | None = None,
+) -> dict[str, Any]:
+    """The `failed_jobs` row for one message (shared by the recorder and the dead-letter import).
+
+    `attempts` is how many times the actor ran. Without it, it is derived from the message as last
+    enqueued (a dead letter): `Retries` enqueues run n+1 with `retries` = n, so that plus one.
+    """
+    options = {k: v for k, v in options.items() if k != "traceback"}
+    if exception is not None:
+        tb = "".join(traceback.format_exception(exception))
+        exc_type = f"{type(exception).__module__}.{type(exception).__qualname__}"
+        exc_message = str(exception)
+    else:
+        tb = traceback_text or ""
+        exc_type, exc_message = "unknown", "no exception was recorded with the message"
+    enqueued_at = (
+        datetime.fromtimestamp(message_timestamp / 1000, UTC) if message_timestamp else None
+    )
+    return {
+        "message_id": message_id,
+        "queue": queue.removesuffix(".DQ").removesuffix(".XQ"),
+        "actor": actor,
+        "args": args,
+        "kwargs": kwargs,
+        "options": options,
+        "exception_type": exc_type[:200],
+        "exception_message": exc_message,
+        "traceback": tb,
+        "attempts": attempts if attempts is not None else int(options.get("retries", 0)) + 1,
+        "enqueued_at": enqueued_at,
+        "source": source,
+    }
 
 
 # --- Redis dead letters --------------------------------------------------------------------------
@@ -333,8 +394,6 @@ class ImportReport:
 def import_dead_letters(uow: UnitOfWork, letters: DeadLetters, queue: str, redis_ids: Sequence[str],
                         report: ImportReport) -> None:
     """Write these dead letters to the registry (once per message id); they leave Redis after commit."""
-    from workers.middleware import failed_job_row  # the row the worker's recorder writes, same shape
-
     rows: dict[str, dict[str, Any]] = {}
     done: list[str] = []
     for letter in letters.read(queue, redis_ids):

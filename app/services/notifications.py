@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from app.keys import QUEUE_NOTIFICATIONS
+from app.outbox import INSERT_JOB
 from app.settings import TwilioSettings
 from models import Bid, Ride, RideStatus
 from models.ride_states import ADMIN, CUSTOMER
@@ -108,7 +109,7 @@ def channels(settings: TwilioSettings | None) -> tuple[str, str]:
 
 def notification_ctes(name: str) -> str:
     """Two CTEs, `{name}` and `{name}_job`: the row (from the user's phone and opt-in; nothing on a
-    duplicate dedupe key) and, only when the row was written, its `notifications.send` outbox row.
+    duplicate dedupe key) and, only when the row was written, its `notifications.send` job.
     Bind with `notification_params(name, ...)`; usable inside a larger statement (`POST /rides`)."""
     p = name
     return f"""
@@ -122,9 +123,9 @@ def notification_ctes(name: str) -> str:
     ON CONFLICT (dedupe_key) DO NOTHING
     RETURNING id
 ), {name}_job AS (
-    INSERT INTO outbox_messages (message_id, queue, actor, args, kwargs, options, created_at)
+    {INSERT_JOB}
     SELECT gen_random_uuid(), :{p}_queue, :{p}_actor, jsonb_build_array(CAST(id AS text)),
-           '{{}}'::jsonb, '{{}}'::jsonb, :{p}_now
+           '{{}}'::jsonb, '{{}}'::jsonb, :{p}_now, :{p}_now
     FROM {name}
 )"""
 

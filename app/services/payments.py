@@ -41,7 +41,7 @@ from app.adapters.stripe_gateway import IntentState, StripeGateway
 from app.errors import Conflict, NotFound, PaymentsDisabled, ProviderError, ValidationFailed
 from app.keys import QUEUE_PAYMENTS, ride_room
 from app.logging import get_logger
-from app.outbox import add_job_async
+from app.outbox import INSERT_JOB, add_job_async
 from app.services.notifications import payment_failed
 from app.settings import Settings
 from app.statements import StatementPool
@@ -247,9 +247,9 @@ WITH stored AS (
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 )
-INSERT INTO outbox_messages (message_id, queue, actor, args, kwargs, options, created_at)
+""" + INSERT_JOB + """
 SELECT %(message_id)s, %(queue)s, 'payments.handle_event', jsonb_build_array(stored.id), '{}'::jsonb,
-       '{}'::jsonb, %(now)s
+       '{}'::jsonb, %(now)s, %(now)s
 FROM stored
 RETURNING 1
 """

@@ -26,6 +26,7 @@ from app.db import AsyncUnitOfWork
 from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.keys import QUEUE_DISPATCH
 from app.logging import get_logger
+from app.outbox import INSERT_JOB
 from app.services import payments
 from app.services.access import Principal
 from app.services.notifications import notification_ctes, notification_params, place, ride_key
@@ -91,8 +92,9 @@ WITH ride AS (
     INSERT INTO ride_history (ride_id, from_status, to_status, actor_id, actor_role, at)
     SELECT id, NULL, :status, :customer_id, :role, :created_at FROM ride
 ),""" + notification_ctes("note") + """
-INSERT INTO outbox_messages (message_id, queue, actor, args, kwargs, options, created_at)
-SELECT :message_id, :queue, :actor, CAST(:args AS jsonb), '{}'::jsonb, '{}'::jsonb, :created_at FROM ride
+""" + INSERT_JOB + """
+SELECT :message_id, :queue, :actor, CAST(:args AS jsonb), '{}'::jsonb, '{}'::jsonb, :created_at, :created_at
+FROM ride
 """)
 
 

@@ -146,7 +146,7 @@ def cmd_jobs_replay(args: argparse.Namespace) -> int:
         client = broker_redis()
         try:
             replayed = _replay_each(targets, sessions, by=args.by or _operator(), force=args.force,
-                                    enqueue=broker.enqueue, known=known, letters=dead_letters(client))
+                                    known=known, letters=dead_letters(client))
         finally:
             client.close()
     return EXIT_OK if replayed else EXIT_NOTHING
@@ -166,8 +166,9 @@ def _replay_plan(targets: list[FailedJob], *, force: bool, known: Callable[[str]
 
 
 def _replay_each(targets: list[FailedJob], sessions: sessionmaker[Session], *, by: str, force: bool,
-                 enqueue: Callable[[Any], Any], known: Callable[[str], bool], letters: DeadLetters) -> int:
-    """Replay one job per transaction (enqueue, then record and commit); returns how many were sent."""
+                 known: Callable[[str], bool], letters: DeadLetters) -> int:
+    """Replay one job per transaction (its ledger row and its record commit together); returns how
+    many were sent."""
     from app.errors import NotFound
     from app.services.failed_jobs import replay
 
@@ -178,7 +179,7 @@ def _replay_each(targets: list[FailedJob], sessions: sessionmaker[Session], *, b
             short = f"{str(target.id)[:8]}  {target.actor} on {target.queue}"
             try:
                 with unit_of_work(sessions) as uow:
-                    outcome = replay(uow, target.id, enqueue=enqueue, by=by, force=force,
+                    outcome = replay(uow, target.id, by=by, force=force,
                                      known_actor=known, dead_letters=letters)
             except NotFound as gone:
                 skipped += 1

@@ -21,7 +21,7 @@ from app.adapters.stripe_gateway import StripeGateway
 from app.db import UnitOfWork
 from app.services import payments
 from app.settings import Settings
-from models import Driver, LedgerEntry, OutboxMessage, Payment, StripeEvent
+from models import Driver, Job, LedgerEntry, Payment, StripeEvent
 from tests.fakes.stripe_server import FakeStripe, signed_webhook
 from tests.integration.conftest import Accounts, AppFactory, Client
 from tests.integration.market_support import Market, Person
@@ -78,14 +78,14 @@ class PayBench:
     def queued(self, actor: str, *args: Any) -> int:
         """Outbox rows for this job (what the relay would enqueue)."""
         with self.market.db() as session:
-            rows = session.scalars(select(OutboxMessage).where(OutboxMessage.actor == actor)).all()
+            rows = session.scalars(select(Job).where(Job.actor == actor)).all()
         return sum(1 for row in rows if not args or list(row.args) == [str(a) for a in args])
 
     def run_queued(self, actor: str) -> int:
         """Run every outbox job of `actor` (as the worker would after the relay), once each."""
         with self.market.db.begin() as session:
-            rows = session.scalars(select(OutboxMessage).where(OutboxMessage.actor == actor)
-                                   .order_by(OutboxMessage.id)).all()
+            rows = session.scalars(select(Job).where(Job.actor == actor)
+                                   .order_by(Job.id)).all()
             todo = [(row.id, list(row.args)) for row in rows]
             for row in rows:
                 session.delete(row)

@@ -14,8 +14,8 @@ from sqlalchemy import delete, select, text
 
 import jobs
 from app.adapters.stripe_gateway import StripeGateway
-from app.settings import Settings
-from models import OutboxMessage
+from app.settings import Settings, get_settings
+from models import Job
 from models.jobs import FailedJob
 from scripts.farmctl import main
 from tests.integration.payments_support import PayBench, paid_settings, pay, stripe_fake
@@ -39,7 +39,7 @@ def paying_worker(start_worker: WorkerFactory, paid_settings: Settings) -> Itera
     """A real worker whose Stripe client talks to the fake (no outbox relay: the test sends)."""
     resources = get_resources()
     resources._stripe = StripeGateway(paid_settings.stripe)
-    start_worker()
+    start_worker(relay=get_settings())
     try:
         yield
     finally:
@@ -74,8 +74,8 @@ async def test_replaying_a_capture_that_reached_stripe_captures_once_and_balance
     ride_id, intent_id = await pay.held(customer, driver, amount=2500)
     await pay.market.walk(driver, ride_id, "COMPLETED")
     with pay.market.db.begin() as session:
-        taken = session.execute(delete(OutboxMessage).where(OutboxMessage.actor == "payments.capture")
-                                .returning(OutboxMessage.args)).scalars().all()
+        taken = session.execute(delete(Job).where(Job.actor == "payments.capture")
+                                .returning(Job.args)).scalars().all()
     assert taken == [[ride_id]]
 
     # When the capture runs on its last retry in the worker, reaches Stripe, and its commit fails

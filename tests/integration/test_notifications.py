@@ -33,7 +33,7 @@ from app.services import dispatch
 from app.services.notification_delivery import Delivery, deliver, requeue_stuck
 from app.services.notifications import payment_failed, short_ride
 from app.settings import NotificationSettings, Settings, TwilioSettings
-from models import FailedJob, NotificationRequest, OutboxMessage, Ride, Role, User
+from models import FailedJob, Job, NotificationRequest, Ride, Role, User
 from tests.fakes.twilio_server import FakeTwilio
 from tests.integration.conftest import Accounts, AppFactory, Client, bearer, error_code
 from tests.integration.market_support import Market, Person, customer, market
@@ -209,7 +209,7 @@ async def test_every_template_is_written_by_the_flow_that_causes_it_with_its_sen
     assert {(r.channel, r.recipient, r.status) for r in rows} == {("console", PHONE, "queued")}
     with db() as session:
         send_jobs = sorted(m.args[0] for m in session.scalars(
-            select(OutboxMessage).where(OutboxMessage.actor == "notifications.send")))
+            select(Job).where(Job.actor == "notifications.send")))
     assert send_jobs == sorted(str(r.id) for r in rows)
     # And the bodies say what the customer needs to know
     short, bodies = short_ride(ride["id"]), {r.template: r.body for r in rows if r.dedupe_key.startswith(
@@ -248,8 +248,8 @@ async def test_a_cause_seen_twice_writes_one_notification_and_one_job(
 
     assert first == again
     with db() as session:
-        jobs_for = session.scalars(select(OutboxMessage.args).where(
-            OutboxMessage.actor == "notifications.send")).all()
+        jobs_for = session.scalars(select(Job.args).where(
+            Job.actor == "notifications.send")).all()
     assert jobs_for == [[str(first)]]
 
 
@@ -524,7 +524,7 @@ def test_a_notification_whose_job_was_lost_or_whose_sender_crashed_is_sent_again
     crashed = write(db, make_user(db), settings.twilio, key="crashed")
     long_ago = datetime.now(UTC) - timedelta(seconds=settings.notifications.stuck_after_s + 60)
     with db.begin() as session:
-        session.execute(delete(OutboxMessage))
+        session.execute(delete(Job))
         session.execute(update(NotificationRequest).where(NotificationRequest.id == lost)
                         .values(updated_at=long_ago))
         session.execute(update(NotificationRequest).where(NotificationRequest.id == crashed)
@@ -539,7 +539,7 @@ def test_a_notification_whose_job_was_lost_or_whose_sender_crashed_is_sent_again
 
     # Then each has one send job again, and sending takes the crashed worker's row over
     with db() as session:
-        requeued = sorted(session.scalars(select(OutboxMessage.args)).all())
+        requeued = sorted(session.scalars(select(Job.args)).all())
     assert requeued == sorted([[str(lost)], [str(crashed)]])
     assert send_now(db, settings, crashed).outcome == "sent"
     assert note(db, crashed).attempts == 2

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from app.services import payments
-from models import NotificationRequest, OutboxMessage
+from models import Job, NotificationRequest
 from tests.integration.conftest import Client
 from tests.integration.market_support import Market, Person, assert_error, customer, market
 from tests.integration.payments_support import PayBench, paid_settings, pay, stripe_fake
@@ -347,7 +347,7 @@ async def test_the_ledger_balances_with_stripe_over_many_rides(pay: PayBench) ->
             == pay.stripe_net(intent_id), ride_id
     with pay.market.db() as session:
         leftover = session.scalars(
-            select(OutboxMessage.actor).where(OutboxMessage.actor.like("payments.%"))).all()
+            select(Job.actor).where(Job.actor.like("payments.%"))).all()
     assert leftover == []
 
 

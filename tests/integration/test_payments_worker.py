@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from app.adapters.stripe_gateway import StripeGateway
 from app.settings import Settings
-from models import Driver, OutboxMessage
+from models import Driver, Job
+from models.jobs import LIVE_STATES
 from tests.integration.payments_support import PayBench, paid_settings, pay, stripe_fake
 from tests.integration.workers_support import WorkerFactory, db_fixture, start_worker_fixture, wait_for
 from workers.resources import get_resources
@@ -64,6 +65,6 @@ async def test_the_paid_flow_runs_through_the_real_worker(pay: PayBench, paying_
 
     def outbox_empty() -> bool:
         with pay.market.db() as session:
-            return not session.scalars(select(OutboxMessage.id)).all()
+            return not session.scalars(select(Job.id).where(Job.state.in_(LIVE_STATES))).all()
 
-    wait_for(outbox_empty, what="every outbox row relayed")
+    wait_for(outbox_empty, what="every job done")

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from app.settings import Settings
-from models import OutboxMessage
+from models import Job
 from tests.integration.conftest import Accounts, bearer, error_code
 from tests.integration.rides_support import ensure_region, ride_body
 
@@ -33,7 +33,7 @@ def outbox_jobs(settings: Settings) -> list[tuple[str, list[Any]]]:
     engine = create_engine(settings.db.url)
     try:
         with engine.connect() as conn:
-            return [(r.actor, r.args) for r in conn.execute(select(OutboxMessage))]
+            return [(r.actor, r.args) for r in conn.execute(select(Job))]
     finally:
         engine.dispose()
 

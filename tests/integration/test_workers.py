@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import jobs
 from app.keys import QUEUE_MAINTENANCE, RedisKeys, user_room
+from app.services.failed_jobs import failed_job_row
 from app.settings import Settings
 from jobs.base import JobContext, job
 from models import AuditEntry, FailedJob
@@ -37,7 +38,6 @@ from tests.integration.workers_support import (  # noqa: F401  (fixtures)
     wait_for,
 )
 from workers import resources
-from workers.middleware import failed_job_row
 from workers.resources import get_resources
 
 QUEUE = "test-workers"

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 import jobs
 from app.settings import Settings
 from models import FailedJob
-from workers.middleware import OutboxRelayMiddleware
+from workers.middleware import LedgerRelayMiddleware
 
 T = TypeVar("T")
 
@@ -99,7 +99,7 @@ def start_worker_fixture(clean: None) -> Iterator[WorkerFactory]:
     """Starts a real `dramatiq.Worker` on the farm's broker; stops it when the test ends.
 
     `relay` is `None` (no outbox relay in the worker) or the settings the worker's
-    `OutboxRelayMiddleware` runs with. The broker's middleware list is restored afterwards (a
+    `LedgerRelayMiddleware` runs with. The broker's middleware list is restored afterwards (a
     started worker adds its own middleware to the broker).
     """
     broker = jobs.broker
@@ -110,10 +110,10 @@ def start_worker_fixture(clean: None) -> Iterator[WorkerFactory]:
         assert not started, "one worker per test"
         middleware = []
         for item in saved:
-            if isinstance(item, OutboxRelayMiddleware):
+            if isinstance(item, LedgerRelayMiddleware):
                 if relay is None:
                     continue
-                item = OutboxRelayMiddleware(relay)
+                item = LedgerRelayMiddleware(relay)
             middleware.append(item)
         broker.middleware = middleware
         worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=threads)
