@@ -241,7 +241,11 @@ class _State:
 class FakeTwilio:
     """The fake Twilio API server plus its test controls. Use as a context manager or start/stop."""
 
-    def __init__(self, account_sid: str | None = None, auth_token: str | None = None) -> None:
+    def __init__(self, account_sid: str | None = None, auth_token: str | None = None, *,
+                 port: int = 0) -> None:
+        """`port` 0 picks a free one; a fixed port lets a test start the fake where a farm already
+        points (Twilio coming back after an outage)."""
+        self.port = port
         self.account_sid = account_sid or "AC" + secrets.token_hex(16)
         self.auth_token = auth_token or secrets.token_hex(16)
         self._lock = threading.Lock()
@@ -256,7 +260,7 @@ class FakeTwilio:
         if self._server is not None:
             return self
         self._stopping.clear()
-        self._server = _Server(("127.0.0.1", 0), _Handler, self)
+        self._server = _Server(("127.0.0.1", self.port), _Handler, self)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
