@@ -130,6 +130,10 @@ class ClockSettings:
     tokens_cleanup_interval_s: int = 3600
     #: How often stalled dispatches are looked for (and re-driven).
     reconcile_interval_s: int = 30
+    #: How often drivers gone quiet while online are taken offline and out of the index.
+    driver_prune_interval_s: int = 60
+    #: How often `retention.prune` deletes what the retention settings no longer keep.
+    retention_interval_s: int = 3600
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,29 @@ class DispatchSettings:
     bid_window_s: int = 180
     max_offers_per_round: int = 20
     driver_stale_after_s: int = 120
+    #: An online driver without a position report this long (s) is taken offline and out of the
+    #: index by `drivers.prune_stale` (well above `driver_stale_after_s`: a tunnel is not a goodbye).
+    driver_prune_after_s: int = 15 * 60
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """How long `retention.prune` keeps rows nobody needs any more, in days (0 = keep forever).
+
+    `failed_jobs` and `ledger_entries` are never pruned.
+    """
+
+    #: Offers of rides in a final state, by when they were made.
+    offers_days: int = 30
+    #: Notifications done with (sent, delivered, failed, undelivered), by when they were written.
+    notifications_days: int = 30
+    #: Stripe events handled, by when they were (Stripe redelivers for up to 3 days).
+    stripe_events_days: int = 30
+    #: The history of rides finished this long ago (the API shows it): kept unless asked.
+    ride_history_days: int = 0
+    #: At most this many rows per table per run, deleted (and committed) per batch.
+    max_rows_per_run: int = 10_000
+    batch_size: int = 1_000
 
 
 @dataclass(frozen=True)
@@ -221,6 +248,7 @@ class Settings:
     autoscale: AutoscaleSettings = field(default_factory=AutoscaleSettings)
     clock: ClockSettings = field(default_factory=ClockSettings)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     stripe: StripeSettings = field(default_factory=StripeSettings)
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
@@ -384,13 +412,13 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
                 "TOKENS_CLEANUP_INTERVAL", ClockSettings.tokens_cleanup_interval_s
             ),
             reconcile_interval_s=src.positive("RECONCILE_INTERVAL", ClockSettings.reconcile_interval_s),
+            driver_prune_interval_s=src.positive(
+                "DRIVER_PRUNE_INTERVAL", ClockSettings.driver_prune_interval_s
+            ),
+            retention_interval_s=src.positive("RETENTION_INTERVAL", ClockSettings.retention_interval_s),
         ),
-        dispatch=DispatchSettings(
-            radii_km=radii,
-            bid_window_s=src.positive("DISPATCH_BID_WINDOW", DispatchSettings.bid_window_s),
-            max_offers_per_round=src.positive("DISPATCH_MAX_OFFERS", DispatchSettings.max_offers_per_round),
-            driver_stale_after_s=src.positive("DRIVER_STALE_AFTER", DispatchSettings.driver_stale_after_s),
-        ),
+        dispatch=_dispatch_settings(src, radii),
+        retention=_retention_settings(src),
         stripe=StripeSettings(
             secret_key=src.text("STRIPE_SECRET_KEY", ""),
             webhook_secret=src.text("STRIPE_WEBHOOK_SECRET", ""),
@@ -435,6 +463,47 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             cors_origins=src.strs("CORS_ORIGINS", ()),
         ),
     )
+
+
+def _dispatch_settings(src: _Source, radii: tuple[float, ...]) -> DispatchSettings:
+    dispatch = DispatchSettings(
+        radii_km=radii,
+        bid_window_s=src.positive("DISPATCH_BID_WINDOW", DispatchSettings.bid_window_s),
+        max_offers_per_round=src.positive("DISPATCH_MAX_OFFERS", DispatchSettings.max_offers_per_round),
+        driver_stale_after_s=src.positive("DRIVER_STALE_AFTER", DispatchSettings.driver_stale_after_s),
+        driver_prune_after_s=src.positive("DRIVER_PRUNE_AFTER", DispatchSettings.driver_prune_after_s),
+    )
+    if dispatch.driver_prune_after_s <= dispatch.driver_stale_after_s:
+        raise SettingsError(f"DRIVER_PRUNE_AFTER ({dispatch.driver_prune_after_s}) must be longer than "
+                            f"DRIVER_STALE_AFTER ({dispatch.driver_stale_after_s})")
+    return dispatch
+
+
+#: Stripe redelivers an event for up to three days: its id is kept at least that long.
+MIN_STRIPE_EVENT_DAYS = 3
+
+
+def _retention_settings(src: _Source) -> RetentionSettings:
+    defaults = RetentionSettings()
+
+    def days(name: str, default: int) -> int:
+        value = src.integer(name, default)
+        if value < 0:
+            raise SettingsError(f"{name} must be 0 (keep forever) or a number of days, got {value}")
+        return value
+
+    retention = RetentionSettings(
+        offers_days=days("RETENTION_OFFERS_DAYS", defaults.offers_days),
+        notifications_days=days("RETENTION_NOTIFICATIONS_DAYS", defaults.notifications_days),
+        stripe_events_days=days("RETENTION_STRIPE_EVENTS_DAYS", defaults.stripe_events_days),
+        ride_history_days=days("RETENTION_RIDE_HISTORY_DAYS", defaults.ride_history_days),
+        max_rows_per_run=src.positive("RETENTION_MAX_ROWS_PER_RUN", defaults.max_rows_per_run),
+        batch_size=src.positive("RETENTION_BATCH_SIZE", defaults.batch_size),
+    )
+    if 0 < retention.stripe_events_days < MIN_STRIPE_EVENT_DAYS:
+        raise SettingsError(f"RETENTION_STRIPE_EVENTS_DAYS must be 0 or at least {MIN_STRIPE_EVENT_DAYS} "
+                            "(Stripe redelivers an event for up to three days)")
+    return retention
 
 
 def _autoscale_settings(src: _Source) -> AutoscaleSettings:

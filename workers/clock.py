@@ -52,6 +52,8 @@ def build_scheduler(settings: Settings) -> BlockingScheduler:
         ("tokens.cleanup", settings.clock.tokens_cleanup_interval_s),
         ("rides.reconcile", settings.clock.reconcile_interval_s),
         ("notifications.reconcile", settings.clock.reconcile_interval_s),
+        ("drivers.prune_stale", settings.clock.driver_prune_interval_s),
+        ("retention.prune", settings.clock.retention_interval_s),
     )
     for actor_name, interval_s in periodic:
         scheduler.add_job(send, IntervalTrigger(seconds=interval_s), args=[actor_name], id=actor_name,

@@ -19,7 +19,8 @@ another process), the index ends as the later commit left the row. A removal lea
 behind (trimmed after `VERSION_HORIZON_S`) so a late older placement can't undo it.
 
 **Staleness.** An online driver whose app went quiet stays indexed with its last `seen` time;
-`nearby(seen_after=...)` skips it and `prune` drops it. A Redis restarted empty loses the index:
+`nearby(seen_after=...)` skips it and `prune` drops it (the clock's `drivers.prune_stale`, which
+also sets it offline: `app.services.stale_drivers`). A Redis restarted empty loses the index:
 online drivers come back with their next position report.
 
 **Search.** `nearby` runs one script: `GEOSEARCH ... BYRADIUS r km ASC COUNT n WITHDIST` over a
@@ -37,6 +38,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Collection, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -126,13 +128,18 @@ end
 return kept
 """
 
-# KEYS: geo, seen. ARGV: seen before, batch size. Returns how many were dropped.
+# KEYS: geo, seen, versions. ARGV: seen before, batch size, trim versions older than this.
+# Returns how many were dropped. One script: a report landing meanwhile is either already in
+# `seen` (fresh, not picked) or lands after (indexed again), never lost between a read and a delete.
+# The versions of dropped drivers stay (until the horizon), so a late older write can't undo a
+# later removal; they are trimmed here too, so the versions set never grows without bound.
 _PRUNE = """
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
 if #stale > 0 then
   redis.call('ZREM', KEYS[1], unpack(stale))
   redis.call('ZREM', KEYS[2], unpack(stale))
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[3])
 return #stale
 """
 
@@ -151,6 +158,14 @@ def probe_radii(radius_km: float) -> list[float]:
 def version_of(epoch_s: float) -> int:
     """A version (epoch microseconds) for a moment given in epoch seconds."""
     return round(epoch_s * 1_000_000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def version_at(moment: datetime) -> int:
+    """The version of a database clock reading: exact epoch microseconds."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def indexable(lat: float, lng: float) -> bool:
@@ -271,15 +286,22 @@ class DriverIndexReader(_Layout):
         return bool(self._remove(keys=self._all_keys(vehicle_type),
                                  args=self._remove_args(driver_id, version)))
 
-    def prune(self, vehicle_types: Iterable[str], seen_before: float) -> int:
-        """Drop drivers not seen since `seen_before` (epoch s); they return with their next report."""
+    def prune(self, vehicle_types: Iterable[str], seen_before: float, *, limit: int | None = None) -> int:
+        """Drop drivers not seen since `seen_before` (epoch s); they return with their next report.
+
+        At most `limit` per vehicle type (None: all), `PRUNE_BATCH` per script call.
+        """
+        horizon = version_of(time.time()) - VERSION_HORIZON_S * 1_000_000
         dropped = 0
         for vehicle_type in vehicle_types:
-            keys = [self._keys.driver_geo(vehicle_type), self._keys.driver_seen(vehicle_type)]
-            while True:
-                batch = int(self._prune(keys=keys, args=[repr(float(seen_before)), PRUNE_BATCH]))
+            left = limit
+            while left is None or left > 0:
+                batch_size = PRUNE_BATCH if left is None else min(PRUNE_BATCH, left)
+                batch = int(self._prune(keys=self._all_keys(vehicle_type),
+                                        args=[repr(float(seen_before)), batch_size, horizon]))
                 dropped += batch
-                if batch < PRUNE_BATCH:
+                left = None if left is None else left - batch
+                if batch < batch_size:
                     break
         if dropped:
             log.info("driver_index.pruned", dropped=dropped)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import func, select, update
 
-from app.adapters.driver_index import DriverIndex
+from app.adapters.driver_index import DriverIndex, version_at
 from app.db import AsyncUnitOfWork
 from app.errors import AccountDeactivated, NotFound
 from app.keys import ride_room
@@ -31,18 +31,11 @@ from models import Driver, DriverAvailability, User
 
 log = get_logger("drivers")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
 
 class RidePublisher(Protocol):
     """Emits an event to a room after commit (`app.adapters.realtime.AsyncPublisher`)."""
 
     async def emit(self, event: str, payload: dict[str, Any], room: str | list[str]) -> None: ...
-
-
-def _version(moment: datetime) -> int:
-    """The index version of a database clock reading: exact epoch microseconds."""
-    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def _iso(moment: datetime) -> str:
@@ -67,7 +60,7 @@ async def update_location(uow: AsyncUnitOfWork, index: DriverIndex, driver_id: u
     vehicle_type, availability, ride_id, is_active, seen_at, clock = row
     if not is_active:
         raise AccountDeactivated()
-    version = _version(clock)
+    version = version_at(clock)
     if availability == DriverAvailability.ONLINE:
         if ride_id is None:
             uow.after_commit(functools.partial(index.place, driver_id, vehicle_type.value, lat, lng,
@@ -104,7 +97,7 @@ async def go_online(uow: AsyncUnitOfWork, index: DriverIndex, driver_id: uuid.UU
              and clock - seen_at <= timedelta(seconds=stale_after_s))
     if fresh and ride_id is None:
         uow.after_commit(functools.partial(index.place, driver_id, vehicle_type.value, lat, lng,
-                                           seen_at.timestamp(), version=_version(clock)))
+                                           seen_at.timestamp(), version=version_at(clock)))
     log.info("drivers.went_online", driver_id=str(driver_id), indexed=bool(fresh and ride_id is None))
 
 
@@ -119,5 +112,6 @@ async def go_offline(uow: AsyncUnitOfWork, index: DriverIndex, driver_id: uuid.U
     if row is None:
         raise NotFound("No driver has this id.")
     vehicle_type, clock = row
-    uow.after_commit(functools.partial(index.remove, driver_id, vehicle_type.value, version=_version(clock)))
+    uow.after_commit(functools.partial(index.remove, driver_id, vehicle_type.value,
+                                       version=version_at(clock)))
     log.info("drivers.went_offline", driver_id=str(driver_id))

@@ -79,6 +79,8 @@ VEHICLE = "van"
 CENTER = (52.52, 13.405)
 BOX_KM = 40.0
 STALE_AFTER_S = "3600"
+#: DRIVER_PRUNE_AFTER must stay above DRIVER_STALE_AFTER (the bench runs no clock to prune anyway).
+PRUNE_AFTER_S = "7200"
 POLL_S = 0.25
 
 
@@ -391,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     redis_client = redis.Redis.from_url(stack.redis_url)
     inline: Inline | None = None
     try:
-        overrides = {"DRIVER_STALE_AFTER": STALE_AFTER_S, "LOG_LEVEL": "WARNING", **args.worker_env}
+        overrides = {"DRIVER_STALE_AFTER": STALE_AFTER_S, "DRIVER_PRUNE_AFTER": PRUNE_AFTER_S,
+                     "LOG_LEVEL": "WARNING", **args.worker_env}
         settings = stack.settings(**overrides)
         configure_logging(settings.log, process="bench")  # as the worker runs: no per-step log lines
         stack.add_region(REGION)

@@ -12,17 +12,22 @@ from workers import clock
 
 
 def test_the_clock_sends_each_periodic_job_at_its_configured_interval() -> None:
-    # Given a cleanup interval of 15 minutes and a reconcile interval of 20 seconds
-    settings = Settings(clock=ClockSettings(tokens_cleanup_interval_s=900, reconcile_interval_s=20))
+    # Given a cleanup interval of 15 minutes, a reconcile interval of 20 seconds, a driver prune
+    # every 45 seconds and retention every 2 hours
+    settings = Settings(clock=ClockSettings(tokens_cleanup_interval_s=900, reconcile_interval_s=20,
+                                            driver_prune_interval_s=45, retention_interval_s=7200))
     # When the schedule is built
     scheduler = clock.build_scheduler(settings)
-    # Then it sends `tokens.cleanup` every 15 minutes and both reconcilers every 20 s, first at start
+    # Then it sends each job at its own interval, first at start
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"tokens.cleanup", "rides.reconcile", "notifications.reconcile"}
+    assert set(jobs) == {"tokens.cleanup", "rides.reconcile", "notifications.reconcile",
+                         "drivers.prune_stale", "retention.prune"}
     for name, interval in (
         ("tokens.cleanup", timedelta(minutes=15)),
         ("rides.reconcile", timedelta(seconds=20)),
         ("notifications.reconcile", timedelta(seconds=20)),
+        ("drivers.prune_stale", timedelta(seconds=45)),
+        ("retention.prune", timedelta(hours=2)),
     ):
         job = jobs[name]
         assert job.func is clock.send

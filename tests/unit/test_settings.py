@@ -138,3 +138,44 @@ def test_radii_that_are_not_numbers_or_not_strictly_increasing_are_refused(
 ) -> None:
     with pytest.raises(SettingsError, match="DISPATCH_RADII_KM"):
         load_settings({"DISPATCH_RADII_KM": value}, env_file=no_env_file)
+
+
+def test_retention_and_driver_pruning_have_safe_defaults(no_env_file: Path) -> None:
+    settings = load_settings({}, env_file=no_env_file)
+
+    assert settings.dispatch.driver_prune_after_s == 900
+    assert settings.clock.driver_prune_interval_s == 60
+    assert settings.clock.retention_interval_s == 3600
+    retention = settings.retention
+    assert (retention.offers_days, retention.notifications_days, retention.stripe_events_days) == (30, 30, 30)
+    assert retention.ride_history_days == 0  # kept forever unless asked
+    assert (retention.max_rows_per_run, retention.batch_size) == (10_000, 1_000)
+
+
+def test_retention_days_are_read_and_zero_keeps_forever(no_env_file: Path) -> None:
+    settings = load_settings({"RETENTION_OFFERS_DAYS": "0", "RETENTION_RIDE_HISTORY_DAYS": "365",
+                              "RETENTION_MAX_ROWS_PER_RUN": "500", "RETENTION_BATCH_SIZE": "100",
+                              "DRIVER_PRUNE_AFTER": "600"}, env_file=no_env_file)
+
+    assert settings.retention.offers_days == 0
+    assert settings.retention.ride_history_days == 365
+    assert (settings.retention.max_rows_per_run, settings.retention.batch_size) == (500, 100)
+    assert settings.dispatch.driver_prune_after_s == 600
+
+
+@pytest.mark.parametrize(
+    ("environ", "name"),
+    [
+        pytest.param({"DRIVER_PRUNE_AFTER": "120"}, "DRIVER_PRUNE_AFTER", id="prune-not-after-stale"),
+        pytest.param({"DRIVER_STALE_AFTER": "1800"}, "DRIVER_PRUNE_AFTER", id="stale-above-prune"),
+        pytest.param({"RETENTION_NOTIFICATIONS_DAYS": "-1"}, "RETENTION_NOTIFICATIONS_DAYS", id="negative"),
+        pytest.param({"RETENTION_STRIPE_EVENTS_DAYS": "2"}, "RETENTION_STRIPE_EVENTS_DAYS",
+                     id="stripe-events-shorter-than-redelivery"),
+        pytest.param({"RETENTION_BATCH_SIZE": "0"}, "RETENTION_BATCH_SIZE", id="no-batch"),
+    ],
+)
+def test_pruning_settings_that_would_prune_too_soon_are_refused(
+    no_env_file: Path, environ: dict[str, str], name: str
+) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings(environ, env_file=no_env_file)

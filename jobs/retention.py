@@ -1,0 +1,26 @@
+"""`retention.prune`: sent by the clock every `RETENTION_INTERVAL` seconds.
+
+Each batch the service deletes is committed on its own (the job owns the transaction), so a large
+backlog never holds one long transaction; what is left past the per-run bound goes next time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+
+from app.keys import QUEUE_MAINTENANCE
+from app.logging import get_logger
+from app.services import retention
+from jobs.base import JobContext, job
+
+log = get_logger("jobs.retention")
+
+
+@job("retention.prune", queue=QUEUE_MAINTENANCE, max_retries=3, time_limit_ms=10 * 60_000)
+def prune(ctx: JobContext) -> None:
+    deleted: Counter[str] = Counter()
+    for batch in retention.prune(ctx.uow.session, ctx.settings.retention, now=datetime.now(UTC)):
+        ctx.uow.commit()
+        deleted[batch.table] += batch.deleted
+    log.info("retention.pruned", **deleted)
