@@ -162,6 +162,8 @@ class RetentionSettings:
     stripe_events_days: int = 30
     #: The history of rides finished this long ago (the API shows it): kept unless asked.
     ride_history_days: int = 0
+    #: Jobs of the ledger that are done, by when they finished (failed ones are kept for replay).
+    done_jobs_days: int = 7
     #: At most this many rows per table per run, deleted (and committed) per batch.
     max_rows_per_run: int = 10_000
     batch_size: int = 1_000
@@ -497,6 +499,7 @@ def _retention_settings(src: _Source) -> RetentionSettings:
         notifications_days=days("RETENTION_NOTIFICATIONS_DAYS", defaults.notifications_days),
         stripe_events_days=days("RETENTION_STRIPE_EVENTS_DAYS", defaults.stripe_events_days),
         ride_history_days=days("RETENTION_RIDE_HISTORY_DAYS", defaults.ride_history_days),
+        done_jobs_days=days("RETENTION_DONE_JOBS_DAYS", defaults.done_jobs_days),
         max_rows_per_run=src.positive("RETENTION_MAX_ROWS_PER_RUN", defaults.max_rows_per_run),
         batch_size=src.positive("RETENTION_BATCH_SIZE", defaults.batch_size),
     )

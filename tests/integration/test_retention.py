@@ -16,9 +16,8 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.keys import QUEUE_MAINTENANCE
 from app.services import retention
-from app.settings import RetentionSettings
+from app.settings import RetentionSettings, get_settings
 from models import (
     FailedJob,
     LedgerEntry,
@@ -36,11 +35,11 @@ from models import (
 from tests.integration.rides_support import PICKUP
 from tests.integration.workers_support import (  # noqa: F401  (fixtures)
     WorkerFactory,
+    clock_tick,
     db_fixture,
     drain,
     start_worker_fixture,
 )
-from workers.clock import send
 
 NOW = datetime.now(UTC)
 LONG_AGO = NOW - timedelta(days=400)
@@ -189,11 +188,10 @@ def test_the_clock_sends_retention_and_a_worker_deletes_exactly_the_old_rows(
 ) -> None:
     # Given rows of every kind, old and fresh, in use and done with, and a worker
     seeded = seed(farm)
-    start_worker()
+    start_worker(relay=get_settings())
 
     # When the clock sends retention (default settings)
-    send("retention.prune")
-    drain(QUEUE_MAINTENANCE)
+    clock_tick(db, "retention.prune")
 
     # Then old offers of finished rides, old done notifications and old handled events are gone
     assert farm.ids(Offer) == seeded.offers_kept
@@ -206,8 +204,7 @@ def test_the_clock_sends_retention_and_a_worker_deletes_exactly_the_old_rows(
     assert farm.ids(LedgerEntry) == {seeded.ledger_entry}
 
     # When it runs again, nothing more goes
-    send("retention.prune")
-    drain(QUEUE_MAINTENANCE)
+    clock_tick(db, "retention.prune")
     assert farm.ids(Offer) == seeded.offers_kept
     assert farm.ids(NotificationRequest) == seeded.notifications_kept
 
@@ -232,7 +229,8 @@ def test_zero_days_keeps_a_table_forever(farm: Farm, db: sessionmaker[Session]) 
     seeded = seed(farm)
 
     # When retention runs with every table kept forever
-    batches = run_once(db, RetentionSettings(offers_days=0, notifications_days=0, stripe_events_days=0))
+    batches = run_once(db, RetentionSettings(offers_days=0, notifications_days=0, stripe_events_days=0,
+                                             done_jobs_days=0))
 
     # Then nothing was even looked at
     assert batches == []
@@ -305,3 +303,30 @@ def test_each_batch_can_reach_its_rows_by_tuple_id(farm: Farm, db: sessionmaker[
                                               {"cutoff": NOW, "size": 1000}))
         # Then the DELETE reaches the rows the sub-select picked by their ctid (a TID scan)
         assert f"Tid Scan on {rule.table}" in plan, plan
+
+
+def test_done_jobs_of_the_ledger_go_after_their_days_and_failed_or_live_ones_stay(
+    farm: Farm, db: sessionmaker[Session]
+) -> None:
+    from sqlalchemy import update
+
+    from app.outbox import add_job
+    from models import Job
+
+    # Given jobs done 10 days and 1 day ago, one failed 10 days ago, and one still waiting
+    ids = {}
+    with db.begin() as session:
+        for name in ("done-old", "done-recent", "failed-old", "waiting"):
+            ids[name] = add_job(session, "tokens.cleanup", "maintenance", name)
+        finished = (("done-old", "done", 10), ("done-recent", "done", 1), ("failed-old", "failed", 10))
+        for name, state, days in finished:
+            session.execute(update(Job).where(Job.message_id == ids[name])
+                            .values(state=state, finished_at=NOW - timedelta(days=days)))
+
+    # When retention runs with the default 7 days for done jobs
+    run_once(db, RetentionSettings())
+
+    # Then only the old done job is gone
+    with db() as session:
+        left = set(session.scalars(select(Job.message_id)))
+    assert left == {ids["done-recent"], ids["failed-old"], ids["waiting"]}

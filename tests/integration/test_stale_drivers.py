@@ -20,21 +20,21 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.adapters.driver_index import VERSION_HORIZON_S, DriverIndexReader, version_at, version_of
-from app.keys import QUEUE_MAINTENANCE, RedisKeys
+from app.keys import RedisKeys
 from app.redis_conn import create_sync_redis
 from app.services import dispatch, stale_drivers
-from app.settings import Settings
+from app.settings import Settings, get_settings
 from models import Driver, DriverAvailability, Region, Ride, RideStatus, Role, User, VehicleType
 from tests.integration.conftest import Accounts, Client, bearer
 from tests.integration.rides_support import PICKUP, offset_km
 from tests.integration.workers_support import (  # noqa: F401  (fixtures)
     WorkerFactory,
+    clock_tick,
     db_fixture,
     drain,
     failed_jobs,
     start_worker_fixture,
 )
-from workers.clock import send
 
 VAN = "van"
 #: Long enough ago to be pruned with the default DRIVER_PRUNE_AFTER (15 min).
@@ -278,11 +278,10 @@ def test_the_clock_sends_the_prune_and_a_worker_runs_it(
     # Given a vanished driver and a fresh one, and a worker
     vanished = drivers.add(seen_ago_s=VANISHED_S)
     fresh = drivers.add(seen_ago_s=0)
-    start_worker()
+    start_worker(relay=get_settings())
 
     # When the clock sends the prune
-    send("drivers.prune_stale")
-    drain(QUEUE_MAINTENANCE)
+    clock_tick(db, "drivers.prune_stale")
 
     # Then the vanished driver is offline and out of the index, the fresh one untouched
     assert drivers.availability(vanished) == DriverAvailability.OFFLINE

@@ -10,18 +10,17 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.keys import QUEUE_MAINTENANCE
 from app.services import tokens as tokens_service
-from app.settings import Settings
+from app.settings import Settings, get_settings
 from models import RefreshToken, RevokedSession, Role, User
 from tests.integration.workers_support import (  # noqa: F401  (fixtures)
     WorkerFactory,
+    clock_tick,
     db_fixture,
     drain,
     failed_jobs,
     start_worker_fixture,
 )
-from workers.clock import send
 
 
 def seed(db: sessionmaker[Session], settings: Settings) -> dict[str, uuid.UUID]:
@@ -68,10 +67,9 @@ def test_cleanup_deletes_exactly_the_tokens_nobody_can_use_any_more(
 ) -> None:
     # Given refresh tokens and revocations in every state, and a worker
     ids = seed(db, settings)
-    start_worker()
+    start_worker(relay=get_settings())
     # When the clock sends the cleanup
-    send("tokens.cleanup")
-    drain(QUEUE_MAINTENANCE)
+    clock_tick(db, "tokens.cleanup")
     # Then tokens expired or revoked longer ago than the retention, and lapsed revocations, are gone
     tokens, revocations = remaining(db)
     assert tokens == {ids["valid"], ids["expired_recently"], ids["revoked_recently"]}
@@ -79,8 +77,7 @@ def test_cleanup_deletes_exactly_the_tokens_nobody_can_use_any_more(
     assert failed_jobs(db) == []
 
     # When it runs again
-    send("tokens.cleanup")
-    drain(QUEUE_MAINTENANCE)
+    clock_tick(db, "tokens.cleanup")
     # Then nothing more is deleted
     assert remaining(db) == (tokens, revocations)
     assert failed_jobs(db) == []
@@ -103,10 +100,9 @@ def test_a_backlog_larger_than_one_batch_is_purged_in_one_run(
             session.add(RefreshToken(user_id=user.id, family_id=uuid.uuid4(),
                                      token_hash=hashlib.sha256(f"t{n}".encode()).hexdigest(),
                                      expires_at=expires_at))
-    start_worker()
+    start_worker(relay=get_settings())
     # When the clock sends the cleanup once
-    send("tokens.cleanup")
-    drain(QUEUE_MAINTENANCE)
+    clock_tick(db, "tokens.cleanup")
     # Then only the fresh token is left
     tokens, _ = remaining(db)
     assert len(tokens) == 1

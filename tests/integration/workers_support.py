@@ -151,3 +151,21 @@ def dead_letters(client: redis.Redis, settings: Settings, queue: str) -> list[dr
         return []
     data: list[bytes | None] = client.hmget(f"{key}.msgs", redis_ids)  # type: ignore[assignment]
     return [dramatiq.Message.decode(item) for item in data if item is not None]
+
+
+def clock_tick(db: sessionmaker[Session], actor_name: str) -> None:
+    """What the clock does for `actor_name` (one job written into the ledger), then wait until a
+    worker started with its relay (`start_worker(relay=...)`) has done it."""
+    from models import Job
+    from models.jobs import LIVE_STATES
+    from workers.clock import send
+
+    send(actor_name, sessions=db)
+
+    def done() -> bool:
+        with db() as session:
+            live = session.scalar(select(func.count()).select_from(Job).where(
+                Job.dedupe_key == f"clock:{actor_name}", Job.state.in_(LIVE_STATES)))
+            return live == 0
+
+    wait_for(done, what=f"the clock's {actor_name} job to be done")
