@@ -173,3 +173,9 @@ CURRENCIES: Final[dict[str, Currency]] = {code: _currency(code) for code in _ISO
 def lookup(code: str) -> Currency | None:
     """The currency with this ISO code (upper case), or None for a code we don't take."""
     return CURRENCIES.get(code)
+
+
+def of(code: str) -> Currency:
+    """The currency of a stored amount: the table's, or for a code it doesn't know (a row written
+    before the table, a withdrawn currency) two decimals and no step, as amounts were read before."""
+    return CURRENCIES.get(code.upper()) or Currency(code.upper(), iso_exponent=2, exponent=2)

@@ -63,11 +63,8 @@ def short_ride(ride_id: object) -> str:
 
 def money(amount: int, currency: str) -> str:
     """`2500, "EUR"` → `25.00 EUR`, `2500, "JPY"` → `2500 JPY`, `12340, "TND"` → `12.340 TND`,
-    `50000, "ISK"` → `500 ISK`: as `app.currencies` reads our amounts (a code it doesn't know: two
-    decimals, as most currencies have)."""
-    code = currency.upper()
-    known = currencies.lookup(code) or currencies.Currency(code, iso_exponent=2, exponent=2)
-    return known.display(amount)
+    `50000, "ISK"` → `500 ISK`: as `app.currencies` reads our amounts."""
+    return currencies.of(currency).display(amount)
 
 
 def place(address: str | None, lat: float, lng: float) -> str:

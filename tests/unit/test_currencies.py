@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from app.currencies import CURRENCIES, Currency, lookup
+from app.currencies import CURRENCIES, Currency, lookup, of
 
 ALL = sorted(CURRENCIES.values(), key=lambda c: c.code)
 CARD = [c for c in ALL if c.card]
@@ -41,6 +41,12 @@ def test_the_table_is_iso_4217_list_one_with_minor_units() -> None:
     assert all(lookup(code) is not None for code in ("EUR", "USD", "JPY", "TND", "ISK", "XCG", "ZWG"))
     # withdrawn, not money, or not ISO at all
     assert all(lookup(code) is None for code in ("BGN", "HRK", "ANG", "XAU", "XDR", "XXX", "eur", "ZZZ"))
+
+
+def test_a_stored_amount_in_a_code_the_table_does_not_know_reads_as_two_decimals() -> None:
+    assert of("tnd") is CURRENCIES["TND"]
+    assert of("BGN") == Currency("BGN", iso_exponent=2, exponent=2)  # withdrawn in 2026
+    assert of("BGN").display(1999) == "19.99 BGN" and of("BGN").floor(Decimal("149.85")) == 149
 
 
 @pytest.mark.parametrize(("code", "exponent", "step"), [
