@@ -56,7 +56,10 @@ class StatusIn(Request):
 
 
 class MoneyIn(Request):
-    amount: Annotated[int, msgspec.Meta(gt=0, le=100_000_000)]
+    """Minor units as `app.currencies` defines them; which amounts a currency takes is checked with
+    the ride (`bids.check_price`): twelve digits at most here (Stripe's limit for IDR)."""
+
+    amount: Annotated[int, msgspec.Meta(gt=0, le=999_999_999_999)]
     currency: Currency
 
 

@@ -20,16 +20,17 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import currencies
 from app.adapters.realtime import AsyncPublisher
 from app.db import AsyncUnitOfWork
-from app.errors import Conflict, Forbidden, NotFound
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.keys import ride_room
 from app.logging import get_logger
 from app.services import notifications, payments
 from app.services.access import Principal
 from app.services.rides import RideView, load_ride, move_ride, rowcount, view_of
 from app.settings import Settings
-from models import Bid, BidStatus, Driver, Offer, Region, Ride, RideStatus
+from models import Bid, BidStatus, Driver, Offer, PaymentMethod, Region, Ride, RideStatus
 from models.ride_states import CUSTOMER, DRIVER
 
 log = get_logger("bids")
@@ -60,18 +61,39 @@ def bid_payload(bid: Bid) -> dict[str, Any]:
 
 
 # --- place -----------------------------------------------------------------------------------------
+def check_price(currency: currencies.Currency, amount: int, *, card: bool) -> None:
+    """A price Stripe would take (`ValidationFailed` naming `price.amount` or `price.currency`).
+
+    Every ride: a multiple of the currency's step (10 in TND, 100 in ISK), so the amount means the
+    same whether it is paid by card or in cash. Card rides also: a currency Stripe charges, at least
+    its documented minimum charge and at most its maximum. Cash rides never reach Stripe, so its
+    minimum does not bind them.
+    """
+    if card and not currency.card:
+        raise ValidationFailed(f"Card rides can't be paid in {currency.code}: Stripe doesn't charge it.",
+                               details={"price.currency": "not charged by card"})
+    problem = currency.problem(amount, card=card)
+    if problem is not None:
+        raise ValidationFailed(f"The price {problem}.", details={"price.amount": problem})
+
+
 async def place_bid(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal: Principal,
                     ride_id: uuid.UUID, request: BidRequest) -> Bid:
     """A driver's one bid on a ride it was offered; `bid:new` goes to the ride's room after commit."""
     principal.require_role(DRIVER)
+    money = currencies.lookup(request.currency)
+    if money is None:
+        raise ValidationFailed(f"{request.currency} is not an ISO 4217 currency we take.",
+                               details={"price.currency": "unknown ISO 4217 currency"})
     session = uow.session
     row = (await session.execute(
-        select(Ride.status, Region.currency).join(Region, Region.code == Ride.region_code)
+        select(Ride.status, Ride.payment_method, Region.currency)
+        .join(Region, Region.code == Ride.region_code)
         .where(Ride.id == ride_id).with_for_update(read=True, of=Ride)
     )).first()
     if row is None:
         raise NotFound("No ride has this id.")
-    status, currency = row
+    status, payment_method, currency = row
     offer = await session.get(Offer, (ride_id, principal.id))
     if offer is None:
         raise Forbidden("This ride was not offered to you.")
@@ -82,6 +104,7 @@ async def place_bid(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal: 
         raise Conflict("Your offer has expired.", details={"expiresAt": rfc3339(offer.expires_at)})
     if request.currency != currency:
         raise Conflict(f"Bids on this ride are in {currency}.", details={"currency": currency})
+    check_price(money, request.amount, card=payment_method == PaymentMethod.CARD)
     bid = (await session.execute(
         insert(Bid).values(id=uuid.uuid4(), ride_id=ride_id, driver_id=principal.id, amount=request.amount,
                            currency=request.currency, eta_minutes=request.eta_minutes,

@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from app import currencies
 from app.keys import QUEUE_NOTIFICATIONS
 from app.outbox import INSERT_JOB
 from app.settings import TwilioSettings
@@ -51,7 +52,6 @@ TEMPLATES: Final[dict[str, str]] = {
     "ride_cancelled": "Dispatch Farm: ride {ride} ({pickup}) was cancelled by {by}.{reason}",
 }
 
-_ZERO_DECIMAL_CURRENCIES: Final = frozenset({"JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF"})
 _PLACE_CHARS: Final = 40
 #: GSM-7 characters in one SMS segment.
 ONE_SEGMENT: Final = 160
@@ -63,10 +63,9 @@ def short_ride(ride_id: object) -> str:
 
 
 def money(amount: int, currency: str) -> str:
-    """`2500, "EUR"` → `25.00 EUR` (minor units; zero-decimal currencies as they are)."""
-    if currency.upper() in _ZERO_DECIMAL_CURRENCIES:
-        return f"{amount} {currency.upper()}"
-    return f"{amount / 100:.2f} {currency.upper()}"
+    """`2500, "EUR"` → `25.00 EUR`, `2500, "JPY"` → `2500 JPY`, `12340, "TND"` → `12.340 TND`,
+    `50000, "ISK"` → `500 ISK`: as `app.currencies` reads our amounts."""
+    return currencies.of(currency).display(amount)
 
 
 def place(address: str | None, lat: float, lng: float) -> str:

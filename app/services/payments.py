@@ -1,8 +1,9 @@
 """Payments: the fare held on the card at accept, captured at completion, released or refunded.
 
 Policy (README, "Payments"):
-- **Commission** = the region's rate times the fare, **rounded down** to the minor unit: the platform
-  never takes more than its stated rate; the driver gets the rest. Card rides: Stripe's
+- **Commission** = the region's rate times the fare, **rounded down** to a valid amount of the
+  currency (`app.currencies`: a multiple of 10 in TND, of 100 in ISK): the platform never takes more
+  than its stated rate; the driver gets the rest. Card rides: Stripe's
   `application_fee_amount` on a destination charge to the driver's Connect account.
 - **Hold** (`payments.authorize`) when a card ride's bid is accepted: a manual-capture
   PaymentIntent the customer confirms with its `clientSecret` (`POST /payments/{rideId}/intent`).
@@ -10,10 +11,12 @@ Policy (README, "Payments"):
 - **Capture** (`payments.capture`) when the ride is COMPLETED.
 - **Cancelled** (`payments.cancel`): before the driver set off (PENDING_BIDS, BID_ACCEPTED) the hold
   is released in full. From DRIVER_ARRIVING on, a **cancellation fee** (`PAYMENT_CANCELLATION_FEE_RATE`
-  times the fare, 20 % by default, rounded down) is captured from the hold and the rest released; the
-  commission applies to the fee. A hold the customer never confirmed is simply cancelled.
+  times the fare, 20 % by default, rounded down the same way) is captured from the hold and the rest
+  released; the commission applies to the fee. A hold the customer never confirmed is simply cancelled.
 - **Refunds** (`payments.refund`, from an admin, or made in Stripe's dashboard and learnt from
-  `charge.refunded`) come back from the driver's transfer and the platform's fee pro rata.
+  `charge.refunded`) come back from the driver's transfer and the platform's fee pro rata: the
+  platform's part of the refunded total is its fee's share of it rounded up (`platform_refunded`),
+  from cumulative totals, so partial refunds never add up to more than the fee nor drift.
 - **Cash** rides never touch Stripe: at completion the commission is recorded as owed by the driver.
 
 Ledger: append-only entries, each written once by its dedupe key; for every card ride the entries
@@ -28,15 +31,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any, Final
 
 import msgspec
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from app import currencies
 from app.adapters.stripe_gateway import IntentState, StripeGateway
 from app.errors import Conflict, NotFound, PaymentsDisabled, ProviderError, ValidationFailed
 from app.keys import QUEUE_PAYMENTS, ride_room
@@ -69,13 +73,43 @@ FEE_AFTER = frozenset({RideStatus.DRIVER_ARRIVING, RideStatus.PICKUP_ARRIVED, Ri
                        RideStatus.IN_TRANSIT, RideStatus.DROPOFF_ARRIVED})
 
 
-def commission(amount: int, rate: Decimal) -> int:
-    """The platform's share of `amount`, rounded down (never more than the stated rate)."""
-    return int((Decimal(amount) * rate).to_integral_value(rounding=ROUND_DOWN))
+def commission(amount: int, rate: Decimal, currency: str) -> int:
+    """The platform's share of `amount`, rounded down to a valid amount of the currency (a multiple
+    of 10 in TND, of 100 in ISK): never more than the stated rate; the driver gets the rest."""
+    return currencies.of(currency).floor(Decimal(amount) * rate)
 
 
-def cancellation_fee(amount: int, rate: Decimal) -> int:
-    return int((Decimal(amount) * rate).to_integral_value(rounding=ROUND_DOWN))
+def cancellation_fee(amount: int, rate: Decimal, currency: str) -> int:
+    """The fee captured from the hold of a ride cancelled late, rounded down to a valid amount."""
+    return currencies.of(currency).floor(Decimal(amount) * rate)
+
+
+def platform_refunded(fee: int, captured: int, refunded: int, currency: str) -> int:
+    """The platform's part of the first `refunded` of `captured` (both cumulative): its fee's share,
+    `fee * refunded / captured`, rounded UP to a valid amount, so that the platform never keeps more
+    than its rate of what was finally paid, and never gives back more than it took (at a full refund
+    it is the whole fee). Computed from totals, so a run of partial refunds never drifts."""
+    if captured <= 0 or fee <= 0 or refunded <= 0:
+        return 0
+    share = currencies.of(currency).ceil_ratio(fee * min(refunded, captured), captured)
+    return min(share, fee)
+
+
+@dataclass(frozen=True)
+class RefundSplit:
+    driver: int
+    platform: int
+
+
+def split_refund(*, refunded_before: int, refunded_total: int, captured: int, fee: int,
+                 platform_before: int, currency: str) -> RefundSplit:
+    """Who gives back the step from `refunded_before` to `refunded_total`: the platform what
+    `platform_refunded` of the new total still asks of it beyond `platform_before` (what it already
+    gave back), the driver the rest."""
+    step = refunded_total - refunded_before
+    due = platform_refunded(fee, captured, refunded_total, currency)
+    platform = min(step, max(0, due - platform_before))
+    return RefundSplit(driver=step - platform, platform=platform)
 
 
 def _iso(moment: datetime) -> str:
@@ -134,7 +168,7 @@ async def open_payment(session: AsyncSession, ride: Ride, *, driver_id: uuid.UUI
     await session.execute(insert(Payment).values(
         id=uuid.uuid4(), ride_id=ride.id, customer_id=ride.customer_id, driver_id=driver_id,
         method=ride.payment_method.value, status=PaymentStatus.PENDING.value, amount=amount,
-        currency=currency, commission_rate=rate, application_fee=commission(amount, rate),
+        currency=currency, commission_rate=rate, application_fee=commission(amount, rate, currency),
         stripe_account_id=account if card else None, created_at=now, updated_at=now,
     ))
     if card:
@@ -331,18 +365,33 @@ def _record_capture(session: Session, payment: Payment, captured: int, fee: int)
     log.info("payments.captured", ride_id=str(payment.ride_id), amount=captured, fee=fee)
 
 
+def _platform_totals(session: Session, ride_id: uuid.UUID) -> tuple[int, int]:
+    """(the fee the platform took, what of it was refunded so far), from the ride's ledger."""
+    def total(kind: LedgerKind) -> Any:
+        return func.coalesce(func.sum(case((LedgerEntry.kind == kind.value, LedgerEntry.amount),
+                                           else_=0)), 0)
+
+    fee, refunded = session.execute(
+        select(total(LedgerKind.PLATFORM_COMMISSION), total(LedgerKind.PLATFORM_REFUND))
+        .where(LedgerEntry.ride_id == ride_id)
+    ).one()
+    return int(fee), -int(refunded)
+
+
 def _sync_refunds(session: Session, payment: Payment, refunded_total: int, charge_id: str) -> bool:
-    """Bring the ledger up to Stripe's cumulative refunded amount for the charge (once per step)."""
+    """Bring the ledger up to Stripe's cumulative refunded amount for the charge (once per step),
+    split by `split_refund` against the fee and the platform refunds the ledger already holds."""
     delta = refunded_total - payment.amount_refunded
     if delta <= 0:
         return False
-    captured = payment.amount_captured or 1
-    fee_captured = commission(payment.amount_captured, Decimal(payment.commission_rate))
-    platform = int((Decimal(delta) * fee_captured / captured).to_integral_value(rounding=ROUND_HALF_UP))
+    fee, platform_before = _platform_totals(session, payment.ride_id)
+    split = split_refund(refunded_before=payment.amount_refunded, refunded_total=refunded_total,
+                         captured=payment.amount_captured, fee=fee, platform_before=platform_before,
+                         currency=payment.currency)
     key = f"ride:{payment.ride_id}:refunded_to:{refunded_total}"
-    _ledger(session, payment, LedgerKind.DRIVER_REFUND, -(delta - platform), key=f"{key}:driver",
+    _ledger(session, payment, LedgerKind.DRIVER_REFUND, -split.driver, key=f"{key}:driver",
             reference=charge_id)
-    _ledger(session, payment, LedgerKind.PLATFORM_REFUND, -platform, key=f"{key}:platform",
+    _ledger(session, payment, LedgerKind.PLATFORM_REFUND, -split.platform, key=f"{key}:platform",
             reference=charge_id)
     payment.amount_refunded = refunded_total
     payment.status = (PaymentStatus.REFUNDED if refunded_total >= payment.amount_captured
@@ -446,9 +495,10 @@ def cancel(session: Session, env: JobEnv, ride_id: uuid.UUID) -> str:
     gateway = env.gateway()
     state = gateway.retrieve_intent(payment.payment_intent_id)
     fee_due = payment.cancelled_from in {s.value for s in FEE_AFTER}
-    fee = cancellation_fee(payment.amount, env.settings.stripe.cancellation_fee_rate) if fee_due else 0
+    fee_rate = env.settings.stripe.cancellation_fee_rate
+    fee = cancellation_fee(payment.amount, fee_rate, payment.currency) if fee_due else 0
     if state.status == "requires_capture" and fee > 0:
-        fee_commission = commission(fee, Decimal(payment.commission_rate))
+        fee_commission = commission(fee, Decimal(payment.commission_rate), payment.currency)
         state = gateway.capture(state.id, amount=fee, application_fee=fee_commission,
                                 idempotency_key=f"ride:{ride_id}:cancellation_fee")
         _record_capture(session, payment, state.amount_received, fee_commission)

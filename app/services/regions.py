@@ -8,9 +8,13 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import currencies
 from app.db import AsyncUnitOfWork
 from app.errors import ValidationFailed
+from app.logging import get_logger
 from models import AuditEntry, Region
+
+log = get_logger("regions")
 
 
 async def list_regions(session: AsyncSession) -> list[Region]:
@@ -19,12 +23,17 @@ async def list_regions(session: AsyncSession) -> list[Region]:
 
 async def set_region(uow: AsyncUnitOfWork, code: str, *, name: str, currency: str,
                      commission_rate: Decimal) -> Region:
-    """Create the region or update it in place; audited."""
+    """Create the region or update it in place; audited. The currency must be in the currency table;
+    one Stripe doesn't charge (IQD, CUP, ...) makes a cash-only region (card bids there are refused)."""
     if not (Decimal(0) <= commission_rate < Decimal(1)):
         raise ValidationFailed("The commission is a fraction in [0, 1).", details={"commission": "range"})
     currency = currency.upper()
-    if len(currency) != 3 or not currency.isalpha():
-        raise ValidationFailed("The currency is an ISO 4217 code.", details={"currency": "ISO 4217"})
+    known = currencies.lookup(currency)
+    if known is None:
+        raise ValidationFailed(f"{currency} is not an ISO 4217 currency we take (app/currencies.py).",
+                               details={"currency": "unknown ISO 4217 currency"})
+    if not known.card:
+        log.warning("region.cash_only_currency", region=code, currency=currency)
     upsert = insert(Region).values(code=code, name=name, currency=currency,
                                    commission_rate=commission_rate)
     statement = upsert.on_conflict_do_update(

@@ -24,7 +24,7 @@ import msgspec
 import pytest
 import redis.asyncio as aredis
 from litestar.testing.transport import TestClientTransport
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.keys import RedisKeys
@@ -109,6 +109,11 @@ class Market:
         with self.db.begin() as session:
             session.add(Region(code=code, name=f"Region {code}", currency=currency,
                                commission_rate=Decimal("0.15")))
+
+    async def region_currency(self, currency: str, code: str = REGION) -> None:
+        """The region now charges in `currency` (as `farmctl regions set` would)."""
+        with self.db.begin() as session:
+            session.execute(update(Region).where(Region.code == code).values(currency=currency))
 
     async def offer(self, ride_id: str, driver: Person, *, expires_in: timedelta = timedelta(minutes=3),
                     round: int = 0) -> None:

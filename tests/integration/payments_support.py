@@ -24,7 +24,7 @@ from app.settings import Settings
 from models import Driver, Job, LedgerEntry, Payment, StripeEvent
 from tests.fakes.stripe_server import FakeStripe, signed_webhook
 from tests.integration.conftest import Accounts, AppFactory, Client
-from tests.integration.market_support import Market, Person
+from tests.integration.market_support import CURRENCY, Market, Person
 
 WEBHOOK_SECRET = "whsec_test_dispatchfarm"
 
@@ -135,16 +135,17 @@ class PayBench:
         return ride
 
     async def accepted(self, customer: Person, driver: Person, *, amount: int = 2500,
-                       card: bool = True) -> str:
+                       card: bool = True, currency: str = CURRENCY) -> str:
         ride = await (self.card_ride(customer) if card else self.market.ride(customer))
-        bid = await self.market.offered_bid(driver, ride["id"], amount=amount)
+        bid = await self.market.offered_bid(driver, ride["id"], amount=amount, currency=currency)
         response = await self.market.accept(customer, ride["id"], bid["id"])
         assert response.status_code == 200, response.text
         return str(ride["id"])
 
-    async def held(self, customer: Person, driver: Person, *, amount: int = 2500) -> tuple[str, str]:
+    async def held(self, customer: Person, driver: Person, *, amount: int = 2500,
+                   currency: str = CURRENCY) -> tuple[str, str]:
         """A card ride accepted, its hold created and confirmed by the customer's card (authorized)."""
-        ride_id = await self.accepted(customer, driver, amount=amount)
+        ride_id = await self.accepted(customer, driver, amount=amount, currency=currency)
         self.run_queued("payments.authorize")
         response = await self.api.post(f"/api/v1/payments/{ride_id}/intent", headers=customer.headers)
         assert response.status_code == 200, response.text

@@ -24,8 +24,9 @@ from tests.integration.market_support import (
     customer,
     market,
 )
+from tests.integration.payments_support import PayBench, paid_settings, pay, stripe_fake
 
-__all__ = ["customer", "market"]  # fixtures shared with the other ride tests
+__all__ = ["customer", "market", "paid_settings", "pay", "stripe_fake"]  # fixtures shared with other tests
 
 
 @pytest.fixture
@@ -126,6 +127,61 @@ async def test_a_bid_in_another_currency_than_the_regions_is_a_conflict(
     response = await market.bid(driver, ride["id"], currency="USD")
 
     assert assert_error(response, 409, "CONFLICT") == {"currency": "EUR"}
+    assert await market.bid_statuses(ride["id"]) == {}
+
+
+PRICE_CASES = [
+    # (region's currency, payment, amount, field refused or None, the reason given)
+    ("EUR", "card", 49, "price.amount", "is below Stripe's minimum card charge of 0.50 EUR (50)"),
+    ("EUR", "card", 50, None, None),
+    ("EUR", "cash", 1, None, None),  # cash never reaches Stripe: its minimum does not bind
+    ("EUR", "card", 100_000_000, "price.amount", "is above Stripe's maximum card charge (99999999)"),
+    ("TND", "cash", 12345, "price.amount", "must be a multiple of 10: TND is charged in steps of 0.010 TND"),
+    ("TND", "card", 12345, "price.amount", "must be a multiple of 10: TND is charged in steps of 0.010 TND"),
+    ("TND", "card", 12340, None, None),
+    ("ISK", "cash", 50050, "price.amount", "must be a multiple of 100: ISK is charged in steps of 1 ISK"),
+    ("ISK", "card", 50000, None, None),
+    ("JPY", "card", 49, "price.amount", "is below Stripe's minimum card charge of 50 JPY (50)"),
+    ("JPY", "card", 2500, None, None),
+    ("IQD", "card", 5000, "price.currency", "not charged by card"),  # ISO, but not at Stripe
+    ("IQD", "cash", 5001, None, None),
+]
+
+
+@pytest.mark.parametrize(("currency", "method", "amount", "field", "reason"), PRICE_CASES,
+                         ids=[f"{c}-{m}-{a}" for c, m, a, _, _ in PRICE_CASES])
+async def test_a_price_stripe_would_refuse_is_a_validation_error_naming_the_field(
+    pay: PayBench, currency: str, method: str, amount: int, field: str | None, reason: str | None
+) -> None:
+    # Given a region charging in `currency`, and a driver offered one of its card or cash rides
+    await pay.market.region_currency(currency)
+    customer = await pay.market.customer()
+    ride = await (pay.card_ride(customer) if method == "card" else pay.market.ride(customer))
+    driver = await pay.market.driver()
+    await pay.market.offer(ride["id"], driver)
+
+    # When the driver bids `amount` minor units
+    response = await pay.market.bid(driver, ride["id"], amount=amount, currency=currency)
+
+    # Then a price Stripe would refuse is a 400 naming the field, and nothing is stored
+    if field is None:
+        assert response.status_code == 201, response.text
+        assert response.json()["price"] == {"amount": amount, "currency": currency}
+        return
+    assert assert_error(response, 400, "VALIDATION_ERROR") == {field: reason}
+    assert await pay.market.bid_statuses(ride["id"]) == {}
+
+
+@pytest.mark.parametrize("currency", ["ZZZ", "BGN", "XAU"], ids=["not-iso", "withdrawn", "no-minor-unit"])
+async def test_a_bid_in_a_currency_we_dont_take_is_a_validation_error(
+    market: Market, ride: dict[str, Any], currency: str
+) -> None:
+    driver = await market.driver()
+    await market.offer(ride["id"], driver)
+
+    response = await market.bid(driver, ride["id"], currency=currency)
+
+    assert assert_error(response, 400, "VALIDATION_ERROR") == {"price.currency": "unknown ISO 4217 currency"}
     assert await market.bid_statuses(ride["id"]) == {}
 
 

@@ -312,6 +312,56 @@ async def test_refunds_come_back_from_driver_and_platform_and_are_ledgered_once(
     assert pay.balance(ride_id) == pay.stripe_net(intent_id) == 600
 
 
+async def test_a_three_decimal_fare_is_split_and_refunded_in_amounts_stripe_takes(pay: PayBench) -> None:
+    # Given a region charging in TND (three decimals; Stripe wants the last digit 0)
+    await pay.market.region_currency("TND")
+    customer = await pay.market.customer()
+    driver = await pay.payable_driver()
+    admin = await pay.market.admin()
+
+    # When a 12.340 TND card ride is completed
+    ride_id, intent_id = await pay.held(customer, driver, amount=12340, currency="TND")
+    # Then the 15 % commission asked of Stripe is rounded down to 1.850 TND (not 1.851)
+    assert pay.fake.payment_intents[intent_id]["application_fee_amount"] == 1850
+    await pay.market.walk(driver, ride_id, "COMPLETED")
+    pay.run_queued("payments.capture")
+    assert pay.ledger(ride_id) == {"driver_earning": 10490, "platform_commission": 1850}
+
+    # When 5.000 TND are refunded, then the rest from Stripe's dashboard
+    response = await pay.api.post(f"/api/v1/admin/rides/{ride_id}/refund", json={"amount": 5000},
+                                  headers=admin.headers)
+    assert response.status_code == 200, response.text
+    pay.run_queued("payments.refund")
+    # Then the platform gives back its fee's share rounded up to a valid amount (749.6 → 750)
+    assert pay.ledger(ride_id) == {"driver_earning": 10490, "platform_commission": 1850,
+                                   "driver_refund": -4250, "platform_refund": -750}
+    pay.sdk.v1.refunds.create({"payment_intent": intent_id, "amount": 7340})
+    await pay.deliver_and_handle(pay.fake.events_of_type("charge.refunded")[-1])
+    # And at the full refund the platform has given back exactly its fee, the driver its share
+    assert pay.ledger(ride_id) == {"driver_earning": 10490, "platform_commission": 1850,
+                                   "driver_refund": -10490, "platform_refund": -1850}
+    assert pay.balance(ride_id) == pay.stripe_net(intent_id) == 0
+
+
+async def test_a_late_cancellation_fee_in_isk_is_whole_kronur(pay: PayBench) -> None:
+    # Given a region charging in ISK (two decimals at Stripe, whole krónur only)
+    await pay.market.region_currency("ISK")
+    customer = await pay.market.customer()
+    driver = await pay.payable_driver()
+    ride_id, intent_id = await pay.held(customer, driver, amount=50900, currency="ISK")
+
+    # When the customer cancels once the driver is at the pickup
+    await pay.market.walk(driver, ride_id, "PICKUP_ARRIVED")
+    await pay.market.cancel(customer, ride_id)
+    pay.run_queued("payments.cancel")
+
+    # Then 20 % of 509 ISK is rounded down to 101 ISK, and its commission to 15 ISK
+    payment = pay.payment(ride_id)
+    assert (payment.status, payment.amount_captured) == ("captured", 10100)
+    assert pay.ledger(ride_id) == {"driver_earning": 8600, "platform_commission": 1500}
+    assert pay.balance(ride_id) == pay.stripe_net(intent_id) == 10100
+
+
 async def test_the_ledger_balances_with_stripe_over_many_rides(pay: PayBench) -> None:
     """Completed, cancelled early and late, refunded in part or in full: for every ride the ledger
     sums to what Stripe captured minus what it refunded."""
@@ -363,12 +413,3 @@ async def test_the_ledger_refuses_edits(pay: PayBench) -> None:
     with pytest.raises(DBAPIError, match="append-only"), pay.market.db.begin() as session:
         session.execute(text("UPDATE ledger_entries SET amount = 0"))
     assert pay.ledger(ride_id) == {"cash_commission_owed": 375}
-
-
-def test_commission_is_rounded_down() -> None:
-    from decimal import Decimal
-
-    assert payments.commission(999, Decimal("0.15")) == 149  # 149.85 → the platform takes 149
-    assert payments.commission(1000, Decimal("0.15")) == 150
-    assert payments.commission(1, Decimal("0.15")) == 0
-

@@ -9,6 +9,7 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 
 from app.adapters.twilio_sender import _rest_error, callback_url
+from app.currencies import CURRENCIES
 from app.services.notification_delivery import RANK, TWILIO_STATUSES
 from app.services.notifications import TEMPLATES, channels, money, place, render, short_ride
 from app.settings import TwilioSettings
@@ -48,6 +49,23 @@ def test_bodies_name_prices_counts_and_etas_as_people_read_them() -> None:
     assert money(1999, "JPY") == "1999 JPY" and money(5, "USD") == "0.05 USD"
     assert place(None, 52.52191, 13.41321) == "52.5219, 13.4132"
     assert short_ride(RIDE) == "3F2A91C0"
+
+
+@pytest.mark.parametrize(("amount", "currency", "shown"), [
+    (2500, "EUR", "25.00 EUR"), (2500, "JPY", "2500 JPY"), (12340, "TND", "12.340 TND"),
+    (50000, "ISK", "500 ISK"), (500, "UGX", "5 UGX"), (17500, "HUF", "175.00 HUF"),
+    (2500, "usd", "25.00 USD"),
+])
+def test_amounts_are_shown_in_each_currencys_own_decimals(amount: int, currency: str, shown: str) -> None:
+    # Given a price in minor units as our API means them (Stripe's `amount`)
+    # Then the message shows what the customer pays: TND has three decimals, ISK none
+    assert money(amount, currency) == shown
+    assert shown in render("payment_failed", {"rideId": str(RIDE), "amount": amount, "currency": currency})
+
+
+def test_every_currency_in_the_table_is_shown_by_it() -> None:
+    for code, currency in CURRENCIES.items():
+        assert money(currency.step * 123, code) == currency.display(currency.step * 123)
 
 
 def test_a_template_missing_a_value_fails_loudly() -> None:
