@@ -7,6 +7,8 @@ Policy (README, "Payments"):
 - **Hold** (`payments.authorize`) when a card ride's bid is accepted: a manual-capture
   PaymentIntent the customer confirms with its `clientSecret` (`POST /payments/{rideId}/intent`).
   A driver whose Connect account can't take charges and payouts can't be accepted for a card ride.
+  The driver can't set off (DRIVER_ARRIVING) until the hold is authorized (409 `CONFLICT`,
+  `details.reason` `PAYMENT_NOT_AUTHORIZED`).
 - **Capture** (`payments.capture`) when the ride is COMPLETED.
 - **Cancelled** (`payments.cancel`): before the driver set off (PENDING_BIDS, BID_ACCEPTED) the hold
   is released in full. From DRIVER_ARRIVING on, a **cancellation fee** (`PAYMENT_CANCELLATION_FEE_RATE`
@@ -63,6 +65,10 @@ log = get_logger("payments")
 
 Emit = Callable[[str, dict[str, Any], "str | list[str]"], None]
 AfterCommit = Callable[[Callable[[], None]], None]
+
+#: A card ride's money is secured: held on the card, or already taken (captured early, e.g. from
+#: Stripe's dashboard). Until then its driver may not set off, and the hold timeout cancels it.
+HOLD_SECURED = frozenset({PaymentStatus.AUTHORIZED.value, PaymentStatus.CAPTURED.value})
 
 #: Cancelled from one of these, a card ride pays the cancellation fee (the driver had set off).
 FEE_AFTER = frozenset({RideStatus.DRIVER_ARRIVING, RideStatus.PICKUP_ARRIVED, RideStatus.LOADING,
@@ -139,6 +145,22 @@ async def open_payment(session: AsyncSession, ride: Ride, *, driver_id: uuid.UUI
     ))
     if card:
         await add_job_async(session, "payments.authorize", QUEUE_PAYMENTS, str(ride.id))
+
+
+async def require_hold_secured(session: AsyncSession, ride: Ride) -> None:
+    """Before a card ride's driver sets off: its hold is authorized (409 `PAYMENT_NOT_AUTHORIZED`).
+
+    The payment row is read `FOR SHARE` under the ride's lock, so a webhook changing it waits.
+    """
+    if ride.payment_method != PaymentMethod.CARD:
+        return
+    status = await session.scalar(select(Payment.status).where(Payment.ride_id == ride.id)
+                                  .with_for_update(read=True))
+    if status not in HOLD_SECURED:
+        raise Conflict(
+            "The customer's card payment is not authorized yet; wait for it before setting off.",
+            details={"reason": "PAYMENT_NOT_AUTHORIZED", "paymentStatus": status},
+        )
 
 
 async def after_ride_move(session: AsyncSession, ride: Ride, before: RideStatus, target: RideStatus) -> None:
