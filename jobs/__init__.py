@@ -4,7 +4,7 @@ Each actor module imports `jobs.base`, which imports `workers.broker` first, so 
 to the farm's configured broker.
 """
 
-from jobs import dispatch, notifications, payments, sessions, tokens
+from jobs import dispatch, notifications, payments, rides, sessions, tokens
 from workers.broker import broker
 
-__all__ = ["broker", "dispatch", "notifications", "payments", "sessions", "tokens"]
+__all__ = ["broker", "dispatch", "notifications", "payments", "rides", "sessions", "tokens"]

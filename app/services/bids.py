@@ -140,7 +140,7 @@ async def accept_bid(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal:
         await move_ride(uow, publisher, ride, RideStatus.BID_ACCEPTED, actor=principal,
                         changes={"driver_id": bid.driver_id, "accepted_bid_id": bid.id})
         await payments.open_payment(session, ride, driver_id=bid.driver_id, amount=bid.amount,
-                                    currency=bid.currency)
+                                    currency=bid.currency, hold_timeout_s=settings.stripe.hold_timeout_s)
     except IntegrityError as exc:  # a backing constraint caught a race the locks should prevent
         raise Conflict("Another accept won this ride.") from exc
     await notifications.driver_assigned_async(session, ride, bid, settings.twilio)

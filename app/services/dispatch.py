@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from app.keys import QUEUE_DISPATCH, driver_room, ride_room
 from app.logging import get_logger
 from app.outbox import add_job
+from app.services import ride_expiry
 from app.services.notifications import notify, ride_key
 from app.services.ride_events import history_row, status_event, status_rooms
 from app.settings import DispatchSettings, TwilioSettings
@@ -226,6 +227,8 @@ def check_bids(session: Session, settings: DispatchSettings, ride_id: uuid.UUID,
                        "lowestAmount": lowest, "currency": currency})
         payload = {"rideId": str(ride_id), "count": live_bids, "round": round_}
         after_commit(lambda: emit("bids:ready", payload, ride_room(ride_id)))
+        # The acceptance window starts now: the ride ends unless a bid is accepted in time.
+        ride_expiry.schedule_acceptance_window(session, settings, ride_id, round_)
         log.info("dispatch.bids_ready", ride_id=str(ride_id), round=round_, bids=live_bids)
         return CheckResult("bids_ready", live_bids)
 

@@ -8,7 +8,8 @@ Policy (README, "Payments"):
   PaymentIntent the customer confirms with its `clientSecret` (`POST /payments/{rideId}/intent`).
   A driver whose Connect account can't take charges and payouts can't be accepted for a card ride.
   The driver can't set off (DRIVER_ARRIVING) until the hold is authorized (409 `CONFLICT`,
-  `details.reason` `PAYMENT_NOT_AUTHORIZED`).
+  `details.reason` `PAYMENT_NOT_AUTHORIZED`); a hold not authorized `PAYMENT_HOLD_TIMEOUT` seconds
+  after the accept cancels the ride (`rides.expire_hold`, `app.services.ride_expiry`).
 - **Capture** (`payments.capture`) when the ride is COMPLETED.
 - **Cancelled** (`payments.cancel`): before the driver set off (PENDING_BIDS, BID_ACCEPTED) the hold
   is released in full. From DRIVER_ARRIVING on, a **cancellation fee** (`PAYMENT_CANCELLATION_FEE_RATE`
@@ -41,9 +42,9 @@ from sqlalchemy.orm import Session
 
 from app.adapters.stripe_gateway import IntentState, StripeGateway
 from app.errors import Conflict, NotFound, PaymentsDisabled, ProviderError, ValidationFailed
-from app.keys import QUEUE_PAYMENTS, ride_room
+from app.keys import QUEUE_DISPATCH, QUEUE_PAYMENTS, ride_room
 from app.logging import get_logger
-from app.outbox import add_job_async
+from app.outbox import add_job, add_job_async
 from app.services.notifications import payment_failed
 from app.settings import Settings
 from app.statements import StatementPool
@@ -128,8 +129,9 @@ async def check_driver_can_be_paid(session: AsyncSession, settings: Settings, ri
 
 
 async def open_payment(session: AsyncSession, ride: Ride, *, driver_id: uuid.UUID, amount: int,
-                       currency: str) -> None:
-    """In the accept's transaction: the ride's payment row and, for a card ride, its hold job."""
+                       currency: str, hold_timeout_s: int) -> None:
+    """In the accept's transaction: the ride's payment row and, for a card ride, its hold job and
+    the hold's deadline (`rides.expire_hold`, delayed `hold_timeout_s`)."""
     now = datetime.now(UTC)
     row = (await session.execute(
         select(Region.commission_rate, Driver.stripe_account_id)
@@ -145,6 +147,8 @@ async def open_payment(session: AsyncSession, ride: Ride, *, driver_id: uuid.UUI
     ))
     if card:
         await add_job_async(session, "payments.authorize", QUEUE_PAYMENTS, str(ride.id))
+        await add_job_async(session, "rides.expire_hold", QUEUE_DISPATCH, str(ride.id),
+                            delay_ms=hold_timeout_s * 1000)
 
 
 async def require_hold_secured(session: AsyncSession, ride: Ride) -> None:
@@ -173,6 +177,14 @@ async def after_ride_move(session: AsyncSession, ride: Ride, before: RideStatus,
         await session.execute(update(Payment).where(Payment.ride_id == ride.id)
                               .values(cancelled_from=before.value, updated_at=datetime.now(UTC)))
         await add_job_async(session, "payments.cancel", QUEUE_PAYMENTS, str(ride.id))
+
+
+def cancelled_by_system(session: Session, ride_id: uuid.UUID, before: RideStatus) -> None:
+    """`after_ride_move`'s CANCELLED branch in a job's (sync) transaction: record where the ride was
+    cancelled from (release vs fee) and enqueue `payments.cancel`."""
+    session.execute(update(Payment).where(Payment.ride_id == ride_id)
+                    .values(cancelled_from=before.value, updated_at=datetime.now(UTC)))
+    add_job(session, "payments.cancel", QUEUE_PAYMENTS, str(ride_id))
 
 
 def hold_key(ride_id: uuid.UUID | str) -> str:
