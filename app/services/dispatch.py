@@ -28,10 +28,8 @@ from app.logging import get_logger
 from app.outbox import add_job
 from app.services import ride_expiry
 from app.services.notifications import notify, ride_key
-from app.services.ride_events import history_row, status_event, status_rooms
 from app.settings import DispatchSettings, TwilioSettings
 from models import Bid, BidStatus, Offer, Ride, RideStatus
-from models.ride_states import SYSTEM, check_move
 
 log = get_logger("dispatch")
 
@@ -237,17 +235,10 @@ def check_bids(session: Session, settings: DispatchSettings, ride_id: uuid.UUID,
         log.info("dispatch.widening", ride_id=str(ride_id), next_round=round_ + 1)
         return CheckResult("next_round")
 
-    check_move(RideStatus.PENDING_BIDS, RideStatus.NO_DRIVERS_AVAILABLE, SYSTEM)
-    session.execute(update(Ride).where(Ride.id == ride_id)
-                    .values(status=RideStatus.NO_DRIVERS_AVAILABLE, updated_at=now))
-    session.execute(history_row(ride_id, RideStatus.PENDING_BIDS.value,
-                                RideStatus.NO_DRIVERS_AVAILABLE.value, actor_id=None, role=SYSTEM, at=now))
+    ride_expiry.move_by_system(session, ride_id, RideStatus.PENDING_BIDS, RideStatus.NO_DRIVERS_AVAILABLE,
+                               now=now, after_commit=after_commit, emit=emit)
     notify(session, user_id=ride.customer_id, template="no_drivers", settings=twilio,
            dedupe_key=ride_key(ride_id, "no_drivers"), params={"rideId": str(ride_id)})
-    event = status_event(ride_id, RideStatus.PENDING_BIDS.value, RideStatus.NO_DRIVERS_AVAILABLE.value,
-                         actor_id=None, role=SYSTEM, at=now)
-    rooms = status_rooms(ride_id, ride.customer_id, None)
-    after_commit(lambda: emit("ride:status", event, rooms))
     log.info("dispatch.no_drivers", ride_id=str(ride_id), rounds=len(settings.radii_km))
     return CheckResult("no_drivers")
 
