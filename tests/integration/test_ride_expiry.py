@@ -16,10 +16,13 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.adapters.stripe_gateway import StripeGateway
 from app.db import UnitOfWork
 from app.services import dispatch, ride_expiry
 from app.settings import Settings
 from models import NotificationRequest, OutboxMessage, Ride, RideStatus
+from tests.fakes.stripe_server import FakeStripe
+from tests.integration.conftest import AppFactory
 from tests.integration.market_support import BusTap, Market, Person, assert_error, customer, market
 from tests.integration.payments_support import PayBench, paid_settings, pay, stripe_fake
 from tests.integration.workers_support import WorkerFactory, db_fixture, start_worker_fixture, wait_for
@@ -253,3 +256,34 @@ async def test_a_cash_ride_has_no_hold_timeout(pay: PayBench) -> None:
     late = accepted_at(pay, ride_id) + timedelta(seconds=pay.settings.stripe.hold_timeout_s + 60)
     assert not expire_hold(pay, ride_id, late, Emitted())
     assert (await pay.market.read(customer, ride_id))["status"] == "BID_ACCEPTED"
+
+
+async def test_an_unconfirmed_hold_expires_through_a_real_worker(
+    make_client: AppFactory, paid_settings: Settings, stripe_fake: FakeStripe, start_worker: WorkerFactory
+) -> None:
+    # Given a farm (web and worker) whose hold timeout is one second, and a payable driver
+    quick = dataclasses.replace(paid_settings,
+                                stripe=dataclasses.replace(paid_settings.stripe, hold_timeout_s=1))
+    pay = PayBench(await make_client(quick), quick, stripe_fake)
+    await pay.market.region()
+    customer, driver = await pay.market.customer(), await pay.payable_driver()
+    resources = get_resources()
+    saved, resources.settings = resources.settings, quick
+    resources._stripe = StripeGateway(quick.stripe)
+    try:
+        start_worker(relay=quick, threads=4)
+
+        # When a card ride is accepted and the customer never confirms the card
+        ride_id = await pay.accepted(customer, driver)
+
+        # Then about a second later the ride is cancelled and whatever was held is released
+        # ("released" once the hold job had created the PaymentIntent, as it normally has by then)
+        wait_for(lambda: pay.payment(ride_id).status in ("released", "cancelled"),
+                 what="the hold to expire and be released")
+        ride = await pay.market.read(customer, ride_id)
+        assert (ride["status"], ride["history"][-1]["by"]) == ("CANCELLED", SYSTEM)
+        assert await pay.market.active_ride_of(driver) is None
+        assert [pi["status"] for pi in pay.fake.payment_intents.values()] in ([], ["canceled"])
+    finally:
+        resources.settings, resources._stripe = saved, None
+        pay.close()
