@@ -142,6 +142,9 @@ class DispatchSettings:
     bid_window_s: int = 180
     max_offers_per_round: int = 20
     driver_stale_after_s: int = 120
+    #: Seconds the customer has to accept a bid, counted from the bid check that found bids (when
+    #: `bids:ready` was sent); then the system cancels the ride (`app.services.ride_expiry`).
+    accept_window_s: int = 600
     #: An online driver without a position report this long (s) is taken offline and out of the
     #: index by `drivers.prune_stale` (well above `driver_stale_after_s`: a tunnel is not a goodbye).
     driver_prune_after_s: int = 15 * 60
@@ -183,6 +186,9 @@ class StripeSettings:
     #: Share of the fare captured when a card ride is cancelled once the driver is on the way
     #: (cancelled from DRIVER_ARRIVING or later); before that the hold is released in full.
     cancellation_fee_rate: Decimal = Decimal("0.20")
+    #: Seconds from a card ride's accept for its hold to be authorized; then the system cancels the
+    #: ride and releases whatever was held (`app.services.ride_expiry`).
+    hold_timeout_s: int = 900
     #: Seconds a signed webhook's timestamp may be old (Stripe's default tolerance is 300).
     webhook_tolerance_s: int = 300
     request_timeout_s: float = 20.0
@@ -431,6 +437,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             connect_country=src.text("STRIPE_CONNECT_COUNTRY", StripeSettings.connect_country),
             cancellation_fee_rate=Decimal(str(src.number(
                 "PAYMENT_CANCELLATION_FEE_RATE", float(StripeSettings.cancellation_fee_rate)))),
+            hold_timeout_s=src.positive("PAYMENT_HOLD_TIMEOUT", StripeSettings.hold_timeout_s),
             webhook_tolerance_s=src.positive("STRIPE_WEBHOOK_TOLERANCE", StripeSettings.webhook_tolerance_s),
             request_timeout_s=src.number("STRIPE_TIMEOUT", StripeSettings.request_timeout_s),
             max_network_retries=src.integer("STRIPE_MAX_NETWORK_RETRIES", StripeSettings.max_network_retries),
@@ -474,6 +481,7 @@ def _dispatch_settings(src: _Source, radii: tuple[float, ...]) -> DispatchSettin
         max_offers_per_round=src.positive("DISPATCH_MAX_OFFERS", DispatchSettings.max_offers_per_round),
         driver_stale_after_s=src.positive("DRIVER_STALE_AFTER", DispatchSettings.driver_stale_after_s),
         driver_prune_after_s=src.positive("DRIVER_PRUNE_AFTER", DispatchSettings.driver_prune_after_s),
+        accept_window_s=src.positive("DISPATCH_ACCEPT_WINDOW", DispatchSettings.accept_window_s),
     )
     if dispatch.driver_prune_after_s <= dispatch.driver_stale_after_s:
         raise SettingsError(f"DRIVER_PRUNE_AFTER ({dispatch.driver_prune_after_s}) must be longer than "

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 from app.keys import QUEUE_DISPATCH, QUEUE_MAINTENANCE
-from app.services import dispatch
+from app.services import dispatch, dispatch_reconcile
 from jobs.base import JobContext, job
 from workers.resources import get_resources
 
@@ -30,4 +30,4 @@ def check_bids(ctx: JobContext, ride_id: str, round_: int) -> None:
 
 @job("rides.reconcile", queue=QUEUE_MAINTENANCE, max_retries=3)
 def reconcile(ctx: JobContext) -> None:
-    dispatch.reconcile(ctx.uow.session, ctx.settings.dispatch, now=datetime.now(UTC))
+    dispatch_reconcile.reconcile(ctx.uow.session, ctx.settings, now=datetime.now(UTC))

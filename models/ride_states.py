@@ -2,7 +2,9 @@
 
 API.md: a customer may cancel in PENDING_BIDS, BID_ACCEPTED, DRIVER_ARRIVING, PICKUP_ARRIVED (not
 from LOADING on); an admin in any non-final state; the assigned driver walks the ride forward one
-step at a time; the system ends a ride nobody bid on. Accepting a bid is the customer's move.
+step at a time; the system ends a ride nobody bid on, cancels one whose bids nobody accepted in
+time (`PENDING_BIDS`) and one whose card hold was not authorized in time (`BID_ACCEPTED`).
+Accepting a bid is the customer's move.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ DRIVER_PATH: Final = (
     S.COMPLETED,
 )
 CUSTOMER_MAY_CANCEL: Final = frozenset({S.PENDING_BIDS, S.BID_ACCEPTED, S.DRIVER_ARRIVING, S.PICKUP_ARRIVED})
+#: The system cancels a ride only before the driver set off (`app.services.ride_expiry`).
+SYSTEM_MAY_CANCEL: Final = frozenset({S.PENDING_BIDS, S.BID_ACCEPTED})
 
 
 def _table() -> dict[tuple[S, S], frozenset[str]]:
@@ -39,6 +43,7 @@ def _table() -> dict[tuple[S, S], frozenset[str]]:
     for status in S:
         if status not in FINAL:
             allowed = {ADMIN} | ({CUSTOMER} if status in CUSTOMER_MAY_CANCEL else set())
+            allowed |= {SYSTEM} if status in SYSTEM_MAY_CANCEL else set()
             table[(status, S.CANCELLED)] = frozenset(allowed)
     return table
 

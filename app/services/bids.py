@@ -3,9 +3,11 @@
 The database decides every race. A bid holds the ride row `FOR SHARE` (bids go in side by side;
 an accept waits for them and they wait for it), the unique index `uq_bids_ride_driver` refuses a
 second bid. An accept holds the ride row `FOR UPDATE`, moves it with an UPDATE conditional on
-`PENDING_BIDS`, takes the driver with an UPDATE conditional on `active_ride_id IS NULL` (backed by
-its unique constraint) and `uq_bids_one_accepted` backs the one accepted bid: a losing accept is a
-409 `CONFLICT` and the unit of work rolls everything back.
+`PENDING_BIDS`, takes the driver with an UPDATE conditional on it being online, not suspended and
+`active_ride_id IS NULL` (backed by its unique constraint; a refusal names why in
+`details.reason`: `DRIVER_OFFLINE`, `DRIVER_SUSPENDED`, `DRIVER_BUSY`) and `uq_bids_one_accepted`
+backs the one accepted bid: a losing accept is a 409 `CONFLICT` and the unit of work rolls
+everything back.
 """
 
 from __future__ import annotations
@@ -30,7 +32,18 @@ from app.services import notifications, payments
 from app.services.access import Principal
 from app.services.rides import RideView, load_ride, move_ride, rowcount, view_of
 from app.settings import Settings
-from models import Bid, BidStatus, Driver, Offer, PaymentMethod, Region, Ride, RideStatus
+from models import (
+    Bid,
+    BidStatus,
+    Driver,
+    DriverAvailability,
+    Offer,
+    PaymentMethod,
+    Region,
+    Ride,
+    RideStatus,
+    User,
+)
 from models.ride_states import CUSTOMER, DRIVER
 
 log = get_logger("bids")
@@ -161,7 +174,7 @@ async def accept_bid(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal:
         await move_ride(uow, publisher, ride, RideStatus.BID_ACCEPTED, actor=principal,
                         changes={"driver_id": bid.driver_id, "accepted_bid_id": bid.id})
         await payments.open_payment(session, ride, driver_id=bid.driver_id, amount=bid.amount,
-                                    currency=bid.currency)
+                                    currency=bid.currency, hold_timeout_s=settings.stripe.hold_timeout_s)
     except IntegrityError as exc:  # a backing constraint caught a race the locks should prevent
         raise Conflict("Another accept won this ride.") from exc
     await notifications.driver_assigned_async(session, ride, bid, settings.twilio)
@@ -170,10 +183,37 @@ async def accept_bid(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal:
 
 
 async def _take_driver(session: AsyncSession, driver_id: uuid.UUID, ride_id: uuid.UUID) -> None:
-    """Mark the driver busy with this ride, unless it already is with another (`Conflict`)."""
+    """Mark the driver busy with this ride if it is online, not suspended and free (`Conflict` else).
+
+    The conditions are the UPDATE's own, so a driver going offline, being suspended or taken by
+    another ride while this accept runs can't slip between a check and the take: PostgreSQL
+    re-checks them on the row a concurrent commit left. Only after a refusal is the row read again,
+    to say why (`details.reason`).
+    """
     taken = await session.execute(
-        update(Driver).where(Driver.user_id == driver_id, Driver.active_ride_id.is_(None))
+        update(Driver)
+        .where(Driver.user_id == driver_id, Driver.active_ride_id.is_(None),
+               Driver.availability == DriverAvailability.ONLINE,
+               User.id == Driver.user_id, User.is_active.is_(True))
         .values(active_ride_id=ride_id)
+        .execution_options(synchronize_session=False)
     )
-    if rowcount(taken) != 1:
-        raise Conflict("This driver is busy with another ride.", details={"driverId": str(driver_id)})
+    if rowcount(taken) == 1:
+        return
+    row = (await session.execute(
+        select(User.is_active, Driver.active_ride_id).join(Driver, Driver.user_id == User.id)
+        .where(User.id == driver_id)
+    )).one()
+    if not row.is_active:
+        reason = "DRIVER_SUSPENDED"
+    else:
+        reason = "DRIVER_BUSY" if row.active_ride_id is not None else "DRIVER_OFFLINE"
+    raise Conflict(_UNAVAILABLE[reason], details={"reason": reason, "driverId": str(driver_id)})
+
+
+#: Why a bid's driver can't be taken (`details.reason`) and what the customer is told.
+_UNAVAILABLE: dict[str, str] = {
+    "DRIVER_SUSPENDED": "This driver's account is suspended; accept another bid.",
+    "DRIVER_BUSY": "This driver is busy with another ride; accept another bid.",
+    "DRIVER_OFFLINE": "This driver has gone offline; accept another bid.",
+}

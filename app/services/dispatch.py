@@ -26,11 +26,10 @@ from sqlalchemy.orm import Session
 from app.keys import QUEUE_DISPATCH, driver_room, ride_room
 from app.logging import get_logger
 from app.outbox import INSERT_JOB, add_job
+from app.services import ride_expiry
 from app.services.notifications import notify, ride_key
-from app.services.ride_events import history_row, status_event, status_rooms
 from app.settings import DispatchSettings, TwilioSettings
 from models import Bid, BidStatus, Offer, Ride, RideStatus
-from models.ride_states import SYSTEM, check_move
 
 log = get_logger("dispatch")
 
@@ -226,6 +225,8 @@ def check_bids(session: Session, settings: DispatchSettings, ride_id: uuid.UUID,
                        "lowestAmount": lowest, "currency": currency})
         payload = {"rideId": str(ride_id), "count": live_bids, "round": round_}
         after_commit(lambda: emit("bids:ready", payload, ride_room(ride_id)))
+        # The acceptance window starts now: the ride ends unless a bid is accepted in time.
+        ride_expiry.schedule_acceptance_window(session, settings, ride_id, round_)
         log.info("dispatch.bids_ready", ride_id=str(ride_id), round=round_, bids=live_bids)
         return CheckResult("bids_ready", live_bids)
 
@@ -234,58 +235,9 @@ def check_bids(session: Session, settings: DispatchSettings, ride_id: uuid.UUID,
         log.info("dispatch.widening", ride_id=str(ride_id), next_round=round_ + 1)
         return CheckResult("next_round")
 
-    check_move(RideStatus.PENDING_BIDS, RideStatus.NO_DRIVERS_AVAILABLE, SYSTEM)
-    session.execute(update(Ride).where(Ride.id == ride_id)
-                    .values(status=RideStatus.NO_DRIVERS_AVAILABLE, updated_at=now))
-    session.execute(history_row(ride_id, RideStatus.PENDING_BIDS.value,
-                                RideStatus.NO_DRIVERS_AVAILABLE.value, actor_id=None, role=SYSTEM, at=now))
+    ride_expiry.move_by_system(session, ride_id, RideStatus.PENDING_BIDS, RideStatus.NO_DRIVERS_AVAILABLE,
+                               now=now, after_commit=after_commit, emit=emit)
     notify(session, user_id=ride.customer_id, template="no_drivers", settings=twilio,
            dedupe_key=ride_key(ride_id, "no_drivers"), params={"rideId": str(ride_id)})
-    event = status_event(ride_id, RideStatus.PENDING_BIDS.value, RideStatus.NO_DRIVERS_AVAILABLE.value,
-                         actor_id=None, role=SYSTEM, at=now)
-    rooms = status_rooms(ride_id, ride.customer_id, None)
-    after_commit(lambda: emit("ride:status", event, rooms))
     log.info("dispatch.no_drivers", ride_id=str(ride_id), rounds=len(settings.radii_km))
     return CheckResult("no_drivers")
-
-
-@dataclass(frozen=True)
-class ReconcileReport:
-    steps: int
-    checks: int
-
-
-def reconcile(session: Session, settings: DispatchSettings, *, now: datetime | None = None,
-              grace_s: int = 30, limit: int = 500) -> ReconcileReport:
-    """Re-drive rides whose dispatch stalled (Redis restarted empty, a message lost).
-
-    A PENDING_BIDS ride with no round started, a round whose bid check is overdue, or a widening
-    that never started gets its job again; the jobs' compare-and-set makes a duplicate harmless.
-    """
-    now = now or datetime.now(UTC)
-    quiet_since = now - timedelta(seconds=grace_s)
-    check_due = now - timedelta(seconds=settings.bid_window_s + grace_s)
-    pending = select(Ride.id, Ride.dispatch_round, Ride.checked_round, Ride.updated_at).where(
-        Ride.status == RideStatus.PENDING_BIDS, Ride.updated_at < quiet_since
-    ).order_by(Ride.updated_at).limit(limit)
-    steps = checks = 0
-    for ride_id, round_, checked, updated_at in session.execute(pending):
-        if round_ is None:
-            add_job(session, "dispatch.step", QUEUE_DISPATCH, str(ride_id), 0)
-            steps += 1
-        elif checked is None or checked < round_:
-            if updated_at < check_due:
-                add_job(session, "dispatch.check_bids", QUEUE_DISPATCH, str(ride_id), round_)
-                checks += 1
-        elif round_ + 1 < len(settings.radii_km) and not _has_live_bids(session, ride_id):
-            add_job(session, "dispatch.step", QUEUE_DISPATCH, str(ride_id), round_ + 1)
-            steps += 1
-    if steps or checks:
-        log.warning("dispatch.reconciled", steps=steps, checks=checks)
-    return ReconcileReport(steps, checks)
-
-
-def _has_live_bids(session: Session, ride_id: uuid.UUID) -> bool:
-    return bool(session.scalar(
-        select(func.count()).select_from(Bid).where(Bid.ride_id == ride_id, Bid.status == BidStatus.PENDING)
-    ))

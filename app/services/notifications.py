@@ -8,8 +8,8 @@ who opted in (when a WhatsApp sender is configured), `sms` otherwise. Delivery, 
 status callbacks: `app.services.notification_delivery`.
 
 The ride-level helpers at the bottom (`driver_assigned_async`, `ride_moved_async`,
-`ride_cancelled_async`, `payment_failed`) are what the services call; `booking_confirmed` is
-written inside `POST /rides`' own statement (`notification_ctes`).
+`ride_cancelled_async`, `payment_failed`, `bids_expired`, `hold_expired`) are what the services
+call; `booking_confirmed` is written inside `POST /rides`' own statement (`notification_ctes`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ TEMPLATES: Final[dict[str, str]] = {
     "payment_failed": "Dispatch Farm: the payment of {price} for ride {ride} failed. "
                       "Please check your card in the app.",
     "ride_cancelled": "Dispatch Farm: ride {ride} ({pickup}) was cancelled by {by}.{reason}",
+    "bids_expired": "Dispatch Farm: no bid on ride {ride} was accepted in time, so it was cancelled. "
+                    "Book again whenever you are ready.",
+    "payment_expired": "Dispatch Farm: the card payment of {price} for ride {ride} was not authorized "
+                       "in time, so the ride was cancelled. Please book again.",
 }
 
 _PLACE_CHARS: Final = 40
@@ -219,6 +223,25 @@ async def ride_cancelled_async(session: AsyncSession, ride: Ride, *, by_role: st
         await notify_async(session, user_id=user_id, template="ride_cancelled",
                            dedupe_key=ride_key(ride.id, "ride_cancelled", role), settings=settings,
                            params=_ride_params(ride, by=by, reason=reason or ""))
+
+
+def bids_expired(session: Session, ride: Ride, settings: TwilioSettings | None) -> None:
+    """The system cancelled the ride: no bid was accepted within the acceptance window."""
+    notify(session, user_id=ride.customer_id, template="bids_expired", settings=settings,
+           dedupe_key=ride_key(ride.id, "bids_expired"), params=_ride_params(ride))
+
+
+def hold_expired(session: Session, ride: Ride, *, amount: int, currency: str, reason: str,
+                 settings: TwilioSettings | None) -> None:
+    """The system cancelled the ride, its card hold not authorized in time: the customer and the
+    assigned driver (who should not set off) are told."""
+    notify(session, user_id=ride.customer_id, template="payment_expired", settings=settings,
+           dedupe_key=ride_key(ride.id, "payment_expired"),
+           params=_ride_params(ride, amount=amount, currency=currency))
+    if ride.driver_id is not None:
+        notify(session, user_id=ride.driver_id, template="ride_cancelled", settings=settings,
+               dedupe_key=ride_key(ride.id, "ride_cancelled", "driver"),
+               params=_ride_params(ride, by="the system", reason=reason))
 
 
 def payment_failed(session: Session, *, ride_id: uuid.UUID, customer_id: uuid.UUID, amount: int,

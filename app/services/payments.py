@@ -8,6 +8,9 @@ Policy (README, "Payments"):
 - **Hold** (`payments.authorize`) when a card ride's bid is accepted: a manual-capture
   PaymentIntent the customer confirms with its `clientSecret` (`POST /payments/{rideId}/intent`).
   A driver whose Connect account can't take charges and payouts can't be accepted for a card ride.
+  The driver can't set off (DRIVER_ARRIVING) until the hold is authorized (409 `CONFLICT`,
+  `details.reason` `PAYMENT_NOT_AUTHORIZED`); a hold not authorized `PAYMENT_HOLD_TIMEOUT` seconds
+  after the accept cancels the ride (`rides.expire_hold`, `app.services.ride_expiry`).
 - **Capture** (`payments.capture`) when the ride is COMPLETED.
 - **Cancelled** (`payments.cancel`): before the driver set off (PENDING_BIDS, BID_ACCEPTED) the hold
   is released in full. From DRIVER_ARRIVING on, a **cancellation fee** (`PAYMENT_CANCELLATION_FEE_RATE`
@@ -43,9 +46,9 @@ from sqlalchemy.orm import Session
 from app import currencies
 from app.adapters.stripe_gateway import IntentState, StripeGateway
 from app.errors import Conflict, NotFound, PaymentsDisabled, ProviderError, ValidationFailed
-from app.keys import QUEUE_PAYMENTS, ride_room
+from app.keys import QUEUE_DISPATCH, QUEUE_PAYMENTS, ride_room
 from app.logging import get_logger
-from app.outbox import INSERT_JOB, add_job_async
+from app.outbox import INSERT_JOB, add_job, add_job_async
 from app.services.notifications import payment_failed
 from app.settings import Settings
 from app.statements import StatementPool
@@ -67,6 +70,10 @@ log = get_logger("payments")
 
 Emit = Callable[[str, dict[str, Any], "str | list[str]"], None]
 AfterCommit = Callable[[Callable[[], None]], None]
+
+#: A card ride's money is secured: held on the card, or already taken (captured early, e.g. from
+#: Stripe's dashboard). Until then its driver may not set off, and the hold timeout cancels it.
+HOLD_SECURED = frozenset({PaymentStatus.AUTHORIZED.value, PaymentStatus.CAPTURED.value})
 
 #: Cancelled from one of these, a card ride pays the cancellation fee (the driver had set off).
 FEE_AFTER = frozenset({RideStatus.DRIVER_ARRIVING, RideStatus.PICKUP_ARRIVED, RideStatus.LOADING,
@@ -156,8 +163,9 @@ async def check_driver_can_be_paid(session: AsyncSession, settings: Settings, ri
 
 
 async def open_payment(session: AsyncSession, ride: Ride, *, driver_id: uuid.UUID, amount: int,
-                       currency: str) -> None:
-    """In the accept's transaction: the ride's payment row and, for a card ride, its hold job."""
+                       currency: str, hold_timeout_s: int) -> None:
+    """In the accept's transaction: the ride's payment row and, for a card ride, its hold job and
+    the hold's deadline (`rides.expire_hold`, delayed `hold_timeout_s`)."""
     now = datetime.now(UTC)
     row = (await session.execute(
         select(Region.commission_rate, Driver.stripe_account_id)
@@ -173,6 +181,24 @@ async def open_payment(session: AsyncSession, ride: Ride, *, driver_id: uuid.UUI
     ))
     if card:
         await add_job_async(session, "payments.authorize", QUEUE_PAYMENTS, str(ride.id))
+        await add_job_async(session, "rides.expire_hold", QUEUE_DISPATCH, str(ride.id),
+                            delay_ms=hold_timeout_s * 1000)
+
+
+async def require_hold_secured(session: AsyncSession, ride: Ride) -> None:
+    """Before a card ride's driver sets off: its hold is authorized (409 `PAYMENT_NOT_AUTHORIZED`).
+
+    The payment row is read `FOR SHARE` under the ride's lock, so a webhook changing it waits.
+    """
+    if ride.payment_method != PaymentMethod.CARD:
+        return
+    status = await session.scalar(select(Payment.status).where(Payment.ride_id == ride.id)
+                                  .with_for_update(read=True))
+    if status not in HOLD_SECURED:
+        raise Conflict(
+            "The customer's card payment is not authorized yet; wait for it before setting off.",
+            details={"reason": "PAYMENT_NOT_AUTHORIZED", "paymentStatus": status},
+        )
 
 
 async def after_ride_move(session: AsyncSession, ride: Ride, before: RideStatus, target: RideStatus) -> None:
@@ -185,6 +211,14 @@ async def after_ride_move(session: AsyncSession, ride: Ride, before: RideStatus,
         await session.execute(update(Payment).where(Payment.ride_id == ride.id)
                               .values(cancelled_from=before.value, updated_at=datetime.now(UTC)))
         await add_job_async(session, "payments.cancel", QUEUE_PAYMENTS, str(ride.id))
+
+
+def cancelled_by_system(session: Session, ride_id: uuid.UUID, before: RideStatus) -> None:
+    """`after_ride_move`'s CANCELLED branch in a job's (sync) transaction: record where the ride was
+    cancelled from (release vs fee) and enqueue `payments.cancel`."""
+    session.execute(update(Payment).where(Payment.ride_id == ride_id)
+                    .values(cancelled_from=before.value, updated_at=datetime.now(UTC)))
+    add_job(session, "payments.cancel", QUEUE_PAYMENTS, str(ride_id))
 
 
 def hold_key(ride_id: uuid.UUID | str) -> str:

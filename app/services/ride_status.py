@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.adapters.realtime import AsyncPublisher
 from app.db import AsyncUnitOfWork
 from app.errors import Forbidden
-from app.services import notifications
+from app.services import notifications, payments
 from app.services.access import Principal
 from app.services.rides import RideView, load_ride, move_ride, require_driver_of, view_of
 from app.settings import Settings
@@ -27,10 +27,15 @@ async def advance_ride(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principa
                        ride_id: uuid.UUID, target: RideStatus, *, settings: Settings) -> RideView:
     """The assigned driver's next step (`InvalidTransition` for any other); COMPLETED frees it.
 
-    The customer is told when the driver sets off (DRIVER_ARRIVING) and when the ride is done.
+    A card ride moves past BID_ACCEPTED only once its hold is authorized (409 `CONFLICT`,
+    `details.reason` `PAYMENT_NOT_AUTHORIZED`); a ride under way is never stopped for money
+    (capture settles it). The customer is told when the driver sets off (DRIVER_ARRIVING) and when
+    the ride is done.
     """
     ride = await load_ride(uow.session, principal, ride_id, for_update=True)
     require_driver_of(principal, ride)
+    if ride.status == RideStatus.BID_ACCEPTED and target == RideStatus.DRIVER_ARRIVING:
+        await payments.require_hold_secured(uow.session, ride)
     await move_ride(uow, publisher, ride, target, actor=principal)
     await notifications.ride_moved_async(uow.session, ride, target, settings.twilio)
     if target == RideStatus.COMPLETED:

@@ -118,7 +118,7 @@ class RideCounts:
 
     def read(self) -> tuple[int, int, int]:
         total, dispatched = self._conn.execute("SELECT count(*), count(dispatch_round) FROM rides").fetchone()  # type: ignore[misc]
-        outbox = self._conn.execute("SELECT count(*) FROM outbox_messages").fetchone()[0]  # type: ignore[index]
+        outbox = self._conn.execute("SELECT count(*) FROM jobs").fetchone()[0]  # type: ignore[index]
         return int(total), int(dispatched), int(outbox)
 
     def close(self) -> None:

@@ -401,7 +401,7 @@ class Bench:
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline:
             worker.check_alive()
-            if self.conn.execute("SELECT count(*) FROM outbox_messages").fetchone() == (0,):
+            if self.conn.execute("SELECT count(*) FROM jobs WHERE state = 'waiting'").fetchone() == (0,):
                 say("the worker relayed the waiting outbox rows; measuring")
                 return worker
             time.sleep(0.2)
@@ -565,7 +565,7 @@ class Bench:
             stored = {row[0] for row in self.conn.execute(
                 "SELECT id FROM stripe_events WHERE id LIKE %s", (self.maker.prefix(phase.tag) + "%",))}
             outbox: dict[str, int] = dict(self.conn.execute(
-                "SELECT args->>0, count(*) FROM outbox_messages WHERE actor = 'payments.handle_event' "
+                "SELECT args->>0, count(*) FROM jobs WHERE actor = 'payments.handle_event' "
                 "AND args->>0 LIKE %s GROUP BY 1", (self.maker.prefix(phase.tag) + "%",)).fetchall())
             new = phase.answers.get("new", 0)
             replays = [p for p in self.phases if p.tag == phase.tag and p.label.startswith("replayed")]
@@ -594,7 +594,7 @@ class Bench:
                    f"{new_on_replay} new" if replays else ""))
 
         rows = self.conn.execute("SELECT count(*) FROM stripe_events").fetchone()
-        outbox_rows = self.conn.execute("SELECT count(*), count(DISTINCT args->>0) FROM outbox_messages "
+        outbox_rows = self.conn.execute("SELECT count(*), count(DISTINCT args->>0) FROM jobs "
                                    "WHERE actor = 'payments.handle_event'").fetchone()
         assert rows is not None and outbox_rows is not None
         counted = [p for p in self.phases if p.expect == "new"]

@@ -127,9 +127,14 @@ class Market:
         session = await self.accounts.register("customer")
         return Person(session["user"]["id"], session["accessToken"], "customer")
 
-    async def driver(self) -> Person:
+    async def driver(self, *, online: bool = True) -> Person:
+        """A registered driver, online (as it is when offered rides) unless `online=False`."""
         session = await self.accounts.register("driver")
-        return Person(session["user"]["id"], session["accessToken"], "driver")
+        driver = Person(session["user"]["id"], session["accessToken"], "driver")
+        if online:
+            response = await self.api.post("/api/v1/drivers/me/online", headers=driver.headers)
+            assert response.status_code == 204, response.text
+        return driver
 
     async def admin(self) -> Person:
         """An admin written straight into the database (as `farmctl users create-admin`), logged in."""

@@ -5,14 +5,18 @@ Real PostgreSQL and Redis; offers are written straight into the database as `dis
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import text, update
 
 from app.settings import Settings
+from models import Driver, DriverAvailability
 from tests.integration.conftest import AppFactory
 from tests.integration.market_support import (
     BusTap,
@@ -376,7 +380,7 @@ async def test_a_driver_busy_on_another_ride_cannot_be_accepted_and_nothing_chan
         response = await market.accept(other_customer, second["id"], second_bid["id"])
 
         # Then it is a 409 CONFLICT and nothing was published
-        assert assert_error(response, 409, "CONFLICT") == {"driverId": driver.id}
+        assert assert_error(response, 409, "CONFLICT") == {"reason": "DRIVER_BUSY", "driverId": driver.id}
         assert await tap.emitted() == []
 
     # And nothing changed: the second ride still takes bids, its bids are open, the driver keeps the first
@@ -408,3 +412,86 @@ async def test_two_rides_accepting_the_same_driver_at_once_assign_it_once(
     assert sorted(r.status_code for r in responses) == [200, 409]
     won = next(r.json() for r in responses if r.status_code == 200)
     assert await market.active_ride_of(driver) == won["id"]
+
+
+async def _make_unavailable(market: Market, driver: Person, how: str) -> None:
+    if how == "offline":
+        response = await market.api.post("/api/v1/drivers/me/offline", headers=driver.headers)
+    else:
+        admin = await market.admin()
+        response = await market.api.post(f"/api/v1/admin/drivers/{driver.id}/suspend",
+                                         json={"reason": "documents expired"}, headers=admin.headers)
+    assert response.status_code == 204, response.text
+
+
+@pytest.mark.parametrize(("how", "reason"), [("offline", "DRIVER_OFFLINE"),
+                                            ("suspended", "DRIVER_SUSPENDED")])
+async def test_a_bid_whose_driver_went_offline_or_was_suspended_cannot_be_accepted_and_nothing_changes(
+    market: Market, customer: Person, ride: dict[str, Any], settings: Settings, how: str, reason: str
+) -> None:
+    # Given two bids on the ride, and the first bidder then goes offline (or is suspended)
+    gone, rival = await market.driver(), await market.driver()
+    gone_bid = await market.offered_bid(gone, ride["id"])
+    rival_bid = await market.offered_bid(rival, ride["id"])
+    await _make_unavailable(market, gone, how)
+
+    async with BusTap(settings) as tap:
+        # When the customer accepts that driver's bid
+        response = await market.accept(customer, ride["id"], gone_bid["id"])
+
+        # Then it is a 409 CONFLICT naming why, with a message the customer can act on
+        details = assert_error(response, 409, "CONFLICT")
+        assert details == {"reason": reason, "driverId": gone.id}
+        assert "accept another bid" in response.json()["error"]["message"]
+        assert await tap.emitted() == []
+
+    # And nothing changed: the ride takes bids, both bids are open, nobody is busy
+    after = await market.read(customer, ride["id"])
+    assert (after["status"], after["driverId"], len(after["history"])) == ("PENDING_BIDS", None, 1)
+    assert await market.bid_statuses(ride["id"]) == {gone_bid["id"]: "PENDING", rival_bid["id"]: "PENDING"}
+    assert await market.active_ride_of(gone) is None
+    # And the rival (online, free) can still be accepted
+    assert (await market.accept(customer, ride["id"], rival_bid["id"])).status_code == 200
+
+
+async def test_a_driver_going_offline_while_the_accept_runs_is_not_taken(
+    market: Market, customer: Person, ride: dict[str, Any]
+) -> None:
+    """The availability is the take's own condition: a driver online when the accept starts but
+    offline by the time its UPDATE gets the driver's row is refused, not assigned."""
+    driver = await market.driver()
+    bid = await market.offered_bid(driver, ride["id"])
+
+    # Given the driver's going offline is under way (its row updated, not yet committed)
+    going_offline = market.db()
+    going_offline.execute(update(Driver).where(Driver.user_id == uuid.UUID(driver.id))
+                          .values(availability=DriverAvailability.OFFLINE))
+    try:
+        # When the customer accepts meanwhile: the accept's take waits on the driver's row
+        accept = asyncio.create_task(at_once([
+            Call(market.api, "POST", market.accept_url(ride["id"], bid["id"]), customer.headers)]))
+        await _until_a_statement_waits_on_a_lock(market, "UPDATE drivers")
+        # And the driver's going offline commits
+        going_offline.commit()
+    finally:
+        going_offline.close()
+    [response] = await accept
+
+    # Then the accept is refused for an offline driver and nothing changed
+    assert assert_error(response, 409, "CONFLICT")["reason"] == "DRIVER_OFFLINE"
+    assert (await market.read(customer, ride["id"]))["status"] == "PENDING_BIDS"
+    assert await market.bid_statuses(ride["id"]) == {bid["id"]: "PENDING"}
+    assert await market.active_ride_of(driver) is None
+
+
+async def _until_a_statement_waits_on_a_lock(market: Market, statement: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with market.db() as session:
+            waiting = session.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE :statement"), {"statement": f"{statement}%"})
+        if waiting:
+            return
+        assert time.monotonic() < deadline, f"no {statement!r} came to wait on a lock"
+        await asyncio.sleep(0.02)

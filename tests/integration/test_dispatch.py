@@ -303,20 +303,6 @@ def test_a_cancelled_or_accepted_ride_stops_the_rounds(world: World) -> None:
     assert world.offers(ride) == {} and world.emits.sent == []
 
 
-def test_the_reconciler_redrives_a_ride_whose_first_round_never_ran(world: World) -> None:
-    # Given a ride created a while ago whose dispatch job was lost (Redis restarted empty)
-    ride = world.ride(world.customer())
-    with world.db.begin() as session:
-        session.get_one(Ride, ride).updated_at = datetime.now(UTC) - timedelta(minutes=5)
-
-    # When the reconciler runs (twice: the clock may send it again)
-    report = world._run(lambda s, _: dispatch.reconcile(s, world.settings.dispatch))
-
-    # Then round 0 is queued again
-    assert report.steps == 1
-    assert world.jobs("dispatch.step") == [[str(ride), 0]]
-
-
 def test_the_whole_chain_runs_through_a_real_worker_until_no_drivers(
     world: World, start_worker: Any, settings: Settings
 ) -> None:

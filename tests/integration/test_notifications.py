@@ -545,6 +545,40 @@ def test_a_notification_whose_job_was_lost_or_whose_sender_crashed_is_sent_again
     assert note(db, crashed).attempts == 2
 
 
+def test_the_sweep_looks_only_at_stuck_rows_and_reaches_every_one_over_its_runs(
+    db: sessionmaker[Session], settings: Settings, clean: None,
+) -> None:
+    # Given old rows that are done (sent, delivered, failed) and three stuck ones, all long untouched
+    user = make_user(db)
+    long_ago = datetime.now(UTC) - timedelta(seconds=settings.notifications.stuck_after_s + 600)
+    done = [write(db, user, settings.twilio, key=f"done-{n}") for n in range(6)]
+    stuck = [write(db, user, settings.twilio, key=f"stuck-{n}") for n in range(3)]
+    with db.begin() as session:
+        session.execute(delete(Job))
+        for n, notification_id in enumerate(done):  # older than every stuck row
+            session.execute(update(NotificationRequest).where(NotificationRequest.id == notification_id)
+                            .values(status=("sent", "delivered", "failed")[n % 3],
+                                    updated_at=long_ago - timedelta(minutes=10)))
+        for n, notification_id in enumerate(stuck):
+            session.execute(update(NotificationRequest).where(NotificationRequest.id == notification_id)
+                            .values(updated_at=long_ago + timedelta(seconds=n)))
+
+    # When the sweep runs with room for two rows per run
+    with db.begin() as session:
+        first = requeue_stuck(session, settings.notifications, limit=2)
+    with db() as session:
+        first_jobs = sorted(session.scalars(select(Job.args)).all())
+    with db.begin() as session:
+        second = requeue_stuck(session, settings.notifications, limit=2)
+
+    # Then the done rows never take a place: the two oldest stuck rows go first, the third next
+    assert (first, second) == (2, 1)
+    assert first_jobs == sorted([[str(stuck[0])], [str(stuck[1])]])
+    with db() as session:
+        requeued = sorted(session.scalars(select(Job.args)).all())
+    assert requeued == sorted([[str(n)] for n in stuck])
+
+
 def make_user(db: sessionmaker[Session]) -> str:
     user_id = uuid.uuid4()
     with db.begin() as session:

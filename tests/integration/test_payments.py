@@ -175,6 +175,32 @@ async def test_stripe_down_is_retried_not_swallowed(pay: PayBench) -> None:
 
 
 # --- refusals ----------------------------------------------------------------------------------------
+async def test_the_driver_cannot_set_off_until_the_card_hold_is_authorized(pay: PayBench) -> None:
+    # Given a card ride accepted, its hold created but not yet confirmed by the customer
+    customer = await pay.market.customer()
+    driver = await pay.payable_driver()
+    ride_id = await pay.accepted(customer, driver)
+    pay.run_queued("payments.authorize")
+
+    # When the driver sets off: refused, naming why, and nothing changed
+    details = assert_error(await pay.market.move(driver, ride_id, "DRIVER_ARRIVING"), 409, "CONFLICT")
+    assert details == {"reason": "PAYMENT_NOT_AUTHORIZED", "paymentStatus": "requires_payment_method"}
+    ride = await pay.market.read(customer, ride_id)
+    assert (ride["status"], len(ride["history"])) == ("BID_ACCEPTED", 2)
+    # (a step further along is still the state machine's refusal)
+    assert_error(await pay.market.move(driver, ride_id, "PICKUP_ARRIVED"), 409, "INVALID_TRANSITION")
+
+    # When the customer's card is confirmed and Stripe says the fare is held
+    intent_id = pay.payment(ride_id).payment_intent_id or ""
+    pay.sdk.v1.payment_intents.confirm(intent_id, {"payment_method": "pm_card_visa"})
+    await pay.deliver_and_handle(pay.fake.events_of_type("payment_intent.amount_capturable_updated")[-1])
+
+    # Then the driver sets off
+    response = await pay.market.move(driver, ride_id, "DRIVER_ARRIVING")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "DRIVER_ARRIVING"
+
+
 async def test_a_driver_without_payouts_cannot_be_accepted_for_a_card_ride(pay: PayBench) -> None:
     customer = await pay.market.customer()
     driver = await pay.market.driver()

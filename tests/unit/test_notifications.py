@@ -27,6 +27,8 @@ PARAMS: dict[str, dict[str, Any]] = {
     "no_drivers": {},
     "payment_failed": {"amount": 123456, "currency": "EUR"},
     "ride_cancelled": {"by": "the customer", "pickup": place(LONG_ADDRESS, 0, 0), "reason": "x" * 300},
+    "bids_expired": {"pickup": place(LONG_ADDRESS, 0, 0)},
+    "payment_expired": {"amount": 123456, "currency": "EUR", "pickup": place(LONG_ADDRESS, 0, 0)},
 }
 GSM7 = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
            "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")

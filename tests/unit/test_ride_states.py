@@ -22,6 +22,9 @@ ALLOWED: set[tuple[S, S, str]] = {
     (S.DROPOFF_ARRIVED, S.COMPLETED, DRIVER),
     *((status, S.CANCELLED, CUSTOMER)
       for status in (S.PENDING_BIDS, S.BID_ACCEPTED, S.DRIVER_ARRIVING, S.PICKUP_ARRIVED)),
+    # the system: bids nobody accepted in time, a card hold nobody authorized in time
+    (S.PENDING_BIDS, S.CANCELLED, SYSTEM),
+    (S.BID_ACCEPTED, S.CANCELLED, SYSTEM),
     *((status, S.CANCELLED, ADMIN)
       for status in (S.PENDING_BIDS, S.BID_ACCEPTED, S.DRIVER_ARRIVING, S.PICKUP_ARRIVED, S.LOADING,
                      S.IN_TRANSIT, S.DROPOFF_ARRIVED)),
@@ -60,3 +63,11 @@ def test_the_driver_walks_one_step_at_a_time() -> None:
     assert walk == [S.BID_ACCEPTED, S.DRIVER_ARRIVING, S.PICKUP_ARRIVED, S.LOADING, S.IN_TRANSIT,
                     S.DROPOFF_ARRIVED, S.COMPLETED]
     assert next_driver_step(S.PENDING_BIDS) is None
+
+
+def test_the_system_cancels_only_before_the_driver_sets_off() -> None:
+    check_move(S.PENDING_BIDS, S.CANCELLED, SYSTEM)  # no bid accepted within the acceptance window
+    check_move(S.BID_ACCEPTED, S.CANCELLED, SYSTEM)  # the card hold was not authorized in time
+    for later in (S.DRIVER_ARRIVING, S.PICKUP_ARRIVED, S.LOADING, S.IN_TRANSIT, S.DROPOFF_ARRIVED):
+        with pytest.raises(InvalidTransition):
+            check_move(later, S.CANCELLED, SYSTEM)

@@ -25,6 +25,8 @@ def test_an_empty_environment_gives_the_development_defaults(no_env_file: Path) 
     assert settings.auth.rate_limit_requests == 20
     assert settings.auth.trust_forwarded_for is False
     assert settings.dispatch.radii_km == (5.0, 10.0, 20.0)
+    assert settings.dispatch.accept_window_s == 600
+    assert settings.stripe.hold_timeout_s == 900
     assert settings.redis.url == "redis://127.0.0.1:6379/0"
     assert settings.redis.key("auth", "x") == "farm:auth:x"
     assert settings.log.format == "console"
@@ -43,6 +45,8 @@ def test_values_are_typed(no_env_file: Path) -> None:
             "CORS_ORIGINS": "https://a.example, https://b.example,",
             "REDIS_PREFIX": "blue",
             "STRIPE_SECRET_KEY": "sk_test_x",
+            "DISPATCH_ACCEPT_WINDOW": "1",
+            "PAYMENT_HOLD_TIMEOUT": "2",
         },
         env_file=no_env_file,
     )
@@ -54,6 +58,7 @@ def test_values_are_typed(no_env_file: Path) -> None:
     assert settings.web.cors_origins == ("https://a.example", "https://b.example")
     assert settings.redis.key("rl") == "blue:rl"
     assert settings.stripe.enabled is True
+    assert (settings.dispatch.accept_window_s, settings.stripe.hold_timeout_s) == (1, 2)
 
 
 def test_an_empty_value_means_the_default(no_env_file: Path) -> None:
@@ -82,6 +87,8 @@ def test_the_environment_wins_over_the_env_file(tmp_path: Path) -> None:
         ("TRUST_FORWARDED_FOR", "maybe"),
         ("APP_ENV", "staging"),
         ("LOG_LEVEL", "LOUD"),
+        ("DISPATCH_ACCEPT_WINDOW", "0"),
+        ("PAYMENT_HOLD_TIMEOUT", "-5"),
     ],
 )
 def test_a_malformed_value_is_refused_by_name(no_env_file: Path, name: str, value: str) -> None:
