@@ -20,7 +20,7 @@ from app.adapters.stripe_gateway import StripeGateway
 from app.db import UnitOfWork
 from app.services import dispatch, ride_expiry
 from app.settings import Settings
-from models import NotificationRequest, Job, Ride, RideStatus
+from models import Job, NotificationRequest, Ride, RideStatus
 from tests.fakes.stripe_server import FakeStripe
 from tests.integration.conftest import AppFactory
 from tests.integration.market_support import BusTap, Market, Person, assert_error, customer, market
