@@ -36,7 +36,6 @@ import argparse
 import contextlib
 import ctypes
 import dataclasses
-import itertools
 import os
 import shutil
 import signal
@@ -349,15 +348,9 @@ class SupervisorCollector(Collector):
 
 def worker_command(settings: Settings, worker_args: list[str],
                    metrics_dir: str) -> tuple[list[str], dict[str, str]]:
-    """What `python -m workers.run` execs, as one process writing its metrics to `metrics_dir`.
-
-    Leading arguments that are not options are actor modules to load; Dramatiq's CLI takes them
-    only right after the broker (`dramatiq broker [module ...] [options]`).
-    """
-    modules = list(itertools.takewhile(lambda arg: not arg.startswith("-"), worker_args))
+    """What `python -m workers.run` execs, as one process writing its metrics to `metrics_dir`."""
     one = dataclasses.replace(settings, worker=dataclasses.replace(settings.worker, processes=1))
-    argv, env = dramatiq_command(one, worker_args[len(modules):])
-    argv[2:2] = modules
+    argv, env = dramatiq_command(one, worker_args)
     env.update({"WORKER_PROCESSES": "1", "WORKER_METRICS_PORT": "0", "WORKER_METRICS_DIR": metrics_dir})
     return argv, env
 

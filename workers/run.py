@@ -6,6 +6,7 @@ the typed settings so there is one place to configure a worker.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import sys
@@ -14,6 +15,9 @@ from app.settings import Settings, get_settings
 
 
 def dramatiq_command(settings: Settings, extra: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Dramatiq's CLI for `extra`: leading arguments that are not options are actor modules to load
+    (Dramatiq takes them only right after the broker), the rest are Dramatiq options."""
+    modules = list(itertools.takewhile(lambda arg: not arg.startswith("-"), extra))
     env = dict(os.environ)
     env["dramatiq_worker_timeout"] = str(settings.worker.poll_timeout_ms)
     env["dramatiq_queue_prefetch"] = str(settings.worker.queue_prefetch)
@@ -21,11 +25,12 @@ def dramatiq_command(settings: Settings, extra: list[str]) -> tuple[list[str], d
     argv = [
         executable,
         "workers.entry:setup",
+        *modules,
         "--processes", str(settings.worker.processes),
         "--threads", str(settings.worker.threads),
         "--worker-shutdown-timeout", str(settings.worker.shutdown_timeout_ms),
         "--skip-logging",
-        *extra,
+        *extra[len(modules):],
     ]
     return argv, env
 

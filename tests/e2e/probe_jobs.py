@@ -16,6 +16,8 @@ import redis
 import jobs  # noqa: F401  (the farm's broker, before any actor is declared)
 from app.redis_conn import create_sync_redis
 from app.settings import get_settings
+from jobs.base import JobContext, job
+from models import AuditEntry
 
 QUEUE = "probe"
 
@@ -49,3 +51,17 @@ def sleep(job: int, seconds: float) -> None:
 def explode() -> None:
     """Always fails: one run, one retry, then dead-lettered."""
     raise RuntimeError("probe exploded")
+
+
+def ledger_runs_key() -> str:
+    """Hash: marker → how many times `probe.ledger_effect` started for it (kept when a run dies)."""
+    return get_settings().redis.key("probe", "ledger-runs")
+
+
+@job("probe.ledger_effect", queue=QUEUE, max_retries=3, min_backoff_ms=100, max_backoff_ms=200)
+def ledger_effect(ctx: JobContext, marker: str, seconds: float) -> None:
+    """Counts its start in Redis, writes its effect (an audit row) in its transaction, then sleeps:
+    a worker killed meanwhile leaves a start without an effect."""
+    _redis().hincrby(ledger_runs_key(), marker, 1)
+    ctx.uow.session.add(AuditEntry(actor_role="system", action="probe.ledger", target_id=marker))
+    time.sleep(seconds)
