@@ -40,7 +40,13 @@ from models import (
 )
 from models.jobs import LIVE_STATES
 from tests.integration.rides_support import PICKUP, offset_km
-from tests.integration.workers_support import db_fixture, start_worker_fixture, wait_for
+from tests.integration.workers_support import (
+    db_fixture,
+    run_worker_until,
+    side_broker,
+    start_worker_fixture,
+    wait_for,
+)
 from workers.resources import get_resources
 
 __all__ = ["db_fixture", "start_worker_fixture"]
@@ -334,3 +340,33 @@ def test_the_whole_chain_runs_through_a_real_worker_until_no_drivers(
             return session.scalar(live) == 0
 
     wait_for(outbox_empty, what="every job to be done")
+
+
+def test_a_step_handed_over_before_redis_restarted_empty_offers_each_driver_once(
+    world: World, redis_server: Any, settings: Settings
+) -> None:
+    from workers.relay import LedgerRelay
+
+    broker = side_broker(settings, redis_server.url, "dispatch.step", "dispatch.check_bids")
+    relay = LedgerRelay(broker, settings, sessions=world.db)
+    try:
+        # Given a ride whose first step was handed to Redis, two drivers nearby
+        near, far = world.driver(1.0), world.driver(3.0)
+        ride = world.ride(world.customer())
+        with world.db.begin() as session:
+            message_id = add_job(session, "dispatch.step", "dispatch", str(ride), 0)
+        relay.drain()
+        # When Redis restarts empty before any worker took the message
+        redis_server.kill()
+        redis_server.start()
+        relay.drain()
+        # Then a worker runs the step (handed over again): each driver is offered the ride once
+        def step_done() -> bool:
+            with world.db() as session:
+                return session.scalar(select(Job.state).where(Job.message_id == message_id)) == "done"
+
+        run_worker_until(broker, step_done, what="the step", queues={"dispatch"})
+        assert world.offers(ride) == {near: 0, far: 0}
+        assert world.ride_row(ride).dispatch_round == 0
+    finally:
+        broker.client.close()

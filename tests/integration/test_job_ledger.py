@@ -378,3 +378,19 @@ def test_a_message_delivered_twice_acts_once(
                      and state(db, message_id) == JobState.DONE, what="both deliveries to be acked")
     # Then the job ran once: the second delivery found its row done
     assert runs.count("twice") == 1 and effects(db, "twice") == 1
+
+
+def test_every_farm_actor_runs_through_the_ledger_claim() -> None:
+    # Every actor the farm declares is made by `@job`, whose wrapper claims the message's ledger row
+    # in the job's own transaction (or marks it done after an autocommit job): what makes every one
+    # of them act once when Redis loses, repeats or redelivers its message.
+    import jobs
+    from jobs import base
+
+    farm_actors = {name: actor for name, actor in jobs.broker.actors.items()
+                   if actor.fn.__module__.startswith("jobs.")}
+    assert len(farm_actors) >= 15
+    wrapper = (base.__file__, "run")
+    not_claimed = sorted(name for name, actor in farm_actors.items()
+                         if (actor.fn.__code__.co_filename, actor.fn.__code__.co_name) != wrapper)
+    assert not_claimed == []

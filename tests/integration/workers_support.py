@@ -169,3 +169,27 @@ def clock_tick(db: sessionmaker[Session], actor_name: str) -> None:
             return live == 0
 
     wait_for(done, what=f"the clock's {actor_name} job to be done")
+
+
+def side_broker(settings: Settings, redis_url: str, *actor_names: str) -> Any:
+    """A broker of the farm's kind on another Redis (a throw-away one a test may kill and restart),
+    carrying the farm's actors named here."""
+    import dataclasses
+
+    from workers.broker import build_broker
+
+    side = dataclasses.replace(settings, redis=dataclasses.replace(settings.redis, url=redis_url))
+    broker = build_broker(side)
+    for name in actor_names:
+        broker.declare_actor(jobs.broker.get_actor(name))
+    return broker
+
+
+def run_worker_until(broker: Any, done: Callable[[], Any], *, what: str, queues: set[str]) -> None:
+    """A real worker (one thread) on `broker` until `done()`."""
+    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=1, queues=queues)
+    worker.start()
+    try:
+        wait_for(done, what=what)
+    finally:
+        worker.stop(timeout=10_000)
