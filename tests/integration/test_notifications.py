@@ -43,6 +43,8 @@ from tests.integration.workers_support import (
     broker_redis_fixture,
     db_fixture,
     drain,
+    run_worker_until,
+    side_broker,
     start_worker_fixture,
 )
 from workers.resources import get_resources
@@ -585,3 +587,35 @@ def make_user(db: sessionmaker[Session]) -> str:
         session.add(User(id=user_id, email=f"{user_id}@example.com", password_hash="x", full_name="T",
                          phone=PHONE, role=Role.CUSTOMER))
     return str(user_id)
+
+
+def test_a_send_handed_over_before_redis_restarted_empty_reaches_twilio_once(
+    db: sessionmaker[Session], twilio_settings: Settings, fake_twilio: FakeTwilio, clean: None,
+    redis_server: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from workers.relay import LedgerRelay, build_message
+
+    monkeypatch.setattr(get_resources(), "settings", twilio_settings)
+    broker = side_broker(twilio_settings, redis_server.url, "notifications.send")
+    relay = LedgerRelay(broker, twilio_settings, sessions=db)
+    try:
+        # Given a notification whose send job was handed to Redis
+        notification_id = write(db, make_user(db), twilio_settings.twilio)
+        relay.drain()
+        # When Redis restarts empty, the job is handed over again, and Redis then holds it twice
+        redis_server.kill()
+        redis_server.start()
+        relay.drain()
+        with db() as session:
+            job_row = session.scalars(select(Job).where(Job.actor == "notifications.send")).one()
+        broker.enqueue(build_message(job_row))
+        # Then a worker sends it: Twilio got the message once, and the job is done
+        run_worker_until(broker, lambda: note(db, notification_id).status == "sent"
+                         and broker.client.hlen(f"{broker.namespace}:{QUEUE_NOTIFICATIONS}.msgs") == 0,
+                         what="the message to be sent and both deliveries acked",
+                         queues={QUEUE_NOTIFICATIONS})
+        assert len(fake_twilio.messages) == 1
+        with db() as session:
+            assert session.scalar(select(Job.state).where(Job.id == job_row.id)) == "done"
+    finally:
+        broker.client.close()
