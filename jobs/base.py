@@ -6,9 +6,11 @@ exception rolls back and goes to the retry policy. Actors take ids and JSON prim
 
 A message handed over from the durable ledger is claimed first, in the same transaction
 (`workers.ledger.claim`): its row becomes done exactly when the job's effect commits, and a second
-delivery finds it done and does nothing. A job declared `autocommit=True` commits step by step
-(its service needs that, e.g. a claim made durable before a provider call): its row is marked done
-after it returns, and its own compare-and-set makes a second delivery harmless.
+delivery finds it done and does nothing. A job declared `claim_first=False` runs on every delivery
+and its row is marked done after it returns: for jobs idempotent by their own compare-and-set
+whose second delivery has work to do — one whose service commits step by step (a notification's
+claim made durable before the provider call), or one that re-sends what a crash between its
+commit and its after-commit emits lost (a dispatch round's offers).
 
 A provider error ends the run as one log line (`job.provider_error`) and is retried by the
 policy; a paused provider (`CircuitOpen`) defers the job without spending a retry. Tracebacks are
@@ -59,7 +61,7 @@ def _provider_code(error: ProviderError) -> str:
 
 def job(
     name: str, *, queue: str, max_retries: int = 10, min_backoff_ms: int = 1_000,
-    max_backoff_ms: int = 15 * 60 * 1000, time_limit_ms: int = 60_000, autocommit: bool = False,
+    max_backoff_ms: int = 15 * 60 * 1000, time_limit_ms: int = 60_000, claim_first: bool = True,
     **options: Any,
 ) -> Callable[[Callable[..., None]], dramatiq.Actor[..., None]]:
     def decorator(fn: Callable[..., None]) -> dramatiq.Actor[..., None]:
@@ -70,14 +72,14 @@ def job(
             uow = current_unit_of_work()
             message_id = message.message_id if message else ""
             in_ledger = message is not None and ledger.is_ledger(message)
-            if in_ledger and not autocommit and not ledger.claim(uow.session, message_id):
+            if in_ledger and claim_first and not ledger.claim(uow.session, message_id):
                 log.info("job.already_done")
                 return
             ctx = JobContext(uow=uow, settings=resources.settings, redis=resources.redis,
                              keys=resources.keys, publisher=resources.publisher, message_id=message_id)
             try:
                 fn(ctx, *args, **kwargs)
-                if in_ledger and autocommit:
+                if in_ledger and not claim_first:
                     ledger.finish(uow.session, message_id)
                 uow.commit()
             except ProviderError as error:

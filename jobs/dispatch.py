@@ -11,7 +11,8 @@ from jobs.base import JobContext, job
 from workers.resources import get_resources
 
 
-@job("dispatch.step", queue=QUEUE_DISPATCH, max_retries=8, min_backoff_ms=200, time_limit_ms=30_000)
+@job("dispatch.step", queue=QUEUE_DISPATCH, max_retries=8, min_backoff_ms=200, time_limit_ms=30_000,
+     claim_first=False)  # a redelivered step re-sends its round's open offers (see dispatch.step)
 def step(ctx: JobContext, ride_id: str, round_: int) -> None:
     dispatch.step(
         ctx.uow.session, get_resources().driver_index, ctx.settings.dispatch, uuid.UUID(ride_id),

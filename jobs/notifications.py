@@ -19,7 +19,7 @@ from jobs.base import JobContext, job
 
 
 @job("notifications.send", queue=QUEUE_NOTIFICATIONS, max_retries=20, min_backoff_ms=1_000,
-     max_backoff_ms=5 * 60 * 1000, time_limit_ms=60_000, priority=10, autocommit=True)
+     max_backoff_ms=5 * 60 * 1000, time_limit_ms=60_000, priority=10, claim_first=False)
 def send(ctx: JobContext, notification_id: str) -> None:
     notification_delivery.deliver(
         ctx.uow.session, senders_for(ctx.settings.twilio), ctx.settings.twilio, ctx.settings.notifications,

@@ -5,8 +5,10 @@ A message handed over by the relay carries the `ledger` option. Its run is tied 
 - **Claim** (`claim`, the first statement of the job's transaction): the row becomes `done` in the
   same transaction as the job's effect, so "done" and the effect commit together or not at all; a
   second delivery of the message (a re-hand, a redelivery after a crash) finds it done and skips;
-  one running meanwhile waits on the row lock and then skips. Jobs whose service commits step by
-  step (autocommit) mark it at the end instead (`finish`) and rely on their own compare-and-set.
+  one running meanwhile waits on the row lock and then skips. Jobs that must run on every delivery
+  (`@job(claim_first=False)`: a service that commits step by step, or one that re-sends what a
+  crash after its commit lost) mark it at the end instead (`finish`) and rely on their own
+  compare-and-set.
 - **A failed run** (`LedgerRetries`): the row goes back to `waiting`, due after the actor's backoff,
   in PostgreSQL — no retry lives in Redis or in a worker's memory, so a retry survives a Redis
   restart and can't be lost by a failed enqueue. Out of retries (or refused by `retry_when`), the
@@ -80,7 +82,7 @@ def claim(session: Session, message_id: str) -> bool:
     return session.execute(_CLAIM, {"message_id": message_id}).first() is not None
 
 
-finish = claim  # the same statement, run last by jobs that commit as they go
+finish = claim  # the same statement, run last by `claim_first=False` jobs
 
 
 # --- failed runs ---------------------------------------------------------------------------------

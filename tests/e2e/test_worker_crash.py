@@ -1,12 +1,12 @@
 """A worker killed with SIGKILL in the middle of dispatching: every ride still reaches its driver,
-and every delayed bid check the dead worker held still runs — once — on the next worker.
+and every bid check still runs — once — on the next worker.
 
 A burst of rides is requested; as soon as the first offer arrives the worker's whole process
-group is SIGKILLed, leaving rides in every state: dispatched (their `dispatch.check_bids` held
-in the dead worker's memory until its eta), fetched by the dead worker but not acked (in its
-Redis acks set), queued in Redis, and still in the PostgreSQL outbox. A new worker then relays the
-outbox and — once the dead worker's heartbeat is older than `WORKER_HEARTBEAT_TIMEOUT` (15 s) and
-its next maintenance pass runs (`WORKER_MAINTENANCE_INTERVAL`, 5 s) — requeues what the dead one
+group is SIGKILLed, leaving rides in every state: dispatched (their `dispatch.check_bids` waiting
+in the job ledger until due), fetched by the dead worker but not acked (in its Redis acks set),
+queued in Redis, and still waiting in the ledger. A new worker then hands the waiting jobs over
+and — once the dead worker's heartbeat is older than `WORKER_HEARTBEAT_TIMEOUT` (15 s) and its
+next maintenance pass runs (`WORKER_MAINTENANCE_INTERVAL`, 5 s) — requeues what the dead one
 held. The recovery settings are the defaults: this is the bound a farm gets out of the box.
 """
 
@@ -112,7 +112,7 @@ async def test_a_sigkilled_worker_loses_no_dispatch(farm: Farm, settings: Settin
         async def on_offer(payload: dict[str, Any]) -> None:
             offered.add(payload["rideId"])
             first_offer.set()
-            if rides and offered >= set(rides):
+            if len(rides) == RIDES and offered >= set(rides):  # (not before every ride is requested)
                 every_ride.set()
 
         await sock.connect(
