@@ -706,6 +706,11 @@ class FakeStripe:
         with self.lock:
             self._injected.extend(_Injected(status, path_prefix, after_commit=False) for _ in range(n))
 
+    def recover(self) -> None:
+        """Forget every failure still waiting to be injected: Stripe is healthy again."""
+        with self.lock:
+            self._injected.clear()
+
     def drop_response_next(self, n: int = 1, *, path_prefix: str | None = None) -> None:
         """Execute the next ``n`` requests but close the connection instead of answering (lost response)."""
         with self.lock:
