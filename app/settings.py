@@ -99,8 +99,12 @@ class WorkerSettings:
     #: A handed-over job not done within this lease (s) is checked: renewed while Redis still
     #: holds its message, handed again when the message is gone.
     ledger_lease_s: float = 30.0
-    #: Seconds between two checks of lapsed leases by one relay.
+    #: Seconds between two checks of lapsed leases by one relay (each also prunes done jobs).
     ledger_lease_check_interval_s: float = 5.0
+    #: Done jobs are deleted this long (s) after they finished (a message redelivered later finds
+    #: no row and is skipped just the same), at most `ledger_prune_batch` per check and relay.
+    ledger_done_retention_s: float = 3600.0
+    ledger_prune_batch: int = 5000
     #: Where the worker's Prometheus exporter listens (0 = no exporter in this process tree).
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9191
@@ -165,8 +169,6 @@ class RetentionSettings:
     stripe_events_days: int = 30
     #: The history of rides finished this long ago (the API shows it): kept unless asked.
     ride_history_days: int = 0
-    #: Jobs of the ledger that are done, by when they finished (failed ones are kept for replay).
-    done_jobs_days: int = 7
     #: At most this many rows per table per run, deleted (and committed) per batch.
     max_rows_per_run: int = 10_000
     batch_size: int = 1_000
@@ -410,6 +412,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             ledger_lease_s=src.number("LEDGER_LEASE", WorkerSettings.ledger_lease_s),
             ledger_lease_check_interval_s=src.number("LEDGER_LEASE_CHECK_INTERVAL",
                                                      WorkerSettings.ledger_lease_check_interval_s),
+            ledger_done_retention_s=src.number("LEDGER_DONE_RETENTION",
+                                               WorkerSettings.ledger_done_retention_s),
+            ledger_prune_batch=src.positive("LEDGER_PRUNE_BATCH", WorkerSettings.ledger_prune_batch),
             metrics_host=src.text("WORKER_METRICS_HOST", WorkerSettings.metrics_host),
             metrics_port=src.integer("WORKER_METRICS_PORT", WorkerSettings.metrics_port),
             metrics_dir=src.text("WORKER_METRICS_DIR", ""),
@@ -507,7 +512,6 @@ def _retention_settings(src: _Source) -> RetentionSettings:
         notifications_days=days("RETENTION_NOTIFICATIONS_DAYS", defaults.notifications_days),
         stripe_events_days=days("RETENTION_STRIPE_EVENTS_DAYS", defaults.stripe_events_days),
         ride_history_days=days("RETENTION_RIDE_HISTORY_DAYS", defaults.ride_history_days),
-        done_jobs_days=days("RETENTION_DONE_JOBS_DAYS", defaults.done_jobs_days),
         max_rows_per_run=src.positive("RETENTION_MAX_ROWS_PER_RUN", defaults.max_rows_per_run),
         batch_size=src.positive("RETENTION_BATCH_SIZE", defaults.batch_size),
     )

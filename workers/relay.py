@@ -12,7 +12,9 @@ Every worker process runs one; they cooperate through `FOR UPDATE SKIP LOCKED`. 
    twice at most, and acts once: `workers.ledger.claim`).
 3. **Leases** (every `LEDGER_LEASE_CHECK_INTERVAL` s): a `handed` row past its lease whose message
    Redis still holds (ready, in flight or prefetched by a live worker) gets a new lease; one whose
-   message is gone (lost with a killed worker, a failed retry) is handed again.
+   message is gone (lost with a killed worker, a failed retry) is handed again; and done jobs
+   older than `LEDGER_DONE_RETENTION` are deleted, a bounded batch at a time (a message delivered
+   after that finds no row, which its claim reads as done).
 
 It sleeps on `LISTEN` (a trigger notifies when a row becomes waiting) until the next row is due,
 at most `OUTBOX_POLL_INTERVAL` s, so a new job is handed over within milliseconds and a job due
@@ -85,6 +87,12 @@ UPDATE jobs SET state = 'waiting', due_at = now(), lease_until = NULL, redis_mes
 WHERE id = ANY(CAST(:ids AS bigint[]))
 """)
 
+_PRUNE_DONE = text("""
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs WHERE state = 'done' AND finished_at < now() - make_interval(secs => :retention_s)
+    ORDER BY finished_at LIMIT :limit FOR UPDATE SKIP LOCKED)
+""")
+
 _NEXT_DUE = text("SELECT EXTRACT(EPOCH FROM min(due_at) - now()) FROM jobs WHERE state = 'waiting'")
 
 
@@ -155,6 +163,12 @@ def check_leases(broker: RedisBroker, sessions: Any, *, lease_s: float, limit: i
     return len(held), len(lost)
 
 
+def prune_done(sessions: Any, *, retention_s: float, limit: int) -> int:
+    """Delete one bounded batch of jobs done longer than `retention_s` ago; returns how many."""
+    with sessions.begin() as session:
+        return int(session.execute(_PRUNE_DONE, {"retention_s": retention_s, "limit": limit}).rowcount or 0)
+
+
 def seconds_until_next_due(sessions: Any) -> float | None:
     with sessions.begin() as session:
         value = session.execute(_NEXT_DUE).scalar()
@@ -208,6 +222,8 @@ class LedgerRelay(threading.Thread):
                 break
         if time.monotonic() - self._leases_checked >= worker.ledger_lease_check_interval_s:
             check_leases(self.broker, self.sessions, lease_s=worker.ledger_lease_s)
+            prune_done(self.sessions, retention_s=worker.ledger_done_retention_s,
+                       limit=worker.ledger_prune_batch)
             self._leases_checked = time.monotonic()
         if moved:
             log.debug("ledger.handed_over", count=moved)

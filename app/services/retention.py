@@ -10,13 +10,12 @@ to `RULES` (and its `*_days` field to `RetentionSettings`).
 | `notifications` | written more than N days ago and done with (sent or later)       | 30 days   |
 | `stripe_events` | handled more than N days ago                                     | 30 days   |
 | `ride_history`  | its ride finished (final, last changed) more than N days ago     | kept      |
-| `jobs`          | done (its transaction committed) more than N days ago            | 7 days    |
 
 Ride history is shown by the API (`history[]`) and is the record of who moved a ride when, which
 disputes and chargebacks need: it is kept unless `RETENTION_RIDE_HISTORY_DAYS` asks otherwise.
-Failed jobs of the ledger stay (a `failed_jobs` row points at them for replay); `failed_jobs`
-(and their replays), `ledger_entries` (append-only money) and `audit_log` are never
-pruned (`KEPT`).
+Done jobs of the ledger are pruned continuously by the relays (`LEDGER_DONE_RETENTION`), failed
+ones stay (a `failed_jobs` row points at them); `failed_jobs` (and their replays),
+`ledger_entries` (append-only money) and `audit_log` are never pruned (`KEPT`).
 
 **Bounded.** A run deletes at most `max_rows_per_run` rows per table, `batch_size` per statement:
 `DELETE ... WHERE ctid = ANY(ARRAY(SELECT ctid ... LIMIT n FOR UPDATE SKIP LOCKED))` (a TID scan;
@@ -62,7 +61,6 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule("notifications", "created_at", "status IN ('sent', 'delivered', 'failed', 'undelivered')",
          lambda s: s.notifications_days),
     Rule("stripe_events", "processed_at", "processed_at IS NOT NULL", lambda s: s.stripe_events_days),
-    Rule("jobs", "finished_at", "state = 'done'", lambda s: s.done_jobs_days),
     Rule("ride_history", "at",
          "EXISTS (SELECT 1 FROM rides r WHERE r.id = ride_history.ride_id AND "
          f"{_FINAL_RIDE} AND r.updated_at < :cutoff)",

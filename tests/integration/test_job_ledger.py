@@ -394,3 +394,30 @@ def test_every_farm_actor_runs_through_the_ledger_claim() -> None:
     not_claimed = sorted(name for name, actor in farm_actors.items()
                          if (actor.fn.__code__.co_filename, actor.fn.__code__.co_name) != wrapper)
     assert not_claimed == []
+
+
+def test_done_jobs_are_pruned_after_their_retention_and_failed_or_live_ones_stay(
+    clean: None, db: sessionmaker[Session],
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from workers.relay import prune_done
+
+    # Given jobs done two hours and one minute ago, one failed two hours ago, and one waiting
+    ids = {name: commit_job(db, name) for name in ("done-old", "done-recent", "failed-old", "waiting")}
+    now = datetime.now(UTC)
+    with db.begin() as session:
+        for name, new_state, ago in (("done-old", "done", timedelta(hours=2)),
+                                     ("done-recent", "done", timedelta(minutes=1)),
+                                     ("failed-old", "failed", timedelta(hours=2))):
+            session.execute(update(Job).where(Job.message_id == ids[name])
+                            .values(state=new_state, finished_at=now - ago))
+    # When a relay prunes with an hour's retention, one row per batch
+    assert prune_done(db, retention_s=3600, limit=1) == 1
+    assert prune_done(db, retention_s=3600, limit=1) == 0
+    # Then only the old done job is gone
+    with db() as session:
+        left = set(session.scalars(select(Job.message_id)))
+    assert left == {ids["done-recent"], ids["failed-old"], ids["waiting"]}

@@ -229,8 +229,7 @@ def test_zero_days_keeps_a_table_forever(farm: Farm, db: sessionmaker[Session]) 
     seeded = seed(farm)
 
     # When retention runs with every table kept forever
-    batches = run_once(db, RetentionSettings(offers_days=0, notifications_days=0, stripe_events_days=0,
-                                             done_jobs_days=0))
+    batches = run_once(db, RetentionSettings(offers_days=0, notifications_days=0, stripe_events_days=0))
 
     # Then nothing was even looked at
     assert batches == []
@@ -304,29 +303,3 @@ def test_each_batch_can_reach_its_rows_by_tuple_id(farm: Farm, db: sessionmaker[
         # Then the DELETE reaches the rows the sub-select picked by their ctid (a TID scan)
         assert f"Tid Scan on {rule.table}" in plan, plan
 
-
-def test_done_jobs_of_the_ledger_go_after_their_days_and_failed_or_live_ones_stay(
-    farm: Farm, db: sessionmaker[Session]
-) -> None:
-    from sqlalchemy import update
-
-    from app.outbox import add_job
-    from models import Job
-
-    # Given jobs done 10 days and 1 day ago, one failed 10 days ago, and one still waiting
-    ids = {}
-    with db.begin() as session:
-        for name in ("done-old", "done-recent", "failed-old", "waiting"):
-            ids[name] = add_job(session, "tokens.cleanup", "maintenance", name)
-        finished = (("done-old", "done", 10), ("done-recent", "done", 1), ("failed-old", "failed", 10))
-        for name, state, days in finished:
-            session.execute(update(Job).where(Job.message_id == ids[name])
-                            .values(state=state, finished_at=NOW - timedelta(days=days)))
-
-    # When retention runs with the default 7 days for done jobs
-    run_once(db, RetentionSettings())
-
-    # Then only the old done job is gone
-    with db() as session:
-        left = set(session.scalars(select(Job.message_id)))
-    assert left == {ids["done-recent"], ids["failed-old"], ids["waiting"]}

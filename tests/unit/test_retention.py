@@ -24,7 +24,7 @@ def test_no_rule_prunes_failed_jobs_the_ledger_or_the_audit_log() -> None:
 def test_every_rule_reads_its_own_setting_and_ride_history_is_kept_by_default() -> None:
     defaults = RetentionSettings()
     days = {rule.table: rule.days(defaults) for rule in retention.RULES}
-    assert days == {"offers": 30, "notifications": 30, "stripe_events": 30, "ride_history": 0, "jobs": 7}
+    assert days == {"offers": 30, "notifications": 30, "stripe_events": 30, "ride_history": 0}
 
 
 def test_a_rule_naming_a_kept_table_or_keeping_forever_runs_no_statement() -> None:
