@@ -30,6 +30,7 @@ import dramatiq
 from dramatiq import Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.common import compute_backoff
+from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Retries
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
@@ -161,6 +162,20 @@ class LedgerRetries(Retries):
                 self._record_failure(session, message, error, attempts=None)
             message.options[OUTCOME_OPTION] = "failed"
 
+    def after_nack(self, broker: Broker, message: MessageProxy) -> None:
+        """A ledger message rejected without a run settled here (Dramatiq dead-letters a message for
+        an actor this worker doesn't declare): fail its row with a record, or the lease check would
+        hand it over again forever."""
+        if not is_ledger(message) or OUTCOME_OPTION in message.options:
+            return
+        error = message._exception or RuntimeError("rejected by the worker")
+        try:
+            with self.sessions().begin() as session:
+                session.execute(_FAILED_RUN, {"message_id": message.message_id, "error": _error_text(error)})
+                self._record_failure(session, message, error, attempts=None)
+        except Exception as record_error:  # its dead letter stays in Redis, importable
+            log.critical("job.failure_not_recorded", error=repr(record_error))
+
     def _settle(self, broker: Broker, message: MessageProxy, exception: BaseException) -> str:
         now = datetime.now(UTC)
         with self.sessions().begin() as session:
@@ -175,7 +190,11 @@ class LedgerRetries(Retries):
                 log.info("job.failed_run_of_finished_job")
                 return "finished"
             attempts = int(row[0])
-            actor = broker.get_actor(message.actor_name)
+            try:
+                actor = broker.get_actor(message.actor_name)
+            except ActorNotFound:  # renamed or removed: no retry can help; keep it for a replay
+                self._record_failure(session, message, exception, attempts=attempts)
+                return "failed"
             if self._gives_up(actor, message, attempts - 1, _cause(exception)):
                 self._record_failure(session, message, exception, attempts=attempts)
                 return "failed"

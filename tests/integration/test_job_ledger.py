@@ -421,3 +421,17 @@ def test_done_jobs_are_pruned_after_their_retention_and_failed_or_live_ones_stay
     with db() as session:
         left = set(session.scalars(select(Job.message_id)))
     assert left == {ids["done-recent"], ids["failed-old"], ids["waiting"]}
+
+
+def test_a_job_for_an_actor_the_farm_no_longer_declares_fails_once_for_replay(
+    start_worker: WorkerFactory, db: sessionmaker[Session], settings: Settings
+) -> None:
+    # Given a job of an actor that was renamed away, on a queue the worker serves
+    start_worker(relay=relay_settings(settings))
+    with db.begin() as session:
+        message_id = add_job(session, "test.renamed_away", QUEUE, "x")
+    # Then it is failed (not handed again forever) and in the registry
+    wait_for(lambda: state(db, message_id) == JobState.FAILED, what="the job to fail")
+    with db() as session:
+        [failed] = session.scalars(select(FailedJob).where(FailedJob.message_id == str(message_id))).all()
+    assert failed.actor == "test.renamed_away"
