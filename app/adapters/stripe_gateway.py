@@ -9,7 +9,8 @@ job retries), not for a request Stripe refused (the job records the refusal).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -141,11 +142,13 @@ class StripeGateway:
         )
 
     # --- calls ---------------------------------------------------------------------------------
-    def _call(self, operation: str, call: Callable[[], T]) -> T:
-        """One SDK call through the process's Stripe circuit (`CircuitOpen` while Stripe is paused)."""
+    @contextlib.contextmanager
+    def _guarded(self, operation: str) -> Iterator[None]:
+        """One SDK call through the process's Stripe circuit (`CircuitOpen` while Stripe is paused);
+        a Stripe error comes out as `ProviderError`."""
         self.circuit.guard()
         try:
-            result = call()
+            yield
         except stripe.StripeError as exc:
             error = _translate(exc, operation)
             self.circuit.failed(error)
@@ -154,21 +157,14 @@ class StripeGateway:
             self.circuit.succeeded_or_release()
             raise
         self.circuit.succeeded()
-        return result
+
+    def _call(self, operation: str, call: Callable[[], T]) -> T:
+        with self._guarded(operation):
+            return call()
 
     async def _call_async(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-        self.circuit.guard()
-        try:
-            result = await call()
-        except stripe.StripeError as exc:
-            error = _translate(exc, operation)
-            self.circuit.failed(error)
-            raise error from exc
-        except BaseException:
-            self.circuit.succeeded_or_release()
-            raise
-        self.circuit.succeeded()
-        return result
+        with self._guarded(operation):
+            return await call()
 
     # --- Connect -------------------------------------------------------------------------------
     def _account_params(self, email: str, driver_id: str) -> dict[str, Any]:
