@@ -17,7 +17,9 @@ from jobs.base import JobContext, job
 log = get_logger("jobs.retention")
 
 
-@job("retention.prune", queue=QUEUE_MAINTENANCE, max_retries=3, time_limit_ms=10 * 60_000)
+# claim_first=False: it commits batch by batch, so its ledger row is marked done after the last one
+# (a run cut short is simply run again; a batch deleted twice deletes nothing).
+@job("retention.prune", queue=QUEUE_MAINTENANCE, max_retries=3, time_limit_ms=10 * 60_000, claim_first=False)
 def prune(ctx: JobContext) -> None:
     deleted: Counter[str] = Counter()
     for batch in retention.prune(ctx.uow.session, ctx.settings.retention, now=datetime.now(UTC)):
