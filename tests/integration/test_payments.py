@@ -193,11 +193,22 @@ async def test_card_rides_are_refused_with_how_to_enable_them_when_stripe_is_off
     body = {"pickup": {"lat": 52.52, "lng": 13.405}, "dropoff": {"lat": 52.5, "lng": 13.42},
             "vehicleType": "van", "region": "BER", "paymentMethod": "card"}
     response = await api.post("/api/v1/rides", json=body, headers=customer.headers)
-    assert_error(response, 409, "PAYMENTS_DISABLED")
+    assert assert_error(response, 409, "CONFLICT") == {"reason": "PAYMENTS_DISABLED"}
     assert "STRIPE_SECRET_KEY" in response.json()["error"]["message"]
     response = await api.post("/api/v1/rides", json={**body, "paymentMethod": "cash"},
                               headers=customer.headers)
     assert response.status_code == 201, response.text
+
+
+async def test_payouts_onboarding_is_refused_with_how_to_enable_it_when_stripe_is_off(
+    market: Market, api: Client,
+) -> None:
+    driver = await market.driver()
+
+    response = await api.post("/api/v1/drivers/me/payouts/onboard", headers=driver.headers)
+
+    assert assert_error(response, 409, "CONFLICT") == {"reason": "PAYMENTS_DISABLED"}
+    assert "STRIPE_SECRET_KEY" in response.json()["error"]["message"]
 
 
 # --- webhooks ------------------------------------------------------------------------------------------
