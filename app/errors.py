@@ -1,16 +1,34 @@
 """One error root for the application. Each error has an HTTP status and a stable code.
 
 The API maps every `AppError` to `{"error": {"code", "message", "details"}}`; workers and the CLI
-use the same classes so a business failure reads the same everywhere.
+use the same classes so a business failure reads the same everywhere. Codes (and their statuses) are
+exactly the contract's list (`CONTRACT_CODES`); a finer cause is told in `details.reason`.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+#: The public contract's error codes and the HTTP statuses each is answered with (API.md, "Errors").
+CONTRACT_CODES: dict[str, frozenset[int]] = {
+    "VALIDATION_ERROR": frozenset({400}),
+    "INVALID_CREDENTIALS": frozenset({401}),
+    "INVALID_TOKEN": frozenset({401}),
+    "TOKEN_EXPIRED": frozenset({401}),
+    "TOKEN_REVOKED": frozenset({401}),
+    "ACCOUNT_DEACTIVATED": frozenset({403}),
+    "FORBIDDEN": frozenset({403}),
+    "NOT_FOUND": frozenset({404}),
+    "CONFLICT": frozenset({409}),
+    "INVALID_TRANSITION": frozenset({409}),
+    "RATE_LIMITED": frozenset({429}),
+    "INVALID_SIGNATURE": frozenset({400, 403}),
+    "SERVICE_UNAVAILABLE": frozenset({503}),
+}
+
 
 class AppError(Exception):
-    """Base of every expected failure."""
+    """Base of every expected failure (the root's own code is only ever seen for a bug: a 500)."""
 
     status_code: ClassVar[int] = 500
     code: ClassVar[str] = "INTERNAL_ERROR"
@@ -38,9 +56,11 @@ class ValidationFailed(AppError):
 
 # --- authentication --------------------------------------------------------------------------
 class AuthError(AppError):
-    """Base of authentication failures (401)."""
+    """Base of authentication failures (401; a bare one reads as the contract's `INVALID_TOKEN`)."""
 
     status_code = 401
+    code = "INVALID_TOKEN"
+    default_message = "The token is missing or not valid."
 
 
 class InvalidCredentials(AuthError):
@@ -161,40 +181,39 @@ class ServiceUnavailable(AppError):
 
 
 class ProviderError(AppError):
-    """A provider (Stripe, Twilio) answered with an error."""
+    """A provider (Stripe, Twilio) failed or refused: `SERVICE_UNAVAILABLE`, `details.reason` says so."""
 
-    status_code = 502
-    code = "PROVIDER_ERROR"
+    status_code = 503
+    code = "SERVICE_UNAVAILABLE"
     default_message = "A payment or messaging provider failed."
 
     def __init__(self, message: str | None = None, *, transient: bool, details: Any = None) -> None:
         self.transient = transient
         #: Set by a service that already logged this failure (the job wrapper then doesn't).
         self.logged = False
-        super().__init__(message, details=details)
+        super().__init__(message, details={"reason": "PROVIDER_ERROR", "transient": transient,
+                                           **(details or {})})
 
 
 class CircuitOpen(ProviderError):
     """Calls to a provider are paused after repeated failures; nothing was sent. Try after
     `retry_after_s` seconds (a job waits that long without spending a retry)."""
 
-    code = "SERVICE_UNAVAILABLE"
-    status_code = 503
-
     def __init__(self, provider: str, retry_after_s: float) -> None:
         self.provider = provider
         self.retry_after_s = max(0.05, retry_after_s)
         super().__init__(f"{provider} is failing; calls are paused for {self.retry_after_s:.1f} s.",
-                         transient=True, details={"provider": provider, "code": "CIRCUIT_OPEN"})
+                         transient=True, details={"reason": "CIRCUIT_OPEN", "provider": provider,
+                                                  "code": "CIRCUIT_OPEN"})
 
 
-class PaymentsDisabled(AppError):
-    """A card payment was asked for on a farm with no Stripe key configured."""
+class PaymentsDisabled(Conflict):
+    """A card payment (or payouts onboarding) was asked for on a farm with no Stripe key configured."""
 
-    status_code = 409
-    code = "PAYMENTS_DISABLED"
     default_message = (
         "Card payments are disabled on this farm: set STRIPE_SECRET_KEY (and STRIPE_WEBHOOK_SECRET for "
         "the webhooks) and restart it to enable them. Cash rides work without them."
     )
 
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, details={"reason": "PAYMENTS_DISABLED"})

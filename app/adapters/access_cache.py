@@ -12,7 +12,12 @@ while — and only while — its subscription to the auth-changes channel is liv
 - user snapshots are filled on a miss from the slow path, and a fill that raced an announcement
   is discarded (the `epoch` counter), so an older snapshot never outlives a newer one;
 - if the subscription drops (Redis restarted or unreachable), the mirror empties itself and every
-  check goes back to Redis, which fails closed (503) while Redis is down.
+  check goes back to Redis, which fails closed (503) while Redis is down;
+- a subscription is judged silent by the time spent *listening* to it without a reply (our pings
+  included), not by the clock: a read that comes back later than it asked to was held up by our
+  own event loop (a busy process, CPU contention), which says nothing about Redis. A stalled loop
+  therefore never makes the mirror forget; it only makes a truly silent connection take longer to
+  notice.
 Revocations cannot happen without Redis (writers fail first), so while Redis is unreachable the
 mirror can only be missing changes that were never made.
 """
@@ -38,9 +43,34 @@ from app.logging import get_logger
 
 log = get_logger("auth.mirror")
 
-#: Silence on the subscription longer than this (despite pings) means it is dead.
+#: Ping after this long listening without a reply; this long listening without one (despite the
+#: pings) means the subscription is dead. Both count listening time, not wall time (`Silence`).
 PING_EVERY_S = 2.0
 DEAD_AFTER_S = 6.0
+#: The longest single wait for a reply (the granularity of the two counts above).
+LISTEN_FOR_S = 1.0
+
+
+class Silence:
+    """How long the subscription has been listened to without a reply, and since our last ping.
+
+    Each read counts only the wait it asked for: the rest of the time it took is the event loop
+    being late, not Redis being silent."""
+
+    def __init__(self) -> None:
+        self.silent_s = 0.0
+        self.since_ping_s = 0.0
+
+    def heard(self) -> None:
+        self.silent_s = 0.0
+
+    def waited(self, asked_s: float, took_s: float) -> None:
+        listened = max(0.0, min(asked_s, took_s))
+        self.silent_s += listened
+        self.since_ping_s += listened
+
+    def pinged(self) -> None:
+        self.since_ping_s = 0.0
 
 
 class AccessMirror:
@@ -55,6 +85,8 @@ class AccessMirror:
         self._live = False
         #: Bumped by every announcement that may make a cached snapshot stale.
         self.epoch = 0
+        #: Replies read on the subscription (announcements and the answers to our pings).
+        self.replies_heard = 0
 
     @property
     def live(self) -> bool:
@@ -137,21 +169,23 @@ class AccessMirror:
                     await asyncio.wait_for(pubsub.aclose(), timeout=1.0)
 
     async def _follow(self, pubsub: aredis.client.PubSub) -> None:
-        last_heard = last_ping = time.monotonic()
+        silence = Silence()
+        wait_s = min(LISTEN_FOR_S, PING_EVERY_S)
         while True:
             # Every reply counts as a sign of life, our pings' included (with RESP3 a pong can come
             # back in a shape redis-py files under another type), but only messages are applied.
-            message = await pubsub.get_message(ignore_subscribe_messages=False,
-                                               timeout=min(1.0, PING_EVERY_S))
-            now = time.monotonic()
+            started = time.monotonic()
+            message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=wait_s)
             if message is not None:
-                last_heard = now
+                silence.heard()
+                self.replies_heard += 1
                 if message["type"] == "message":
                     self.apply(message["data"])
                 continue
-            if now - last_heard > DEAD_AFTER_S:
+            silence.waited(wait_s, time.monotonic() - started)
+            if silence.silent_s > DEAD_AFTER_S:
                 raise ConnectionError("the auth-changes subscription went silent")
-            if now - last_ping > PING_EVERY_S:
+            if silence.since_ping_s >= PING_EVERY_S:
                 await pubsub.ping()
-                last_ping = now
+                silence.pinged()
                 self._prune()

@@ -32,6 +32,9 @@ from app.observability.web import WebMetrics, metrics_route, request_metrics_mid
 from app.settings import Settings
 
 API_PREFIX = "/api/v1"
+#: Provider callbacks: at `/api/v1/webhooks/...` (the contract) and at the root, where Stripe
+#: dashboards and older `TWILIO_STATUS_CALLBACK_URL`s point (aliases, left out of the schema).
+WEBHOOK_CONTROLLERS = (StripeWebhookController, TwilioStatusController)
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
@@ -82,12 +85,13 @@ def create_app(settings: Settings, context_factory: Callable[[], WebContext] | N
     api = Router(
         path=API_PREFIX,
         route_handlers=[AuthController, AdminController, DriverController, RideController, BidController,
-                        PaymentController, regions, me],
+                        PaymentController, regions, me, *WEBHOOK_CONTROLLERS],
         dependencies={"uow": Provide(provide_uow)},
     )
+    root_webhooks = Router(path="/", route_handlers=list(WEBHOOK_CONTROLLERS), include_in_schema=False,
+                           dependencies={"uow": Provide(provide_uow)})
     return Litestar(
-        route_handlers=[api, health, ready, metrics_route(metrics), StripeWebhookController,
-                        TwilioStatusController],
+        route_handlers=[api, root_webhooks, health, ready, metrics_route(metrics)],
         lifespan=[lifespan],
         middleware=[request_metrics_middleware, request_id_middleware],
         exception_handlers={Exception: handle_exception},

@@ -1,4 +1,8 @@
-"""One handler that turns every failure into `{"error": {"code", "message", "details"}}`."""
+"""One handler that turns every failure into `{"error": {"code", "message", "details"}}`.
+
+Only the contract's codes, each with its status (`app.errors.CONTRACT_CODES`), ever reach a client,
+Litestar's own refusals included; the one exception is a bug, a 500 `INTERNAL_ERROR`.
+"""
 
 from __future__ import annotations
 
@@ -13,21 +17,19 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from app.errors import AppError, RateLimited, ServiceUnavailable, ValidationFailed
+from app.errors import AppError, ProviderError, RateLimited, ServiceUnavailable, ValidationFailed
 from app.logging import get_logger
 
 log = get_logger("api.errors")
 
+#: Litestar's HTTP errors whose status is one of the contract's, answered with its code.
 _HTTP_CODES = {
-    400: "VALIDATION_ERROR",
     401: "INVALID_TOKEN",
     403: "FORBIDDEN",
     404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
     409: "CONFLICT",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
     429: "RATE_LIMITED",
+    503: "SERVICE_UNAVAILABLE",
 }
 
 
@@ -41,7 +43,7 @@ def _respond(status: int, body: dict[str, Any], headers: dict[str, str] | None =
 
 def app_error_response(exc: AppError) -> Response[Any]:
     headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
-    if isinstance(exc, ServiceUnavailable):
+    if isinstance(exc, ServiceUnavailable) or (isinstance(exc, ProviderError) and exc.transient):
         headers = {"Retry-After": "1"}
     return _respond(exc.status_code, exc.to_dict(), headers)
 
@@ -66,6 +68,28 @@ def _validation_details(exc: ValidationException) -> dict[str, str]:
     return details or {"body": exc.detail}
 
 
+def _http_error_response(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Litestar's own refusals, in the contract's codes (a finer cause in `details.reason`)."""
+    status = exc.status_code
+    headers = dict(exc.headers or {})
+    if status == HTTP_405_METHOD_NOT_ALLOWED:
+        # No route for this method and path: the contract's 404, naming the methods there are.
+        allowed = sorted(method.strip() for method in headers.get("Allow", "").split(",") if method.strip())
+        return _respond(404, _body("NOT_FOUND", "This method is not allowed here.",
+                                   {"reason": "METHOD_NOT_ALLOWED", "allowed": allowed}), headers)
+    if status in _HTTP_CODES:
+        return _respond(status, _body(_HTTP_CODES[status], exc.detail), headers)
+    if status == 400:
+        return app_error_response(ValidationFailed("The request body is not valid JSON.",
+                                                   details={"body": exc.detail}))
+    if 400 <= status < 500:
+        # e.g. 413 (body too large): the request as sent can't be taken, so a VALIDATION_ERROR
+        # naming the body (its details are fields, so no `reason` key that could be one).
+        return app_error_response(ValidationFailed(exc.detail, details={"body": exc.detail}))
+    log.error("api.http_error", status=status, path=request.url.path, error=exc.detail)
+    return _respond(500, _body("INTERNAL_ERROR", "Something went wrong on our side."))
+
+
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, ExceptionGroup) and exc.exceptions:
         # Litestar groups what a dependency's clean-up raised while the handler's error unwound
@@ -78,15 +102,7 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(exc, NotFoundException):
         return _respond(404, _body("NOT_FOUND", "Not found."))
     if isinstance(exc, HTTPException):
-        status = exc.status_code
-        code = _HTTP_CODES.get(status, "HTTP_ERROR")
-        if status == 400:
-            return app_error_response(ValidationFailed("The request body is not valid JSON.",
-                                                       details={"body": exc.detail}))
-        headers = dict(exc.headers or {})
-        if status == HTTP_405_METHOD_NOT_ALLOWED:
-            return _respond(status, _body(code, "This method is not allowed here."), headers)
-        return _respond(status, _body(code, exc.detail), headers)
+        return _http_error_response(request, exc)
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         log.error("api.dependency_down", dependency="redis", error=repr(exc))
         return app_error_response(ServiceUnavailable("Redis is unavailable; nothing was changed.",

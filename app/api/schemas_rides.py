@@ -130,7 +130,9 @@ class RideOut(Response):
     dropoff: PlaceOut
     notes: str | None
     distance_km: float
-    dispatch_round: int | None
+    #: The dispatch round the ride is in: 0 from its creation (the column is NULL until round 0
+    #: is claimed, which dispatch's compare-and-set relies on), never null here.
+    dispatch_round: int
     accepted_bid: BidOut | None
     history: list[HistoryOut]
     created_at: str
@@ -145,7 +147,7 @@ class RideOut(Response):
             payment_method=ride.payment_method.value,
             pickup=PlaceOut(lat=ride.pickup_lat, lng=ride.pickup_lng, address=ride.pickup_address),
             dropoff=PlaceOut(lat=ride.dropoff_lat, lng=ride.dropoff_lng, address=ride.dropoff_address),
-            notes=ride.notes, distance_km=ride.distance_km, dispatch_round=ride.dispatch_round,
+            notes=ride.notes, distance_km=ride.distance_km, dispatch_round=ride.dispatch_round or 0,
             accepted_bid=BidOut.of(view.accepted_bid) if view.accepted_bid else None,
             history=[HistoryOut.of(e) for e in view.history],
             created_at=rfc3339(ride.created_at), updated_at=rfc3339(ride.updated_at),

@@ -27,6 +27,8 @@ from tests.integration.conftest import Accounts, AppFactory, Client
 from tests.integration.market_support import CURRENCY, Market, Person
 
 WEBHOOK_SECRET = "whsec_test_dispatchfarm"
+#: The contract's path; `/webhooks/stripe` at the root is its alias.
+STRIPE_WEBHOOK = "/api/v1/webhooks/stripe"
 
 
 @pytest.fixture
@@ -99,9 +101,9 @@ class PayBench:
 
     # --- webhooks --------------------------------------------------------------------------------
     async def deliver(self, event: dict[str, Any], *, secret: str = WEBHOOK_SECRET,
-                      timestamp: int | None = None) -> Any:
+                      timestamp: int | None = None, path: str = STRIPE_WEBHOOK) -> Any:
         body, headers = signed_webhook(event, secret, timestamp)
-        return await self.api.post("/webhooks/stripe", content=body, headers=headers)
+        return await self.api.post(path, content=body, headers=headers)
 
     async def deliver_and_handle(self, event: dict[str, Any]) -> None:
         response = await self.deliver(event)

@@ -49,3 +49,20 @@ async def test_the_openapi_document_lists_the_auth_routes(api: Client) -> None:
     for path in ("/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/auth/refresh",
                  "/api/v1/auth/logout", "/api/v1/auth/logout-all", "/api/v1/me"):
         assert path in document["paths"], path
+
+
+async def test_the_openapi_document_lists_the_webhooks_under_the_api_prefix_only(api: Client) -> None:
+    document = (await api.get("/schema/openapi.json")).json()
+
+    # The contract's paths are documented (POST); the root aliases answer but are not listed
+    for path in ("/api/v1/webhooks/stripe", "/api/v1/webhooks/twilio/status"):
+        assert "post" in document["paths"].get(path, {}), path
+    assert "/webhooks/stripe" not in document["paths"]
+    assert "/webhooks/twilio/status" not in document["paths"]
+
+
+async def test_the_openapi_document_says_a_rides_dispatch_round_is_never_null(api: Client) -> None:
+    ride = (await api.get("/schema/openapi.json")).json()["components"]["schemas"]["RideOut"]
+
+    assert ride["properties"]["dispatchRound"] == {"type": "integer"}
+    assert "dispatchRound" in ride["required"]

@@ -482,6 +482,35 @@ async def test_a_forged_or_unsigned_callback_is_refused_and_changes_nothing(
     assert note(db, notification_id).status == "sent"
 
 
+@pytest.mark.parametrize("path", ["/api/v1/webhooks/twilio/status", "/webhooks/twilio/status"],
+                         ids=["api-v1", "root-alias"])
+async def test_callbacks_are_verified_at_the_contract_path_and_at_the_root_alias(
+    market: Market, customer: Person, db: sessionmaker[Session], twilio_settings: Settings,
+    fake_twilio: FakeTwilio, make_client: AppFactory, path: str,
+) -> None:
+    # Given a farm whose TWILIO_STATUS_CALLBACK_URL is the public URL of `path`, and a message sent
+    public = f"https://farm.example.test{path}"
+    configured = dataclasses.replace(twilio_settings, twilio=dataclasses.replace(
+        twilio_settings.twilio, status_callback_url=public))
+    client = await make_client(configured)
+    notification_id, sid = await sent_by_twilio(db, configured, customer.id)
+    url = fake_twilio.message(sid)["status_callback"]
+    assert urlsplit(url).path == path
+    params, good = fake_twilio.status_callback(sid, "delivered", url)
+    _, forged = fake_twilio.status_callback(sid, "delivered", url, auth_token="not-the-token")
+
+    # When Twilio's callback arrives there with a wrong signature, then with its own
+    refused = await client.post(callback_path(url), data=params, headers={"X-Twilio-Signature": forged})
+    assert refused.status_code == 403, refused.text
+    assert error_code(refused) == "INVALID_SIGNATURE"
+    assert note(db, notification_id).status == "sent"
+    taken = await client.post(callback_path(url), data=params, headers={"X-Twilio-Signature": good})
+
+    # Then only the signed one counts
+    assert taken.status_code == 204, taken.text
+    assert note(db, notification_id).status == "delivered"
+
+
 async def test_a_callback_for_an_unknown_message_is_acknowledged(
     twilio_api: Client, fake_twilio: FakeTwilio,
 ) -> None:

@@ -17,7 +17,7 @@ from app.services import payments
 from models import Job, NotificationRequest
 from tests.integration.conftest import Client
 from tests.integration.market_support import Market, Person, assert_error, customer, market
-from tests.integration.payments_support import PayBench, paid_settings, pay, stripe_fake
+from tests.integration.payments_support import STRIPE_WEBHOOK, PayBench, paid_settings, pay, stripe_fake
 
 __all__ = ["customer", "market", "paid_settings", "pay", "stripe_fake"]  # fixtures
 
@@ -219,11 +219,22 @@ async def test_card_rides_are_refused_with_how_to_enable_them_when_stripe_is_off
     body = {"pickup": {"lat": 52.52, "lng": 13.405}, "dropoff": {"lat": 52.5, "lng": 13.42},
             "vehicleType": "van", "region": "BER", "paymentMethod": "card"}
     response = await api.post("/api/v1/rides", json=body, headers=customer.headers)
-    assert_error(response, 409, "PAYMENTS_DISABLED")
+    assert assert_error(response, 409, "CONFLICT") == {"reason": "PAYMENTS_DISABLED"}
     assert "STRIPE_SECRET_KEY" in response.json()["error"]["message"]
     response = await api.post("/api/v1/rides", json={**body, "paymentMethod": "cash"},
                               headers=customer.headers)
     assert response.status_code == 201, response.text
+
+
+async def test_payouts_onboarding_is_refused_with_how_to_enable_it_when_stripe_is_off(
+    market: Market, api: Client,
+) -> None:
+    driver = await market.driver()
+
+    response = await api.post("/api/v1/drivers/me/payouts/onboard", headers=driver.headers)
+
+    assert assert_error(response, 409, "CONFLICT") == {"reason": "PAYMENTS_DISABLED"}
+    assert "STRIPE_SECRET_KEY" in response.json()["error"]["message"]
 
 
 # --- webhooks ------------------------------------------------------------------------------------------
@@ -240,6 +251,26 @@ async def test_webhooks_with_a_bad_or_old_signature_store_nothing(pay: PayBench)
     assert_error(unsigned, 400, "INVALID_SIGNATURE")
     assert pay.stored_events() == 0
     assert pay.queued("payments.handle_event") == 0
+
+
+@pytest.mark.parametrize("path", [STRIPE_WEBHOOK, "/webhooks/stripe"], ids=["api-v1", "root-alias"])
+async def test_stripe_webhooks_are_taken_at_the_contract_path_and_at_the_root_alias(
+    pay: PayBench, path: str,
+) -> None:
+    account = pay.fake.seed_account()
+    event = pay.fake.set_account(account["id"], payouts_enabled=False)
+
+    # A bad signature is 400 and stores nothing
+    forged = await pay.deliver(event, secret="whsec_someone_else", path=path)
+    assert_error(forged, 400, "INVALID_SIGNATURE")
+    assert pay.stored_events() == 0
+
+    # A good one is stored, with its job
+    stored = await pay.deliver(event, path=path)
+    assert stored.status_code == 200, stored.text
+    assert stored.json() == {"received": True, "duplicate": False}
+    assert pay.stored_events() == 1
+    assert pay.queued("payments.handle_event") == 1
 
 
 async def test_a_replayed_event_id_is_stored_and_handled_once(pay: PayBench) -> None:

@@ -6,11 +6,14 @@ PICKUP_ARRIVED, an admin in any non-final state; a finished ride frees its drive
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from app.settings import Settings
+from models import Ride
 from tests.integration.market_support import (
     DRIVER_STEPS,
     BusTap,
@@ -37,6 +40,34 @@ async def ride_at(market: Market, customer: Person, driver: Person, status: str)
     if status != "BID_ACCEPTED":
         await market.walk(driver, ride["id"], until=status)
     return await market.read(customer, ride["id"])
+
+
+# --- the ride's shape ---------------------------------------------------------------------------------
+async def test_a_rides_dispatch_round_is_an_integer_in_every_answer_from_its_creation(
+    market: Market, customer: Person, driver: Person
+) -> None:
+    # Given a ride whose first round no dispatch worker has claimed yet
+    created = await market.ride(customer)
+    ride_id = created["id"]
+
+    # When the customer and the driver go through it: list, read, accept, move, cancel
+    listed = (await market.api.get("/api/v1/rides", headers=customer.headers)).json()["items"]
+    read = await market.read(customer, ride_id)
+    bid = await market.offered_bid(driver, ride_id)
+    answers = [await market.accept(customer, ride_id, bid["id"]),
+               await market.move(driver, ride_id, "DRIVER_ARRIVING"),
+               await market.cancel(customer, ride_id)]
+    assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
+
+    # Then every ride it is shown is in round 0, never null
+    rides = [created, *listed, read, *(a.json() for a in answers)]
+    assert [r["dispatchRound"] for r in rides] == [0] * len(rides)
+
+    # And a later round, once dispatch has claimed it, is shown as it is
+    widened = await market.ride(customer)
+    with market.db.begin() as session:
+        session.execute(update(Ride).where(Ride.id == uuid.UUID(widened["id"])).values(dispatch_round=2))
+    assert (await market.read(customer, widened["id"]))["dispatchRound"] == 2
 
 
 # --- the driver's moves ------------------------------------------------------------------------------

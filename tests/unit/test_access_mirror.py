@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from app.adapters.access_cache import AccessMirror
+from app.adapters.access_cache import AccessMirror, Silence
 from app.adapters.token_store import UserSnapshot
 
 
@@ -75,3 +75,26 @@ def test_a_cache_rebuild_drops_every_snapshot() -> None:
     mirror.apply("r")
 
     assert all(mirror.user(user_id) is None for user_id in users)
+
+
+def test_a_read_held_up_by_a_busy_event_loop_counts_only_the_wait_it_asked_for() -> None:
+    silence = Silence()
+
+    # A 1 s wait that came back after 7 s (the loop was busy elsewhere), then two on time
+    silence.waited(asked_s=1.0, took_s=7.0)
+    silence.waited(asked_s=1.0, took_s=1.0)
+    silence.waited(asked_s=1.0, took_s=0.25)
+
+    assert silence.silent_s == 2.25
+    assert silence.since_ping_s == 2.25
+
+
+def test_a_reply_ends_the_silence_and_a_ping_restarts_the_ping_count() -> None:
+    silence = Silence()
+    silence.waited(asked_s=1.0, took_s=1.0)
+    silence.waited(asked_s=1.0, took_s=1.0)
+
+    silence.pinged()
+    assert (silence.silent_s, silence.since_ping_s) == (2.0, 0.0)
+    silence.heard()
+    assert silence.silent_s == 0.0

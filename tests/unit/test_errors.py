@@ -25,6 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.api.errors import handle_exception
 from app.errors import (
+    CONTRACT_CODES,
     AccountDeactivated,
     AppError,
     Conflict,
@@ -34,6 +35,7 @@ from app.errors import (
     InvalidToken,
     InvalidTransition,
     NotFound,
+    PaymentsDisabled,
     ProviderError,
     RateLimited,
     RefreshTokenReused,
@@ -76,7 +78,8 @@ def answer(exc: Exception) -> tuple[int, dict[str, Any], Response[Any]]:
         (RateLimited(retry_after_s=30), 429, "RATE_LIMITED"),
         (InvalidSignature(), 400, "INVALID_SIGNATURE"),
         (ServiceUnavailable(), 503, "SERVICE_UNAVAILABLE"),
-        (ProviderError(transient=True), 502, "PROVIDER_ERROR"),
+        (ProviderError(transient=True), 503, "SERVICE_UNAVAILABLE"),
+        (PaymentsDisabled(), 409, "CONFLICT"),
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, AppError) else None,
 )
@@ -86,6 +89,53 @@ def test_an_app_error_answers_with_its_status_and_code(error: AppError, status: 
     assert (got_status, body["code"]) == (status, code)
     assert body["message"] == error.message
     assert body["details"] == error.details
+
+
+#: API.md, "Errors": every code a client may see, with its HTTP status(es).
+API_MD_CODES = {
+    "VALIDATION_ERROR": {400}, "INVALID_CREDENTIALS": {401}, "INVALID_TOKEN": {401},
+    "TOKEN_EXPIRED": {401}, "TOKEN_REVOKED": {401}, "ACCOUNT_DEACTIVATED": {403}, "FORBIDDEN": {403},
+    "NOT_FOUND": {404}, "CONFLICT": {409}, "INVALID_TRANSITION": {409}, "RATE_LIMITED": {429},
+    "INVALID_SIGNATURE": {400, 403}, "SERVICE_UNAVAILABLE": {503},
+}
+
+
+def every_error_class(root: type[AppError] = AppError) -> list[type[AppError]]:
+    found: list[type[AppError]] = []
+    for sub in root.__subclasses__():
+        found += [sub, *every_error_class(sub)]
+    return found
+
+
+def test_the_codes_the_app_knows_are_the_contracts() -> None:
+    assert {code: set(statuses) for code, statuses in CONTRACT_CODES.items()} == API_MD_CODES
+
+
+@pytest.mark.parametrize("error_class", every_error_class(), ids=lambda cls: cls.__name__)
+def test_every_app_error_answers_a_code_of_the_contract_with_its_status(error_class: type[AppError]) -> None:
+    assert error_class.code in API_MD_CODES, f"{error_class.__name__}: {error_class.code} is not in API.md"
+    assert error_class.status_code in API_MD_CODES[error_class.code]
+
+
+def test_payments_disabled_is_a_conflict_saying_how_to_enable_card_payments() -> None:
+    status, body, _ = answer(PaymentsDisabled())
+
+    assert (status, body["code"], body["details"]) == (409, "CONFLICT", {"reason": "PAYMENTS_DISABLED"})
+    assert "STRIPE_SECRET_KEY" in body["message"]
+    assert isinstance(PaymentsDisabled(), Conflict)
+
+
+def test_a_provider_failure_is_service_unavailable_naming_the_provider() -> None:
+    status, body, response = answer(ProviderError("Stripe is down", transient=True,
+                                                  details={"provider": "stripe", "code": None}))
+    _, refused, refused_response = answer(ProviderError("Stripe refused", transient=False))
+
+    assert (status, body["code"]) == (503, "SERVICE_UNAVAILABLE")
+    assert body["details"] == {"reason": "PROVIDER_ERROR", "transient": True, "provider": "stripe",
+                               "code": None}
+    assert response.headers["Retry-After"] == "1"
+    assert refused["details"]["reason"] == "PROVIDER_ERROR"
+    assert "Retry-After" not in refused_response.headers  # retrying won't change a refusal
 
 
 def test_a_custom_message_and_details_reach_the_client() -> None:
@@ -173,17 +223,27 @@ def test_an_unknown_route_is_not_found() -> None:
     assert (status, body["code"]) == (404, "NOT_FOUND")
 
 
-def test_a_wrong_method_is_405_with_the_allowed_ones() -> None:
-    status, body, response = answer(MethodNotAllowedException(headers={"Allow": "GET"}))
+def test_a_wrong_method_is_not_found_naming_the_allowed_ones() -> None:
+    status, body, response = answer(MethodNotAllowedException(headers={"Allow": "POST, GET"}))
 
-    assert (status, body["code"]) == (405, "METHOD_NOT_ALLOWED")
-    assert response.headers["Allow"] == "GET"
+    assert (status, body["code"]) == (404, "NOT_FOUND")
+    assert body["details"] == {"reason": "METHOD_NOT_ALLOWED", "allowed": ["GET", "POST"]}
+    assert response.headers["Allow"] == "POST, GET"
 
 
-def test_a_too_large_body_keeps_its_status() -> None:
+def test_a_too_large_body_is_a_validation_error_naming_the_body() -> None:
     status, body, _ = answer(HTTPException(status_code=413, detail="too large"))
 
-    assert (status, body["code"]) == (413, "PAYLOAD_TOO_LARGE")
+    assert (status, body["code"], body["details"]) == (400, "VALIDATION_ERROR", {"body": "too large"})
+
+
+@pytest.mark.parametrize("http_status", [400, 401, 403, 404, 405, 406, 408, 409, 411, 413, 414, 415, 422,
+                                         429, 500, 501, 503])
+def test_every_litestar_refusal_answers_a_code_of_the_contract_with_its_status(http_status: int) -> None:
+    status, body, _ = answer(HTTPException(status_code=http_status, detail="refused"))
+
+    # (a 500 is a bug, the only answer outside the contract's list)
+    assert (status == 500 and body["code"] == "INTERNAL_ERROR") or status in API_MD_CODES[body["code"]]
 
 
 # --- dependencies down -------------------------------------------------------------------------

@@ -26,7 +26,8 @@ class RideController(Controller):
     async def create(self, data: JSONBody[RideIn], principal: CallerDep, state: State) -> RideOut:
         """Request a ride: stored as PENDING_BIDS at once; nearby drivers are offered it in rounds.
 
-        A card ride on a farm without a Stripe key is refused (409 `PAYMENTS_DISABLED`); cash works.
+        A card ride on a farm without a Stripe key is refused (409 `CONFLICT`, reason
+        `PAYMENTS_DISABLED`); cash works.
         """
         if data.payment_method == "card" and not web_context(state).settings.stripe.enabled:
             raise PaymentsDisabled()

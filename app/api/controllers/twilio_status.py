@@ -1,14 +1,16 @@
-"""`POST /webhooks/twilio/status` (public, signed): Twilio's message status callbacks."""
+"""`POST /api/v1/webhooks/twilio/status` (public, signed; also at the root): Twilio's status callbacks.
+
+The unit of work (`uow`) comes from the router it is mounted on (`app/api/app.py`).
+"""
 
 from __future__ import annotations
 
 from litestar import Controller, Request, post
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from app.adapters.twilio_sender import CALLBACK_REF, signature_valid
-from app.api.dependencies import UnitOfWorkDep, provide_uow, web_context
+from app.api.dependencies import UnitOfWorkDep, web_context
 from app.errors import TwilioSignatureInvalid
 from app.logging import get_logger
 from app.services import notification_delivery
@@ -19,7 +21,6 @@ log = get_logger("webhooks")
 class TwilioStatusController(Controller):
     path = "/webhooks/twilio/status"
     tags = ["webhooks"]
-    dependencies = {"uow": Provide(provide_uow)}
 
     @post("/", status_code=HTTP_204_NO_CONTENT)
     async def receive(self, request: Request[object, object, State], uow: UnitOfWorkDep,

@@ -1,4 +1,5 @@
-"""`POST /webhooks/stripe` (public, signed): verify on the raw body, store once, enqueue, answer."""
+"""`POST /api/v1/webhooks/stripe` (public, signed; also at the root): verify on the raw body, store
+once, enqueue, answer."""
 
 from __future__ import annotations
 
