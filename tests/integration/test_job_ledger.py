@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import dramatiq
 import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
@@ -34,7 +33,8 @@ from tests.integration.workers_support import (  # noqa: F401  (fixtures)
     start_worker_fixture,
     wait_for,
 )
-from workers.broker import build_broker
+from tests.integration.workers_support import run_worker_until as run_farm_worker_until
+from tests.integration.workers_support import side_broker as farm_side_broker
 from workers.middleware import LedgerRelayMiddleware
 from workers.relay import LedgerRelay, check_leases
 
@@ -238,19 +238,13 @@ def test_a_job_out_of_retries_is_failed_and_recorded_for_replay_in_one_transacti
 def side_broker(settings: Settings, redis_server: Any) -> Iterator[tuple[RedisBroker, Settings]]:
     """A broker on a throw-away Redis (which a test may kill and restart) carrying the test actor."""
     side = dataclasses.replace(settings, redis=dataclasses.replace(settings.redis, url=redis_server.url))
-    broker = build_broker(side)
-    broker.declare_actor(ledger_effect)
+    broker = farm_side_broker(settings, redis_server.url, ACTOR)
     yield broker, side
     broker.client.close()
 
 
 def run_worker_until(broker: RedisBroker, done: Any, *, what: str) -> None:
-    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=1, queues={QUEUE})
-    worker.start()
-    try:
-        wait_for(done, what=what)
-    finally:
-        worker.stop(timeout=10_000)
+    run_farm_worker_until(broker, done, what=what, queues={QUEUE})
 
 
 def test_a_job_whose_hand_over_fails_stays_waiting_until_redis_is_back(
