@@ -33,11 +33,20 @@ def libpq_dsn(url: str) -> str:
 
 
 def _connect_args(settings: DatabaseSettings) -> dict[str, Any]:
-    return {
+    return pooler_safe({
         "connect_timeout": max(1, int(settings.connect_timeout_s)),
         "options": f"-c statement_timeout={settings.statement_timeout_ms}",
         "application_name": "dispatch-farm",
-    }
+    }, settings)
+
+
+def pooler_safe(connect_args: dict[str, Any], settings: DatabaseSettings) -> dict[str, Any]:
+    """`connect_args` fit for PgBouncer in transaction mode when `DB_PGBOUNCER` is set: no prepared
+    statements (a transaction may run on another server connection) and no `options` startup
+    parameter (PgBouncer refuses it; the role's own `statement_timeout` applies instead)."""
+    if not settings.pgbouncer:
+        return connect_args
+    return {**{k: v for k, v in connect_args.items() if k != "options"}, "prepare_threshold": None}
 
 
 #: A pooled connection idle longer than this (s) is pinged before use (see `create_sync_engine`).

@@ -41,6 +41,16 @@ class DatabaseSettings:
     connect_timeout_s: float = 3.0
     statement_timeout_ms: int = 15_000
     echo: bool = False
+    #: Behind PgBouncer in transaction mode: no server-side prepared statements and no `options`
+    #: startup parameter (set `statement_timeout` on the role instead; docs/operations.md).
+    pgbouncer: bool = False
+    #: A URL straight to PostgreSQL, for what a transaction-mode pooler can't carry: the relay's
+    #: `LISTEN` and migrations. Empty: `url`.
+    direct_url: str = ""
+
+    @property
+    def unpooled_url(self) -> str:
+        return self.direct_url or self.url
 
 
 @dataclass(frozen=True)
@@ -246,6 +256,9 @@ class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     cors_origins: tuple[str, ...] = ()
+    #: `Strict-Transport-Security: max-age=…` on answers served over TLS (directly or behind a
+    #: proxy that sets `X-Forwarded-Proto: https`); 0 sends none.
+    hsts_max_age_s: int = 31_536_000
 
 
 @dataclass(frozen=True)
@@ -375,6 +388,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
                 "DB_STATEMENT_TIMEOUT_MS", DatabaseSettings.statement_timeout_ms
             ),
             echo=src.flag("DB_ECHO", False),
+            pgbouncer=src.flag("DB_PGBOUNCER", False),
+            direct_url=src.text("DATABASE_DIRECT_URL", ""),
         ),
         redis=RedisSettings(
             url=src.text("REDIS_URL", RedisSettings.url),
@@ -440,8 +455,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             connect_return_url=src.text("STRIPE_CONNECT_RETURN_URL", StripeSettings.connect_return_url),
             connect_refresh_url=src.text("STRIPE_CONNECT_REFRESH_URL", StripeSettings.connect_refresh_url),
             connect_country=src.text("STRIPE_CONNECT_COUNTRY", StripeSettings.connect_country),
-            cancellation_fee_rate=Decimal(str(src.number(
-                "PAYMENT_CANCELLATION_FEE_RATE", float(StripeSettings.cancellation_fee_rate)))),
+            cancellation_fee_rate=_fee_rate(src),
             hold_timeout_s=src.positive("PAYMENT_HOLD_TIMEOUT", StripeSettings.hold_timeout_s),
             webhook_tolerance_s=src.positive("STRIPE_WEBHOOK_TOLERANCE", StripeSettings.webhook_tolerance_s),
             request_timeout_s=src.number("STRIPE_TIMEOUT", StripeSettings.request_timeout_s),
@@ -475,8 +489,25 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             host=src.text("WEB_HOST", WebSettings.host),
             port=src.positive("PORT", WebSettings.port),
             cors_origins=src.strs("CORS_ORIGINS", ()),
+            hsts_max_age_s=_non_negative(src, "HSTS_MAX_AGE", WebSettings.hsts_max_age_s),
         ),
     )
+
+
+def _non_negative(src: _Source, name: str, default: int) -> int:
+    value = src.integer(name, default)
+    if value < 0:
+        raise SettingsError(f"{name} must be 0 or more, got {value}")
+    return value
+
+
+def _fee_rate(src: _Source) -> Decimal:
+    """The share of the fare a late cancellation costs: a fraction in [0, 1]."""
+    name = "PAYMENT_CANCELLATION_FEE_RATE"
+    rate = Decimal(str(src.number(name, float(StripeSettings.cancellation_fee_rate))))
+    if not rate.is_finite() or not Decimal(0) <= rate <= Decimal(1):
+        raise SettingsError(f"{name} must be a fraction between 0 and 1 (0.2 is 20 %), got {rate}")
+    return rate
 
 
 def _dispatch_settings(src: _Source, radii: tuple[float, ...]) -> DispatchSettings:

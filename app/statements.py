@@ -19,7 +19,7 @@ from typing import Any, LiteralString, cast
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from app.db import libpq_dsn
+from app.db import libpq_dsn, pooler_safe
 from app.errors import ServiceUnavailable
 from app.logging import get_logger
 from app.settings import DatabaseSettings
@@ -48,12 +48,12 @@ class StatementPool:
             min_size=1,
             max_size=settings.statement_pool_size,
             timeout=settings.pool_timeout_s,
-            kwargs={
+            kwargs=pooler_safe({
                 "autocommit": True,
                 "connect_timeout": max(1, int(settings.connect_timeout_s)),
                 "options": f"-c statement_timeout={settings.statement_timeout_ms}",
                 "application_name": "dispatch-farm",
-            },
+            }, settings),
             open=False,
             name="statements",
         )

@@ -19,6 +19,7 @@ import sqlalchemy.exc
 from app.errors import AppError
 from app.settings import SettingsError, get_settings
 from scripts.cli.accounts import add_drivers_parsers, add_users_parsers
+from scripts.cli.audit import add_audit_parser
 from scripts.cli.database import add_db_parsers
 from scripts.cli.demo import add_demo_parsers
 from scripts.cli.failed_jobs import add_jobs_parsers
@@ -39,7 +40,8 @@ from scripts.cli.regions import add_regions_parsers
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="farmctl",
-        description="Operate a Dispatch Farm: database, users, drivers, regions, failed jobs and queues.",
+        description="Operate a Dispatch Farm: database, users, drivers, regions, failed jobs, queues and the "
+                    "audit log.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  farmctl db upgrade\n  farmctl users create-admin ops@example.com\n"
                "  farmctl jobs failed --since 2h\n  farmctl queues --watch\n\n" + EXIT_CODES_HELP,
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_jobs_parsers(sub)
     add_queues_parser(sub)
     add_drivers_parsers(sub)
+    add_audit_parser(sub)
     return parser
 
 

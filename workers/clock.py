@@ -17,6 +17,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.connection_budget import log_budget
 from app.db import create_sync_engine, sync_session_factory
 from app.logging import configure_logging, freeze_startup_objects, get_logger
 from app.outbox import add_job
@@ -64,6 +65,7 @@ def build_scheduler(settings: Settings) -> BlockingScheduler:
 def main() -> None:
     settings = get_settings()
     configure_logging(settings.log, process="clock")
+    log_budget("clock", settings)
     scheduler = build_scheduler(settings)
     freeze_startup_objects()
 

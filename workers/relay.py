@@ -251,7 +251,7 @@ class LedgerRelay(threading.Thread):
         interval = self.settings.worker.relay_poll_interval_s
         while not self._stopping.is_set():
             try:
-                with psycopg.connect(libpq_dsn(self.settings.db.url), autocommit=True,
+                with psycopg.connect(libpq_dsn(self.settings.db.unpooled_url), autocommit=True,
                                      connect_timeout=5) as listen_conn:
                     listen_conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
                     log.info("ledger.relay_started")

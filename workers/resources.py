@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.adapters.driver_index import DriverIndexReader
 from app.adapters.realtime import Publisher
 from app.adapters.stripe_gateway import StripeGateway
+from app.connection_budget import worker_pool_size
 from app.db import create_sync_engine, sync_session_factory
 from app.keys import RedisKeys
 from app.redis_conn import create_sync_redis
@@ -51,7 +52,7 @@ def get_resources() -> WorkerResources:
         with _lock:
             if _resources is None:
                 settings = get_settings()
-                engine = create_sync_engine(settings.db, pool_size=max(2, settings.worker.threads + 2))
+                engine = create_sync_engine(settings.db, pool_size=worker_pool_size(settings))
                 client = create_sync_redis(settings.redis)
                 keys = RedisKeys(settings.redis)
                 _resources = WorkerResources(

@@ -11,6 +11,8 @@ import os
 import shutil
 import sys
 
+from app.connection_budget import log_budget
+from app.logging import configure_logging
 from app.settings import Settings, get_settings
 
 
@@ -36,7 +38,10 @@ def dramatiq_command(settings: Settings, extra: list[str]) -> tuple[list[str], d
 
 
 def main() -> None:
-    argv, env = dramatiq_command(get_settings(), sys.argv[1:])
+    settings = get_settings()
+    argv, env = dramatiq_command(settings, sys.argv[1:])
+    configure_logging(settings.log, process="worker")
+    log_budget("worker", settings)
     os.execvpe(argv[0], argv, env)
 
 

@@ -27,6 +27,8 @@ from app.api.controllers.twilio_status import TwilioStatusController
 from app.api.controllers.webhooks import StripeWebhookController
 from app.api.dependencies import provide_uow
 from app.api.errors import handle_exception
+from app.api.hardening import input_guard_middleware, security_headers_hook
+from app.connection_budget import log_budget
 from app.logging import freeze_startup_objects
 from app.observability.web import WebMetrics, metrics_route, request_metrics_middleware
 from app.settings import Settings
@@ -75,6 +77,7 @@ def create_app(settings: Settings, context_factory: Callable[[], WebContext] | N
         ctx = context_factory() if context_factory else WebContext.build(settings)
         app.state.ctx = ctx
         ctx.start()
+        log_budget("web", settings)
         freeze_startup_objects()
         try:
             yield
@@ -93,7 +96,8 @@ def create_app(settings: Settings, context_factory: Callable[[], WebContext] | N
     return Litestar(
         route_handlers=[api, root_webhooks, health, ready, metrics_route(metrics)],
         lifespan=[lifespan],
-        middleware=[request_metrics_middleware, request_id_middleware],
+        middleware=[request_metrics_middleware, request_id_middleware, input_guard_middleware],
+        before_send=[security_headers_hook(settings)],
         exception_handlers={Exception: handle_exception},
         cors_config=(
             CORSConfig(allow_origins=list(settings.web.cors_origins)) if settings.web.cors_origins else None

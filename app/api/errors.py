@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import psycopg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.status_codes import HTTP_405_METHOD_NOT_ALLOWED
@@ -90,6 +91,12 @@ def _http_error_response(request: Request[Any, Any, Any], exc: HTTPException) ->
     return _respond(500, _body("INTERNAL_ERROR", "Something went wrong on our side."))
 
 
+def _is_nul_refusal(exc: Exception) -> bool:
+    """psycopg refusing a string with NUL in it (it can't be sent as PostgreSQL text)."""
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    return isinstance(cause, psycopg.DataError) and "NUL (0x00)" in str(cause)
+
+
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, ExceptionGroup) and exc.exceptions:
         # Litestar groups what a dependency's clean-up raised while the handler's error unwound
@@ -103,6 +110,11 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         return _respond(404, _body("NOT_FOUND", "Not found."))
     if isinstance(exc, HTTPException):
         return _http_error_response(request, exc)
+    if _is_nul_refusal(exc):
+        # A NUL the input guard could not see (e.g. inside a header-derived value): still the
+        # caller's mistake, and PostgreSQL refused it before anything was written.
+        return app_error_response(ValidationFailed("A text field contains a NUL character.",
+                                                   details={"body": "contains a NUL character"}))
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         log.error("api.dependency_down", dependency="redis", error=repr(exc))
         return app_error_response(ServiceUnavailable("Redis is unavailable; nothing was changed.",

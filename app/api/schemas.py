@@ -11,9 +11,10 @@ import msgspec
 from app.adapters.token_store import UserSnapshot
 from app.services.auth import Session, TokenPair
 
-Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")]
 Password = Annotated[str, msgspec.Meta(min_length=8, max_length=128)]
-Phone = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164, e.g. +491701234567")]
+Phone = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}\Z",
+                                    description="E.164, e.g. +491701234567")]
 FullName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 VehicleTypeName = Literal["motorbike", "car", "van", "truck"]

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from app.api.schemas import Response
+from models import AuditEntry
 from models.jobs import FailedJob, FailedJobReplay
 
 
@@ -82,3 +83,39 @@ class FailedJobDetail(FailedJobOut):
     @classmethod
     def of_detail(cls, job: FailedJob, replays: list[ReplayOut]) -> FailedJobDetail:
         return cls(**cls.fields_of(job), traceback=job.traceback, replays=replays)
+
+
+class AuditActor(Response):
+    id: uuid.UUID | None
+    #: `admin` (an account over the API), `cli` (a person at a terminal) or `system`.
+    role: str
+
+
+class AuditTarget(Response):
+    type: str
+    id: str | None
+
+
+class AuditEntryOut(Response):
+    """One row of the audit log (also the JSON `farmctl audit --json` prints)."""
+
+    id: str
+    at: str
+    action: str
+    actor: AuditActor
+    #: The person: the admin's email, or `farmctl --by` (default `user@host`).
+    operator: str | None
+    target: AuditTarget | None
+    details: dict[str, Any]
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditEntryOut:
+        target = AuditTarget(type=entry.target_type, id=entry.target_id) if entry.target_type else None
+        return cls(id=str(entry.id), at=rfc3339(entry.at), action=entry.action,
+                   actor=AuditActor(id=entry.actor_id, role=entry.actor_role), operator=entry.operator,
+                   target=target, details=dict(entry.details or {}))
+
+
+class AuditEntryList(Response):
+    items: list[AuditEntryOut]
+    next_cursor: str | None

@@ -16,8 +16,8 @@ from models import Bid, Region, RideEvent, RideStatus
 Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
 Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
 Address = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
-RegionCode = Annotated[str, msgspec.Meta(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_-]+$")]
-Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
+RegionCode = Annotated[str, msgspec.Meta(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_-]+\Z")]
+Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}\Z")]
 
 
 def rfc3339(moment: datetime) -> str:

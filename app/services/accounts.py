@@ -15,17 +15,17 @@ from app.db import AsyncUnitOfWork
 from app.errors import Conflict, NotFound
 from app.logging import get_logger
 from app.security import hash_password
-from app.services import drivers
+from app.services import audit, drivers
 from app.services.auth import revoke_all_tokens
-from models import AuditEntry, Driver, Role, User
+from models import Driver, Role, User
 
 log = get_logger("accounts")
 
 
 def _audit(uow: AsyncUnitOfWork, actor_id: uuid.UUID | None, actor_role: str, action: str,
-           user_id: uuid.UUID, details: dict[str, object]) -> None:
-    uow.session.add(AuditEntry(actor_id=actor_id, actor_role=actor_role, action=action,
-                               target_type="user", target_id=str(user_id), details=details))
+           user_id: uuid.UUID, details: dict[str, object], operator: str | None) -> None:
+    audit.record(uow.session, audit.Operator(role=actor_role, name=operator, account_id=actor_id), action,
+                 target_type="user", target_id=user_id, details=details)
 
 
 async def _driver(uow: AsyncUnitOfWork, driver_id: uuid.UUID) -> User:
@@ -38,7 +38,8 @@ async def _driver(uow: AsyncUnitOfWork, driver_id: uuid.UUID) -> User:
 
 
 async def suspend_driver(uow: AsyncUnitOfWork, store: TokenStore, driver_id: uuid.UUID, reason: str,
-                         *, index: DriverIndex, actor_id: uuid.UUID | None, actor_role: str) -> None:
+                         *, index: DriverIndex, actor_id: uuid.UUID | None, actor_role: str,
+                         operator: str | None = None) -> None:
     """Deactivate the driver and refuse every token it holds, at once; its sockets are ended.
 
     It goes offline and leaves the driver index after commit; activation leaves it offline.
@@ -49,24 +50,25 @@ async def suspend_driver(uow: AsyncUnitOfWork, store: TokenStore, driver_id: uui
     user.deactivated_at = datetime.now(UTC)
     user.deactivation_reason = reason
     await revoke_all_tokens(uow, driver_id, reason="suspended", store=store)
-    _audit(uow, actor_id, actor_role, "driver.suspended", driver_id, {"reason": reason})
+    _audit(uow, actor_id, actor_role, "driver.suspended", driver_id, {"reason": reason}, operator)
     log.info("accounts.driver_suspended", driver_id=str(driver_id))
 
 
 async def activate_driver(uow: AsyncUnitOfWork, store: TokenStore, driver_id: uuid.UUID, reason: str,
-                          *, actor_id: uuid.UUID | None, actor_role: str) -> None:
+                          *, actor_id: uuid.UUID | None, actor_role: str,
+                          operator: str | None = None) -> None:
     """Re-activate the driver; tokens issued before the suspension stay refused."""
     user = await _driver(uow, driver_id)
     user.is_active = True
     user.deactivated_at = None
     user.deactivation_reason = None
     await revoke_all_tokens(uow, driver_id, reason="reactivated", store=store)
-    _audit(uow, actor_id, actor_role, "driver.activated", driver_id, {"reason": reason})
+    _audit(uow, actor_id, actor_role, "driver.activated", driver_id, {"reason": reason}, operator)
     log.info("accounts.driver_activated", driver_id=str(driver_id))
 
 
 async def create_admin(uow: AsyncUnitOfWork, email: str, password: str, full_name: str,
-                       phone: str) -> User:
+                       phone: str, *, operator: str | None = None) -> User:
     existing = await uow.session.scalar(select(User.id).where(func.lower(User.email) == email.lower()))
     if existing is not None:
         raise Conflict("An account with this email already exists.", details={"email": "taken"})
@@ -78,5 +80,5 @@ async def create_admin(uow: AsyncUnitOfWork, email: str, password: str, full_nam
         await uow.session.flush()
     except IntegrityError as exc:
         raise Conflict("An account with this email already exists.", details={"email": "taken"}) from exc
-    _audit(uow, None, "cli", "admin.created", user.id, {"email": email})
+    _audit(uow, None, audit.CLI, "admin.created", user.id, {"email": email}, operator)
     return user

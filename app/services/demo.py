@@ -55,9 +55,12 @@ async def _account(uow: AsyncUnitOfWork, email: str, role: Role, name: str, pass
 
 
 async def seed(uow: AsyncUnitOfWork, *, region: str, lat: float, lng: float, drivers: int,
-               radius_km: float, index_later: Callable[[list[DemoAccount]], None]) -> list[DemoAccount]:
-    """Create or refresh the demo accounts; `index_later` puts the drivers in the index after commit."""
-    await set_region(uow, region, name=f"Demo {region}", currency="EUR", commission_rate=Decimal("0.15"))
+               radius_km: float, index_later: Callable[[list[DemoAccount]], None],
+               operator: str | None = None) -> list[DemoAccount]:
+    """Create or refresh the demo accounts; `index_later` puts the drivers in the index after commit.
+    The region it sets is audited as `operator`'s."""
+    await set_region(uow, region, name=f"Demo {region}", currency="EUR", commission_rate=Decimal("0.15"),
+                     operator=operator)
     password_hash = await anyio.to_thread.run_sync(hash_password, DEMO_PASSWORD)
     rng = random.Random(f"{region}:{lat}:{lng}")
     customer = await _account(uow, "demo-customer@example.com", Role.CUSTOMER, "Demo Customer", password_hash)

@@ -38,6 +38,7 @@ from app.db import UnitOfWork
 from app.errors import NotFound, ValidationFailed
 from app.logging import get_logger
 from app.outbox import job_insert
+from app.services import audit
 from models.jobs import FailedJob, FailedJobReplay
 
 log = get_logger("failed_jobs")
@@ -48,7 +49,7 @@ DELIVERY_OPTIONS = frozenset({"retries", "eta", "traceback", "redis_message_id",
 #: The option naming the message a replay was made from (kept on its own failure, if any).
 REPLAY_OF = "replay_of"
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,18})\s*(s|m|h|d|w)\s*\Z")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
 
@@ -60,11 +61,11 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     """`30m`, `2h`, `7d`, `1w` ago, or an ISO 8601 / RFC 3339 moment (UTC when it has no offset)."""
     now = now or datetime.now(UTC)
     match = _DURATION.match(text)
-    if match:
-        return now - timedelta(seconds=int(match[1]) * _UNIT_S[match[2]])
     try:
+        if match:
+            return now - timedelta(seconds=int(match[1]) * _UNIT_S[match[2]])
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise ValidationFailed("since must be a duration such as 2h or 7d, or a date-time.",
                                details={"since": text}) from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -81,6 +82,12 @@ class JobFilter:
     error: str | None = None
     #: True: only jobs replayed at least once; False: only jobs never replayed.
     replayed: bool | None = None
+
+    def describe(self) -> dict[str, str | bool]:
+        """The filters that are set, as JSON-simple values (for the audit log)."""
+        found = {"actor": self.actor, "queue": self.queue, "error": self.error, "replayed": self.replayed,
+                 "since": self.since.isoformat() if self.since else None}
+        return {name: value for name, value in found.items() if value is not None}
 
     def clauses(self) -> list[ColumnElement[bool]]:
         where: list[ColumnElement[bool]] = []
@@ -260,14 +267,18 @@ def replay(uow: UnitOfWork, failed_job_id: uuid.UUID, *, by: str, enqueue: Enque
     redis_id = job.options.get("redis_message_id")
     if dead_letters is not None and isinstance(redis_id, str):
         uow.after_commit(lambda: dead_letters.forget(job.queue, [redis_id]))
+    audit.record(uow.session, audit.Operator.at_terminal(by), "job.replayed", target_type="failed_job",
+                 target_id=job.id, details={"actor": job.actor, "queue": job.queue,
+                                            "messageId": sent.message_id, "forced": forced})
     log.info("failed_jobs.replayed", failed_job_id=str(job.id), actor=job.actor, queue=job.queue,
              message_id=sent.message_id, by=by, forced=forced)
     return ReplayOutcome(job=job, message_id=sent.message_id)
 
 
 # --- purge -------------------------------------------------------------------------------------
-def purge(uow: UnitOfWork, where: JobFilter, *, dead_letters: DeadLetters | None = None) -> int:
-    """Delete the matching failed jobs (and their replay history); their dead letters after commit."""
+def purge(uow: UnitOfWork, where: JobFilter, *, by: str, dead_letters: DeadLetters | None = None) -> int:
+    """Delete the matching failed jobs (and their replay history); their dead letters after commit.
+    The purge is audited as `by` with the filter and the count."""
     deleted = uow.session.execute(
         delete(FailedJob).where(*where.clauses())
         .returning(FailedJob.queue, FailedJob.options["redis_message_id"].astext)
@@ -279,7 +290,9 @@ def purge(uow: UnitOfWork, where: JobFilter, *, dead_letters: DeadLetters | None
                 by_queue.setdefault(queue, []).append(redis_id)
         for queue, ids in by_queue.items():
             uow.after_commit(functools.partial(dead_letters.forget, queue, ids))
-    log.info("failed_jobs.purged", count=len(deleted))
+    audit.record(uow.session, audit.Operator.at_terminal(by), "jobs.purged", target_type="failed_job",
+                 details={"count": len(deleted), "filter": where.describe()})
+    log.info("failed_jobs.purged", count=len(deleted), by=by)
     return len(deleted)
 
 

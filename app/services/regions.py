@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 from sqlalchemy import select
@@ -12,9 +13,12 @@ from app import currencies
 from app.db import AsyncUnitOfWork
 from app.errors import ValidationFailed
 from app.logging import get_logger
-from models import AuditEntry, Region
+from app.services import audit
+from models import Region
 
 log = get_logger("regions")
+
+_CODE = re.compile(r"[A-Za-z0-9_-]{1,16}")
 
 
 async def list_regions(session: AsyncSession) -> list[Region]:
@@ -22,10 +26,13 @@ async def list_regions(session: AsyncSession) -> list[Region]:
 
 
 async def set_region(uow: AsyncUnitOfWork, code: str, *, name: str, currency: str,
-                     commission_rate: Decimal) -> Region:
+                     commission_rate: Decimal, operator: str | None = None) -> Region:
     """Create the region or update it in place; audited. The currency must be in the currency table;
     one Stripe doesn't charge (IQD, CUP, ...) makes a cash-only region (card bids there are refused)."""
-    if not (Decimal(0) <= commission_rate < Decimal(1)):
+    if not _CODE.fullmatch(code):
+        raise ValidationFailed("A region code is 1 to 16 letters, digits, '-' or '_'.",
+                               details={"code": code})
+    if not commission_rate.is_finite() or not Decimal(0) <= commission_rate < Decimal(1):
         raise ValidationFailed("The commission is a fraction in [0, 1).", details={"commission": "range"})
     currency = currency.upper()
     known = currencies.lookup(currency)
@@ -41,7 +48,7 @@ async def set_region(uow: AsyncUnitOfWork, code: str, *, name: str, currency: st
         set_={"name": name, "currency": currency, "commission_rate": commission_rate},
     ).returning(Region)
     region = (await uow.session.execute(statement)).scalar_one()
-    uow.session.add(AuditEntry(actor_id=None, actor_role="cli", action="region.set", target_type="region",
-                               target_id=code, details={"name": name, "currency": currency,
-                                                        "commission": str(commission_rate)}))
+    audit.record(uow.session, audit.Operator(role=audit.CLI, name=operator), "region.set",
+                 target_type="region", target_id=code,
+                 details={"name": name, "currency": currency, "commission": str(commission_rate)})
     return region

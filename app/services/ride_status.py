@@ -15,12 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.adapters.realtime import AsyncPublisher
 from app.db import AsyncUnitOfWork
 from app.errors import Forbidden
-from app.services import notifications, payments
+from app.services import audit, notifications, payments
 from app.services.access import Principal
 from app.services.rides import RideView, load_ride, move_ride, require_driver_of, view_of
 from app.settings import Settings
 from models import Bid, BidStatus, Driver, Ride, RideStatus
-from models.ride_states import DRIVER
+from models.ride_states import ADMIN, DRIVER
 
 
 async def advance_ride(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal: Principal,
@@ -54,7 +54,11 @@ async def cancel_ride(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal
     ride = await load_ride(uow.session, principal, ride_id, for_update=True)
     if principal.role == DRIVER:
         raise Forbidden("A driver may not cancel a ride.")
+    before = ride.status
     await move_ride(uow, publisher, ride, RideStatus.CANCELLED, actor=principal, reason=reason)
+    if principal.role == ADMIN:
+        audit.record(uow.session, audit.Operator.of_caller(principal), "ride.cancelled", target_type="ride",
+                     target_id=ride.id, details={"from": before.value, "reason": reason})
     await notifications.ride_cancelled_async(uow.session, ride, by_role=principal.role, reason=reason,
                                              settings=settings.twilio)
     await release_driver(uow.session, ride)

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from app.settings import get_settings
-from scripts.cli.arguments import command
+from scripts.cli.arguments import command, operator_name
 from scripts.cli.connections import run_async, with_uow
 from scripts.cli.outcomes import EXIT_OK, UsageError
 
@@ -36,7 +36,8 @@ def cmd_users_create_admin(args: argparse.Namespace) -> int:
 
     password = _read_password_twice()
     user = run_async(lambda: with_uow(
-        lambda uow: create_admin(uow, args.email, password, args.name, args.phone)))
+        lambda uow: create_admin(uow, args.email, password, args.name, args.phone,
+                                 operator=operator_name(args))))
     print(f"admin {user.email} created with id {user.id}")
     return EXIT_OK
 
@@ -47,7 +48,7 @@ def add_users_parsers(sub: Any) -> None:
                     "create an admin (password prompted twice, or two lines on stdin)", [
         "farmctl users create-admin ops@example.com",
         "printf 'pw12345678\\npw12345678\\n' | farmctl users create-admin ops@example.com"],
-        cmd_users_create_admin)
+        cmd_users_create_admin, audited=True)
     admin.add_argument("email")
     admin.add_argument("--name", default="Administrator")
     admin.add_argument("--phone", default="+10000000000")
@@ -61,7 +62,7 @@ def _driver_id(text: str) -> uuid.UUID:
         raise UsageError(f"{text!r} is not a driver id (a UUID)") from error
 
 
-async def _driver_action(driver_id: uuid.UUID, reason: str, *, suspend: bool) -> None:
+async def _driver_action(driver_id: uuid.UUID, reason: str, *, suspend: bool, by: str) -> None:
     from app.adapters.driver_index import DriverIndex
     from app.adapters.token_store import TokenStore
     from app.keys import RedisKeys
@@ -76,17 +77,17 @@ async def _driver_action(driver_id: uuid.UUID, reason: str, *, suspend: bool) ->
         if suspend:
             await with_uow(lambda uow: accounts.suspend_driver(
                 uow, store, driver_id, reason, index=DriverIndex(client, keys), actor_id=None,
-                actor_role="cli"))
+                actor_role="cli", operator=by))
         else:
             await with_uow(lambda uow: accounts.activate_driver(
-                uow, store, driver_id, reason, actor_id=None, actor_role="cli"))
+                uow, store, driver_id, reason, actor_id=None, actor_role="cli", operator=by))
     finally:
         await client.aclose()
 
 
 def cmd_drivers_suspend(args: argparse.Namespace) -> int:
     driver_id = _driver_id(args.id)
-    run_async(lambda: _driver_action(driver_id, args.reason, suspend=True))
+    run_async(lambda: _driver_action(driver_id, args.reason, suspend=True, by=operator_name(args)))
     print(f"driver {driver_id} suspended: every token refused from now on; its live sockets are "
           "disconnected by a worker (sessions.end_sockets)")
     return EXIT_OK
@@ -94,7 +95,7 @@ def cmd_drivers_suspend(args: argparse.Namespace) -> int:
 
 def cmd_drivers_activate(args: argparse.Namespace) -> int:
     driver_id = _driver_id(args.id)
-    run_async(lambda: _driver_action(driver_id, args.reason, suspend=False))
+    run_async(lambda: _driver_action(driver_id, args.reason, suspend=False, by=operator_name(args)))
     print(f"driver {driver_id} active again: it logs in anew (tokens from before stay refused)")
     return EXIT_OK
 
@@ -105,11 +106,11 @@ def add_drivers_parsers(sub: Any) -> None:
     suspend = command(
         actions, "suspend", "suspend a driver: every token refused at once, live sockets disconnected",
         ["farmctl drivers suspend 6c1f0b1e-2a3d-4e5f-8a9b-0c1d2e3f4a5b --reason 'documents expired'"],
-        cmd_drivers_suspend)
+        cmd_drivers_suspend, audited=True)
     activate = command(
         actions, "activate", "re-activate a suspended driver (it logs in again)",
         ["farmctl drivers activate 6c1f0b1e-2a3d-4e5f-8a9b-0c1d2e3f4a5b --reason 'documents renewed'"],
-        cmd_drivers_activate)
+        cmd_drivers_activate, audited=True)
     for parser in (suspend, activate):
         parser.add_argument("id", metavar="ID", help="the driver's user id")
         parser.add_argument("--reason", required=True, help="why (kept in the audit log)")

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from app.settings import get_settings
-from scripts.cli.arguments import command
+from scripts.cli.arguments import command, operator_name
 from scripts.cli.connections import run_async, with_uow
 from scripts.cli.outcomes import EXIT_OK
 
@@ -17,6 +17,7 @@ def cmd_demo_seed(args: argparse.Namespace) -> int:
     from app.adapters.driver_index import DriverIndexReader
     from app.keys import RedisKeys
     from app.redis_conn import create_sync_redis
+    from app.services import audit
     from app.services.demo import DEMO_PASSWORD, DemoAccount, seed
 
     settings = get_settings()
@@ -29,10 +30,16 @@ def cmd_demo_seed(args: argparse.Namespace) -> int:
             if account.vehicle_type and account.lat is not None and account.lng is not None:
                 index.place(account.user_id, account.vehicle_type, account.lat, account.lng, seen)
 
+    async def seed_audited(uow: Any) -> list[DemoAccount]:
+        by = operator_name(args)
+        seeded = await seed(uow, region=args.region, lat=args.lat, lng=args.lng, drivers=args.drivers,
+                            radius_km=args.radius_km, index_later=place, operator=by)
+        audit.record(uow.session, audit.Operator.at_terminal(by), "demo.seeded",
+                     target_type="region", target_id=args.region, details={"accounts": len(seeded)})
+        return seeded
+
     try:
-        accounts = run_async(lambda: with_uow(lambda uow: seed(
-            uow, region=args.region, lat=args.lat, lng=args.lng, drivers=args.drivers,
-            radius_km=args.radius_km, index_later=place)))
+        accounts = run_async(lambda: with_uow(seed_audited))
     finally:
         client.close()
     print(f"region {args.region} · password for every demo account: {DEMO_PASSWORD}")
@@ -48,7 +55,7 @@ def add_demo_parsers(sub: Any) -> None:
     seed = command(demo, "seed",
                    "a region, a customer and online drivers around a point (prints credentials)",
                    ["farmctl demo seed", "farmctl demo seed --lat 48.137 --lng 11.575 --region MUC"],
-                   cmd_demo_seed)
+                   cmd_demo_seed, audited=True)
     seed.add_argument("--region", default="BER")
     seed.add_argument("--lat", type=float, default=52.5219)
     seed.add_argument("--lng", type=float, default=13.4132)

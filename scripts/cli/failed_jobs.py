@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import getpass
 import json
 import shutil
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from scripts.cli import output
-from scripts.cli.arguments import command, positive
+from scripts.cli.arguments import command, operator_name, positive
 from scripts.cli.connections import broker_redis, database_sessions, dead_letters, unit_of_work
 from scripts.cli.outcomes import EXIT_NOTHING, EXIT_OK, NothingMatched, UsageError
 
@@ -44,22 +42,13 @@ def _error_cell(job: FailedJob) -> str:
     return f"{job.exception_type.rsplit('.', 1)[-1]}: {job.exception_message}"
 
 
-def _operator() -> str:
-    """Who runs the command, for the records: `user@host`."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no user name in this environment (e.g. a bare container)
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"[:200]
-
-
 def cmd_jobs_failed(args: argparse.Namespace) -> int:
     from app.api.schemas_admin import FailedJobOut
     from app.services import failed_jobs
 
     where = _job_filter(args)
     if args.import_dead_letters:
-        _import_dead_letters([args.queue] if args.queue else None, sys.stderr)
+        _import_dead_letters([args.queue] if args.queue else None, sys.stderr, by=operator_name(args))
     with database_sessions() as sessions, sessions() as session:
         rows, more = failed_jobs.list_failed(session, where, limit=args.limit)
         total = failed_jobs.count_failed(session, where) if more else len(rows)
@@ -145,7 +134,7 @@ def cmd_jobs_replay(args: argparse.Namespace) -> int:
             return _replay_plan(targets, force=args.force, known=known)
         client = broker_redis()
         try:
-            replayed = _replay_each(targets, sessions, by=args.by or _operator(), force=args.force,
+            replayed = _replay_each(targets, sessions, by=operator_name(args), force=args.force,
                                     known=known, letters=dead_letters(client))
         finally:
             client.close()
@@ -213,7 +202,8 @@ def cmd_jobs_purge(args: argparse.Namespace) -> int:
         client = broker_redis()
         try:
             with unit_of_work(sessions) as uow:
-                count = failed_jobs.purge(uow, where, dead_letters=dead_letters(client))
+                count = failed_jobs.purge(uow, where, by=operator_name(args),
+                                            dead_letters=dead_letters(client))
         finally:
             client.close()
     if not count:
@@ -223,13 +213,14 @@ def cmd_jobs_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_import(args: argparse.Namespace) -> int:
-    handled = _import_dead_letters(args.queue, sys.stdout)
+    handled = _import_dead_letters(args.queue, sys.stdout, by=operator_name(args))
     return EXIT_OK if handled else EXIT_NOTHING
 
 
-def _import_dead_letters(queues: Sequence[str] | None, out: Any) -> int:
+def _import_dead_letters(queues: Sequence[str] | None, out: Any, *, by: str) -> int:
     """Move Redis's dead letters of `queues` (default: the farm's) into the registry; how many moved."""
     from app.keys import QUEUES
+    from app.services import audit
     from app.services.failed_jobs import ImportReport, import_dead_letters
 
     client = broker_redis()
@@ -247,6 +238,11 @@ def _import_dead_letters(queues: Sequence[str] | None, out: Any) -> int:
                 left = f", {len(report.undecodable)} undecodable left in Redis" if report.undecodable else ""
                 print(f"{queue}: {report.imported} imported, {report.already_recorded} already recorded"
                       f"{left}", file=out)
+                if report.imported:
+                    with unit_of_work(sessions) as uow:
+                        audit.record(uow.session, audit.Operator.at_terminal(by), "jobs.imported",
+                                     target_type="queue", target_id=queue,
+                                     details={"imported": report.imported})
     finally:
         client.close()
     return handled
@@ -293,18 +289,17 @@ def add_jobs_parsers(sub: Any) -> None:
         ["farmctl jobs replay 3f2a9c1e", "farmctl jobs replay 3f2a9c1e 77b0c4d2 --dry-run",
          "farmctl jobs replay --all --actor payments.capture --since 1d",
          "farmctl jobs replay 3f2a9c1e --force        # once more, although it was replayed before"],
-        cmd_jobs_replay)
+        cmd_jobs_replay, audited=True)
     replay.add_argument("ids", nargs="*", metavar="ID", help="failed job ids (or unique prefixes)")
     replay.add_argument("--all", action="store_true", help="every failed job matching the filters")
     _add_filters(replay)
     replay.add_argument("--dry-run", action="store_true", help="show what would be replayed; send nothing")
     replay.add_argument("--force", action="store_true", help="replay jobs that were replayed before too")
-    replay.add_argument("--by", help="who replays, for the records (default: user@host)")
 
     purge = command(actions, "purge", "delete failed jobs (and their Redis dead letters) for good", [
         "farmctl jobs purge --replayed --yes", "farmctl jobs purge --actor test.noop --dry-run",
         "farmctl jobs purge --since 30d --queue notifications --yes",
-    ], cmd_jobs_purge)
+    ], cmd_jobs_purge, audited=True)
     _add_filters(purge)
     purge.add_argument("--yes", action="store_true", help="really delete (refused without it)")
     purge.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
@@ -313,5 +308,5 @@ def add_jobs_parsers(sub: Any) -> None:
         actions, "import-dead-letters",
         "move Redis's dead letters (<namespace>:<queue>.XQ) into the registry, once per message id",
         ["farmctl jobs import-dead-letters", "farmctl jobs import-dead-letters --queue payments"],
-        cmd_jobs_import)
+        cmd_jobs_import, audited=True)
     dead.add_argument("--queue", action="append", help="only this queue (repeatable; default: the farm's)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from scripts.cli.arguments import command
+from scripts.cli.arguments import command, operator_name
 from scripts.cli.connections import run_async, with_uow
 from scripts.cli.outcomes import EXIT_OK, UsageError
 
@@ -21,7 +21,8 @@ def cmd_regions_set(args: argparse.Namespace) -> int:
         raise UsageError(f"--commission must be a decimal fraction such as 0.15, got {args.commission!r}") \
             from error
     region = run_async(lambda: with_uow(lambda uow: set_region(
-        uow, args.code, name=args.name, currency=args.currency, commission_rate=commission)))
+        uow, args.code, name=args.name, currency=args.currency, commission_rate=commission,
+        operator=operator_name(args))))
     print(f"region {region.code} ({region.name}): {region.currency}, commission {region.commission_rate}")
     return EXIT_OK
 
@@ -30,7 +31,7 @@ def add_regions_parsers(sub: Any) -> None:
     regions = sub.add_parser("regions", help="markets").add_subparsers(dest="action", required=True)
     region = command(regions, "set", "create or update a region",
                      ["farmctl regions set BER --name Berlin --currency EUR --commission 0.15"],
-                     cmd_regions_set)
+                     cmd_regions_set, audited=True)
     region.add_argument("code")
     region.add_argument("--name", required=True)
     region.add_argument("--currency", required=True, help="ISO 4217, e.g. EUR")

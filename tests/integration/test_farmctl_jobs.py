@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 import jobs
 from app.settings import Settings, get_settings
 from jobs.base import JobContext, job
+from models import AuditEntry
 from models.jobs import FailedJob, FailedJobReplay
 from scripts.farmctl import main
 from tests.integration.conftest import Accounts, Client, bearer, error_code
@@ -104,6 +105,14 @@ def farmctl_process(*argv: str, env: dict[str, str] | None = None) -> subprocess
 def failed(db: sessionmaker[Session], message_id: str) -> FailedJob:
     [row] = wait_for(lambda: failed_jobs(db, message_id), what=f"the failure of {message_id}")
     return row
+
+
+def audited(db: sessionmaker[Session],
+            action: str) -> list[tuple[str, str | None, str | None, dict[str, Any]]]:
+    """The audit log's rows of `action`, oldest first: (role, operator, target id, details)."""
+    with db() as session:
+        rows = session.scalars(select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id))
+        return [(row.actor_role, row.operator, row.target_id, row.details) for row in rows]
 
 
 def fail_both(db: sessionmaker[Session]) -> tuple[FailedJob, FailedJob]:
@@ -257,6 +266,12 @@ def test_a_replay_runs_again_with_a_fresh_budget_is_recorded_and_is_not_repeated
                                   .order_by(FailedJobReplay.id)).all()
     assert [(h.message_id, h.replayed_by, h.forced) for h in history] == [
         (again.message_id, "ops@desk", False), (forced.replay_message_id, "ops@desk", True)]
+    # And the audit log names the operator of each replay that was sent (the skipped one is absent)
+    assert audited(db, "job.replayed") == [
+        ("cli", "ops@desk", str(original.id), {"actor": "test.farmctl.flaky", "queue": QUEUE,
+                                               "messageId": again.message_id, "forced": False}),
+        ("cli", "ops@desk", str(original.id), {"actor": "test.farmctl.flaky", "queue": QUEUE,
+                                               "messageId": forced.replay_message_id, "forced": True})]
 
     # And `show` tells the replay story
     code, out, _ = farmctl(capsys, "jobs", "show", str(original.id))
@@ -356,6 +371,10 @@ def test_purge_needs_yes_counts_on_dry_run_and_deletes_with_the_dead_letters(
     assert (code, out.strip()) == (0, "deleted 1 failed job")
     assert [r.id for r in failed_jobs(db)] == [flaky_row.id]
     assert [m.message_id for m in dead_letters(broker_redis, settings, QUEUE)] == [flaky_row.message_id]
+    # And the purge is in the audit log with the filter, the count and who ran it (user@host)
+    [(role, operator, target, details)] = audited(db, "jobs.purged")
+    assert (role, target, details) == ("cli", None, {"count": 1, "filter": {"actor": "test.farmctl.refused"}})
+    assert operator and "@" in operator
     # And purging again matches nothing
     assert farmctl(capsys, "jobs", "purge", "--actor", "test.farmctl.refused", "--yes")[0] == 1
     assert refused_row.id not in {r.id for r in failed_jobs(db)}

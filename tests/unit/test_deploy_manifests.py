@@ -95,3 +95,35 @@ def test_each_worker_deployment_scales_on_the_in_flight_keys_of_the_queues_it_co
         assert keys == [f"{namespace}:{queue}.msgs" for queue in queues]
         assert not any(re.search(r"\.(DQ|XQ)", key) for key in keys)
     assert sorted(consumed) == sorted(QUEUES), "every queue is consumed by exactly one deployment"
+
+
+#: PostgreSQL's default max_connections (100) less its 3 superuser slots and 7 left for operators,
+#: `farmctl` and monitoring: what the manifests may use with every deployment at its maximum.
+CONNECTION_BUDGET = 90
+
+
+def max_replicas() -> dict[str, int]:
+    """Each Deployment's most pods: KEDA's maximum where it scales one, else its replicas."""
+    scaled = {s["spec"]["scaleTargetRef"]["name"]: s["spec"] for s in by_kind("ScaledObject").values()}
+    found = {}
+    for name, deployment in by_kind("Deployment").items():
+        spec = scaled.get(name)
+        found[name] = spec["maxReplicaCount"] if spec else deployment["spec"]["replicas"]
+        if spec:
+            assert spec["fallback"]["replicas"] <= spec["maxReplicaCount"], name
+    return found
+
+
+def test_the_manifests_fit_the_stated_postgresql_connection_budget() -> None:
+    from app.connection_budget import MIGRATION_CONNECTIONS, budget_of
+
+    settings = load_settings(environ=environment(), env_file=Path("/nonexistent"))
+    process_of = {"web": "web", "worker-dispatch": "worker", "worker-background": "worker", "clock": "clock"}
+    replicas = max_replicas()
+    assert set(replicas) == set(process_of)
+    used = {name: replicas[name] * budget_of(process_of[name], settings).total for name in replicas}
+
+    total = sum(used.values()) + MIGRATION_CONNECTIONS
+    assert total <= CONNECTION_BUDGET, f"{total} connections at full scale: {used}"
+    # And the figure the config's comment states is the one computed
+    assert f"at most {total} PostgreSQL connections" in (K8S / "config.yaml").read_text()
