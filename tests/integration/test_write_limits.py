@@ -10,7 +10,7 @@ import pytest
 
 from app.settings import Bucket, Settings
 from tests.integration.conftest import Accounts, AppFactory, Client
-from tests.integration.market_support import Market, assert_error
+from tests.integration.market_support import Call, Market, assert_error, at_once
 
 #: Three at once, then one per 100 s: nothing refills while a test runs.
 TIGHT = Bucket(rate_per_s=0.01, burst=3)
@@ -84,3 +84,45 @@ async def test_the_limit_holds_across_web_processes(make_client: AppFactory, set
         assert (await api.post("/api/v1/rides", json=RIDE, headers=customer.headers)).status_code == 201
     # Then the burst spent across both is spent for both
     assert_rate_limited(await second.post("/api/v1/rides", json=RIDE, headers=customer.headers))
+
+
+# --- the cap on open rides ----------------------------------------------------------------------
+CAP = 3
+
+
+@pytest.fixture
+async def capped(make_client: AppFactory, settings: Settings) -> AsyncIterator[Market]:
+    limits = dataclasses.replace(settings.limits, open_rides_per_customer=CAP)
+    api = await make_client(dataclasses.replace(settings, limits=limits))
+    market = Market(api, Accounts(api), settings)
+    await market.region()
+    try:
+        yield market
+    finally:
+        market.close()
+
+
+async def test_exactly_the_cap_of_concurrent_ride_requests_succeed(capped: Market) -> None:
+    # Given a customer sending ten ride requests at the same moment
+    customer = await capped.customer()
+    calls = [Call(capped.api, "POST", "/api/v1/rides", customer.headers, RIDE) for _ in range(10)]
+    answers = await at_once(calls)
+    # Then exactly the cap are booked, the others refused naming the cap
+    assert sorted(a.status_code for a in answers) == [201] * CAP + [409] * (10 - CAP)
+    for answer in answers:
+        if answer.status_code == 409:
+            details = assert_error(answer, 409, "CONFLICT")
+            assert details == {"reason": "OPEN_RIDE_LIMIT", "limit": CAP}
+    listed = await capped.api.get("/api/v1/rides", headers=customer.headers)
+    assert len(listed.json()["items"]) == CAP
+
+
+async def test_a_finished_ride_frees_its_place_under_the_cap(capped: Market) -> None:
+    customer = await capped.customer()
+    rides = [await capped.ride(customer) for _ in range(CAP)]
+    refused = await capped.api.post("/api/v1/rides", json=RIDE, headers=customer.headers)
+    assert assert_error(refused, 409, "CONFLICT")["reason"] == "OPEN_RIDE_LIMIT"
+    # When the customer cancels one, it may book again (and another customer was never capped)
+    assert (await capped.cancel(customer, rides[0]["id"])).status_code == 200
+    assert (await capped.api.post("/api/v1/rides", json=RIDE, headers=customer.headers)).status_code == 201
+    assert (await capped.ride(await capped.customer()))["status"] == "PENDING_BIDS"
