@@ -166,7 +166,7 @@ class RetentionSettings:
 
     #: Offers of rides in a final state, by when they were made.
     offers_days: int = 30
-    #: Notifications done with (sent, delivered, failed, undelivered), by when they were written.
+    #: Notifications done with (sent, delivered, failed, undelivered, skipped), by when written.
     notifications_days: int = 30
     #: Stripe events handled, by when they were (Stripe redelivers for up to 3 days).
     stripe_events_days: int = 30
@@ -222,6 +222,9 @@ class TwilioSettings:
     #: Transient failures in a row (per process) after which sends pause, and the first pause (s).
     circuit_failures: int = 5
     circuit_pause_s: float = 10.0
+    #: Messages go only to verified numbers; others are recorded `skipped` (set by
+    #: PHONE_VERIFICATION_REQUIRED, like `PhoneSettings.verification_required`).
+    verified_numbers_only: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -398,6 +401,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
     src = _Source(merged)
 
     env = src.choice("APP_ENV", "development", ("development", "test", "production"))
+    phone_required = src.flag("PHONE_VERIFICATION_REQUIRED", env == "production")
     jwt_secret = src.text("JWT_SECRET", DEV_JWT_SECRET)
     if env == "production" and jwt_secret == DEV_JWT_SECRET:
         raise SettingsError("JWT_SECRET must be set to a private value when APP_ENV=production")
@@ -508,6 +512,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             timeout_s=src.number("TWILIO_TIMEOUT", TwilioSettings.timeout_s),
             circuit_failures=src.positive("TWILIO_CIRCUIT_FAILURES", TwilioSettings.circuit_failures),
             circuit_pause_s=src.number("TWILIO_CIRCUIT_PAUSE", TwilioSettings.circuit_pause_s),
+            verified_numbers_only=phone_required,
         ),
         notifications=NotificationSettings(
             max_attempts=src.positive("NOTIFY_MAX_ATTEMPTS", NotificationSettings.max_attempts),
@@ -515,7 +520,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             stuck_after_s=src.positive("NOTIFY_STUCK_AFTER", NotificationSettings.stuck_after_s),
         ),
         limits=_limit_settings(src),
-        phone=_phone_settings(src, env),
+        phone=_phone_settings(src, phone_required),
         log=LogSettings(
             level=src.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             format=src.choice(  # type: ignore[arg-type]
@@ -563,10 +568,10 @@ def _limit_settings(src: _Source) -> LimitSettings:
                          open_rides_per_customer=cap)
 
 
-def _phone_settings(src: _Source, env: str) -> PhoneSettings:
+def _phone_settings(src: _Source, required: bool) -> PhoneSettings:
     defaults = PhoneSettings()
     return PhoneSettings(
-        verification_required=src.flag("PHONE_VERIFICATION_REQUIRED", env == "production"),
+        verification_required=required,
         code_ttl_s=src.positive("PHONE_CODE_TTL", defaults.code_ttl_s),
         max_attempts=src.positive("PHONE_CODE_MAX_ATTEMPTS", defaults.max_attempts),
         sends_per_hour=src.positive("PHONE_CODE_SENDS_PER_HOUR", defaults.sends_per_hour),

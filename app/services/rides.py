@@ -32,6 +32,7 @@ from app.outbox import INSERT_JOB
 from app.services import payments
 from app.services.access import Principal
 from app.services.notifications import notification_ctes, notification_params, place, ride_key
+from app.services.phone_verification import require_verified_phone
 from app.services.ride_events import history_row, status_event, status_rooms
 from app.settings import Settings
 from app.statements import StatementPool, psycopg_named
@@ -128,6 +129,7 @@ async def create_ride(statements: StatementPool, principal: Principal, request: 
     """Store the ride as PENDING_BIDS with its history row, its booking confirmation and its
     `dispatch.step` job — one autocommit statement, one round trip; the outbox relay does the rest."""
     principal.require_role(CUSTOMER)
+    require_verified_phone(principal, settings)
     now = datetime.now(UTC)
     ride_id = uuid.uuid4()
     values: dict[str, Any] = {
