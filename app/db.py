@@ -7,18 +7,20 @@ that must only run once its transaction has committed (enqueues, socket emits).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.errors import ServiceUnavailable
 from app.logging import get_logger
 from app.settings import DatabaseSettings
 
@@ -189,3 +191,22 @@ class AsyncUnitOfWork:
 
     async def close(self) -> None:
         await self.session.close()
+
+
+@contextlib.asynccontextmanager
+async def short_transaction(sessions: async_sessionmaker[AsyncSession], *,
+                            lock_timeout_ms: int) -> AsyncIterator[AsyncSession]:
+    """A transaction of its own, committed on leaving the block, whose lock waits end after
+    `lock_timeout_ms` (`SET LOCAL lock_timeout`) with a 503 `SERVICE_UNAVAILABLE` (reason
+    `LOCK_TIMEOUT`) instead of a hang. For the web's use cases around a provider call, which
+    must hold no connection (and no lock) while the provider answers: read, call, record."""
+    try:
+        async with sessions() as session, session.begin():
+            await session.execute(text(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}"))
+            yield session
+    except OperationalError as error:
+        if not isinstance(error.orig, psycopg.errors.LockNotAvailable):
+            raise
+        log.warning("db.lock_timeout", timeout_ms=lock_timeout_ms)
+        raise ServiceUnavailable("The record is busy; try again shortly.",
+                                 details={"dependency": "postgres", "reason": "LOCK_TIMEOUT"}) from error

@@ -158,6 +158,19 @@ class RateLimited(AppError):
         super().__init__(details={"retryAfter": self.retry_after_s})
 
 
+class CodeMismatch(ValidationFailed):
+    """A wrong one-time code; the spent attempt is kept (committed) with the answer."""
+
+    keeps_changes = True
+
+
+class CodeRefused(Conflict):
+    """No live one-time code to check (none sent, expired, or out of attempts); `details.reason`
+    says which. Kept on commit (a code spent by its last attempt stays spent)."""
+
+    keeps_changes = True
+
+
 class InvalidSignature(AppError):
     """A provider webhook's signature does not verify."""
 

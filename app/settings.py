@@ -40,6 +40,9 @@ class DatabaseSettings:
     pool_timeout_s: float = 5.0
     connect_timeout_s: float = 3.0
     statement_timeout_ms: int = 15_000
+    #: Longest wait (ms) for a row lock in the web's short transactions around provider calls
+    #: (`SET LOCAL lock_timeout`): past it the request answers 503 instead of hanging.
+    lock_timeout_ms: int = 2_000
     echo: bool = False
     #: Behind PgBouncer in transaction mode: no server-side prepared statements and no `options`
     #: startup parameter (set `statement_timeout` on the role instead; docs/operations.md).
@@ -173,7 +176,7 @@ class RetentionSettings:
 
     #: Offers of rides in a final state, by when they were made.
     offers_days: int = 30
-    #: Notifications done with (sent, delivered, failed, undelivered), by when they were written.
+    #: Notifications done with (sent, delivered, failed, undelivered, skipped), by when written.
     notifications_days: int = 30
     #: Stripe events handled, by when they were (Stripe redelivers for up to 3 days).
     stripe_events_days: int = 30
@@ -229,6 +232,9 @@ class TwilioSettings:
     #: Transient failures in a row (per process) after which sends pause, and the first pause (s).
     circuit_failures: int = 5
     circuit_pause_s: float = 10.0
+    #: Messages go only to verified numbers; others are recorded `skipped` (set by
+    #: PHONE_VERIFICATION_REQUIRED, like `PhoneSettings.verification_required`).
+    verified_numbers_only: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -243,6 +249,49 @@ class NotificationSettings:
     lease_s: int = 60
     #: A `queued` row untouched this long (s) has lost its job (Redis restarted empty): re-enqueued.
     stuck_after_s: int = 600
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A per-user token bucket: `rate_per_s` sustained, `burst` at once; rate 0 = no limit."""
+
+    rate_per_s: float
+    burst: int
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate_per_s > 0
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Per-user limits on authenticated writes (Redis-backed, shared by every web process) and
+    the cap on a customer's open rides (`app.api.limits`, `app.services.rides`)."""
+
+    #: `POST /rides`.
+    rides: Bucket = Bucket(2.0, 20)
+    #: Bids, accepts, cancels, status moves, online/offline.
+    writes: Bucket = Bucket(5.0, 30)
+    #: `PUT /drivers/me/location`.
+    location: Bucket = Bucket(5.0, 10)
+    #: Provider calls on the user's behalf: payouts onboarding, a ride's payment intent.
+    payment_setup: Bucket = Bucket(0.5, 5)
+    #: Rides not in a final state a customer may have at once (0 = no cap).
+    open_rides_per_customer: int = 5
+
+
+@dataclass(frozen=True)
+class PhoneSettings:
+    """Phone verification by a one-time SMS code (`app.services.phone_verification`)."""
+
+    #: A customer's first ride needs a verified phone, and SMS/WhatsApp go only to verified numbers
+    #: (default: on with APP_ENV=production only).
+    verification_required: bool = False
+    code_ttl_s: int = 600
+    #: Wrong codes allowed per code before it is spent.
+    max_attempts: int = 5
+    #: Codes sent per user per hour.
+    sends_per_hour: int = 5
 
 
 @dataclass(frozen=True)
@@ -275,6 +324,8 @@ class Settings:
     stripe: StripeSettings = field(default_factory=StripeSettings)
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    phone: PhoneSettings = field(default_factory=PhoneSettings)
     log: LogSettings = field(default_factory=LogSettings)
     web: WebSettings = field(default_factory=WebSettings)
 
@@ -363,6 +414,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
     src = _Source(merged)
 
     env = src.choice("APP_ENV", "development", ("development", "test", "production"))
+    phone_required = src.flag("PHONE_VERIFICATION_REQUIRED", env == "production")
     jwt_secret = src.text("JWT_SECRET", DEV_JWT_SECRET)
     if env == "production" and jwt_secret == DEV_JWT_SECRET:
         raise SettingsError("JWT_SECRET must be set to a private value when APP_ENV=production")
@@ -387,6 +439,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             statement_timeout_ms=src.positive(
                 "DB_STATEMENT_TIMEOUT_MS", DatabaseSettings.statement_timeout_ms
             ),
+            lock_timeout_ms=src.positive("DB_LOCK_TIMEOUT_MS", DatabaseSettings.lock_timeout_ms),
             echo=src.flag("DB_ECHO", False),
             pgbouncer=src.flag("DB_PGBOUNCER", False),
             direct_url=src.text("DATABASE_DIRECT_URL", ""),
@@ -473,12 +526,15 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             timeout_s=src.number("TWILIO_TIMEOUT", TwilioSettings.timeout_s),
             circuit_failures=src.positive("TWILIO_CIRCUIT_FAILURES", TwilioSettings.circuit_failures),
             circuit_pause_s=src.number("TWILIO_CIRCUIT_PAUSE", TwilioSettings.circuit_pause_s),
+            verified_numbers_only=phone_required,
         ),
         notifications=NotificationSettings(
             max_attempts=src.positive("NOTIFY_MAX_ATTEMPTS", NotificationSettings.max_attempts),
             lease_s=src.positive("NOTIFY_LEASE", NotificationSettings.lease_s),
             stuck_after_s=src.positive("NOTIFY_STUCK_AFTER", NotificationSettings.stuck_after_s),
         ),
+        limits=_limit_settings(src),
+        phone=_phone_settings(src, phone_required),
         log=LogSettings(
             level=src.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             format=src.choice(  # type: ignore[arg-type]
@@ -523,6 +579,34 @@ def _dispatch_settings(src: _Source, radii: tuple[float, ...]) -> DispatchSettin
         raise SettingsError(f"DRIVER_PRUNE_AFTER ({dispatch.driver_prune_after_s}) must be longer than "
                             f"DRIVER_STALE_AFTER ({dispatch.driver_stale_after_s})")
     return dispatch
+
+
+def _limit_settings(src: _Source) -> LimitSettings:
+    defaults = LimitSettings()
+
+    def bucket(name: str, default: Bucket) -> Bucket:
+        rate = src.number(f"{name}_RATE_LIMIT", default.rate_per_s)
+        if not 0 <= rate < math.inf:
+            raise SettingsError(f"{name}_RATE_LIMIT must be 0 (no limit) or requests per second, got {rate}")
+        return Bucket(rate_per_s=rate, burst=src.positive(f"{name}_RATE_BURST", default.burst))
+
+    cap = src.integer("OPEN_RIDES_PER_CUSTOMER", defaults.open_rides_per_customer)
+    if cap < 0:
+        raise SettingsError(f"OPEN_RIDES_PER_CUSTOMER must be 0 (no cap) or a number of rides, got {cap}")
+    return LimitSettings(rides=bucket("RIDE", defaults.rides), writes=bucket("WRITE", defaults.writes),
+                         location=bucket("LOCATION", defaults.location),
+                         payment_setup=bucket("PAYMENT_SETUP", defaults.payment_setup),
+                         open_rides_per_customer=cap)
+
+
+def _phone_settings(src: _Source, required: bool) -> PhoneSettings:
+    defaults = PhoneSettings()
+    return PhoneSettings(
+        verification_required=required,
+        code_ttl_s=src.positive("PHONE_CODE_TTL", defaults.code_ttl_s),
+        max_attempts=src.positive("PHONE_CODE_MAX_ATTEMPTS", defaults.max_attempts),
+        sends_per_hour=src.positive("PHONE_CODE_SENDS_PER_HOUR", defaults.sends_per_hour),
+    )
 
 
 #: Stripe redelivers an event for up to three days: its id is kept at least that long.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, LiteralString, cast
 
 import psycopg
@@ -82,6 +82,33 @@ class StatementPool:
                                          details={"dependency": "postgres"}) from exc
             except psycopg.OperationalError as exc:
                 # The pool discards a connection that broke in use; one retry gets a fresh one.
+                log.warning("db.statement_failed", attempt=attempt, error=str(exc))
+                if attempt == 2:
+                    raise ServiceUnavailable("PostgreSQL is unavailable; nothing was changed.",
+                                             details={"dependency": "postgres"}) from exc
+        raise AssertionError("unreachable")
+
+    async def fetch_one_in_transaction(
+        self, steps: Sequence[tuple[LiteralString, Mapping[str, Any]]]
+    ) -> tuple[Any, ...] | None:
+        """Run `steps` (idempotent statements) in one transaction, pipelined (one round trip), and
+        return the last one's first row (it must return rows). Under READ COMMITTED each statement
+        sees what committed before it started: a lock taken by one step orders the steps after it."""
+        if not self._opened:
+            await self._open()
+        *before, (last_sql, last_params) = steps
+        for attempt in (1, 2):
+            try:
+                async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+                    for sql, params in before:
+                        await conn.execute(sql, params)
+                    cursor = await conn.execute(last_sql, last_params)
+                    return await cursor.fetchone()  # the last step returns rows (RETURNING)
+            except PoolTimeout as exc:
+                log.error("db.statement_pool_timeout", error=str(exc))
+                raise ServiceUnavailable("PostgreSQL is unavailable; nothing was changed.",
+                                         details={"dependency": "postgres"}) from exc
+            except psycopg.OperationalError as exc:
                 log.warning("db.statement_failed", attempt=attempt, error=str(exc))
                 if attempt == 2:
                     raise ServiceUnavailable("PostgreSQL is unavailable; nothing was changed.",

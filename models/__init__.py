@@ -18,6 +18,7 @@ from models.rides import (
 from models.users import (
     Driver,
     DriverAvailability,
+    PhoneVerification,
     RefreshToken,
     RevokedSession,
     Role,
@@ -42,6 +43,7 @@ __all__ = [
     "Payment",
     "PaymentMethod",
     "PaymentStatus",
+    "PhoneVerification",
     "RefreshToken",
     "Region",
     "RevokedSession",

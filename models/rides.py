@@ -103,6 +103,9 @@ class Ride(Base):
         Index("ix_rides_customer_created", "customer_id", text("created_at DESC")),
         Index("ix_rides_driver_created", "driver_id", text("created_at DESC")),
         Index("ix_rides_pending", "created_at", postgresql_where=text("status = 'PENDING_BIDS'")),
+        #: The open-ride cap counts a customer's rides not yet final.
+        Index("ix_rides_customer_open", "customer_id", postgresql_where=text(
+            "status NOT IN ('COMPLETED', 'CANCELLED', 'NO_DRIVERS_AVAILABLE')")),
     )
 
 
@@ -166,7 +169,8 @@ class NotificationRequest(Base):
     The row is the outbox: `notifications.send` delivers it (Twilio WhatsApp/SMS, or the console
     channel when Twilio is not configured) and never twice — the status moves
     `queued → sending → sent → delivered | failed | undelivered` by compare-and-set, and Twilio's
-    status callbacks move it on from `sent`.
+    status callbacks move it on from `sent`. A row written `skipped` is never sent (`error_code`
+    says why, e.g. `PHONE_NOT_VERIFIED`).
     """
 
     __tablename__ = "notifications"
@@ -194,7 +198,7 @@ class NotificationRequest(Base):
     updated_at: Mapped[datetime | None]
 
     __table_args__ = (
-        CheckConstraint("status IN ('queued', 'sending', 'sent', 'delivered', 'failed', 'undelivered')",
-                        name="status_known"),
+        CheckConstraint("status IN ('queued', 'sending', 'sent', 'delivered', 'failed', 'undelivered', "
+                        "'skipped')", name="status_known"),
         CheckConstraint("channel IN ('whatsapp', 'sms', 'console')", name="channel_known"),
     )

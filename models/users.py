@@ -43,6 +43,8 @@ class User(Base):
     #: Bumped by logout-all and suspension: access tokens carrying an older generation are refused.
     token_generation: Mapped[int] = mapped_column(default=0)
     deactivated_at: Mapped[datetime | None]
+    #: When the account proved it receives SMS at `phone` (a one-time code); None: unverified.
+    phone_verified_at: Mapped[datetime | None]
     deactivation_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -83,6 +85,21 @@ class Driver(Base):
     created_at: Mapped[datetime] = created_at()
 
     user: Mapped[User] = relationship(back_populates="driver", lazy="raise")
+
+
+class PhoneVerification(Base):
+    """The one-time code last sent to a user's phone: stored as an HMAC, never in clear; one row
+    per user (a new code replaces the old), spent by a right guess or `max_attempts` wrong ones."""
+
+    __tablename__ = "phone_verifications"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    #: The number the code was sent to (a phone changed since then is not verified by it).
+    phone: Mapped[str] = mapped_column(String(16))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    created_at: Mapped[datetime] = created_at()
 
 
 class RefreshToken(Base):

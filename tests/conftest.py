@@ -25,6 +25,13 @@ os.environ.update(
         "LOG_LEVEL": "WARNING",
         "LOG_FORMAT": "console",
         "AUTH_RATE_LIMIT": "100000",
+        # Per-user write limits and the open-ride cap are off for the suite (tests of them turn
+        # them on); the e2e farm inherits this environment.
+        "RIDE_RATE_LIMIT": "0",
+        "WRITE_RATE_LIMIT": "0",
+        "LOCATION_RATE_LIMIT": "0",
+        "PAYMENT_SETUP_RATE_LIMIT": "0",
+        "OPEN_RIDES_PER_CUSTOMER": "0",
         "OUTBOX_POLL_INTERVAL": "0.5",
         "WORKER_POLL_TIMEOUT_MS": "50",
         # argon2 at its lowest cost keeps the suite fast; production uses the library defaults.

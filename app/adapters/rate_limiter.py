@@ -1,4 +1,9 @@
-"""Fixed-window rate limits counted in Redis, so they hold across every web process."""
+"""Rate limits counted in Redis, so they hold across every web process.
+
+`hit`: a fixed window per client address (the auth routes). `take`: a per-user token bucket
+(GCRA: one key holding the bucket's "theoretical arrival time", on Redis's clock, so every web
+process agrees) — `burst` requests at once, then one per `1 / rate_per_s` seconds.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import redis.asyncio as aredis
 
 from app.errors import RateLimited
 from app.keys import RedisKeys
+from app.settings import Bucket
 
 _HIT = """
 local count = redis.call('INCR', KEYS[1])
@@ -21,13 +27,41 @@ return {count, ttl}
 """
 
 
+# ARGV: emission interval (ms), burst. Returns 0 when allowed, else the ms to wait.
+_TAKE = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local window = interval * tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local next_tat = tat + interval
+if next_tat - now > window then
+  return next_tat - now - window
+end
+redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil(next_tat - now))
+return 0
+"""
+
+
 class RateLimiter:
     def __init__(self, client: aredis.Redis, keys: RedisKeys) -> None:
         self._keys = keys
         self._hit = client.register_script(_HIT)
+        self._take = client.register_script(_TAKE)
 
     async def hit(self, scope: str, subject: str, *, limit: int, window_s: int) -> None:
         """Count one request; raise `RateLimited` (with the seconds to wait) past the limit."""
         count, ttl = await self._hit(keys=[self._keys.rate_limit(scope, subject)], args=[window_s])
         if int(count) > limit:
             raise RateLimited(retry_after_s=int(ttl))
+
+    async def take(self, scope: str, subject: str, bucket: Bucket) -> None:
+        """Take one request from `subject`'s bucket; raise `RateLimited` when it is empty."""
+        if not bucket.enabled:
+            return
+        interval_ms = max(1, round(1000 / bucket.rate_per_s))
+        wait_ms = int(await self._take(keys=[self._keys.rate_limit(scope, subject)],
+                                       args=[interval_ms, bucket.burst]))
+        if wait_ms > 0:
+            raise RateLimited(retry_after_s=-(-wait_ms // 1000))

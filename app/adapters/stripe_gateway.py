@@ -227,6 +227,11 @@ class StripeGateway:
             intent_id, {"cancellation_reason": "requested_by_customer"},
             {"idempotency_key": idempotency_key})))
 
+    async def cancel_async(self, intent_id: str, *, idempotency_key: str) -> IntentState:
+        v1 = self._client.v1
+        return intent_state(await self._call_async("the release", lambda: v1.payment_intents.cancel_async(
+            intent_id, {"cancellation_reason": "abandoned"}, {"idempotency_key": idempotency_key})))
+
     # --- refunds -------------------------------------------------------------------------------
     def refund(self, intent_id: str, *, amount: int, ride_id: str, idempotency_key: str) -> RefundState:
         """Refund `amount`, taking it back from the driver's transfer and the platform's fee pro rata."""

@@ -54,6 +54,8 @@ class UserSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     is_active: bool
     generation: int
     created_at: datetime
+    #: The phone was proven by a one-time code (snapshots cached before this field: False).
+    phone_verified: bool = False
 
 
 _encoder = msgspec.json.Encoder()

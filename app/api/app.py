@@ -21,6 +21,7 @@ from app.api.controllers.bids import BidController
 from app.api.controllers.drivers import DriverController
 from app.api.controllers.health import health, ready
 from app.api.controllers.payments import PaymentController
+from app.api.controllers.phone import PhoneController
 from app.api.controllers.regions import regions
 from app.api.controllers.rides import RideController
 from app.api.controllers.twilio_status import TwilioStatusController
@@ -88,7 +89,7 @@ def create_app(settings: Settings, context_factory: Callable[[], WebContext] | N
     api = Router(
         path=API_PREFIX,
         route_handlers=[AuthController, AdminController, DriverController, RideController, BidController,
-                        PaymentController, regions, me, *WEBHOOK_CONTROLLERS],
+                        PaymentController, PhoneController, regions, me, *WEBHOOK_CONTROLLERS],
         dependencies={"uow": Provide(provide_uow)},
     )
     root_webhooks = Router(path="/", route_handlers=list(WEBHOOK_CONTROLLERS), include_in_schema=False,

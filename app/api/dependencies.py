@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeAlias
 
 from litestar import Request
@@ -15,6 +15,7 @@ from app.errors import AppError, ServiceUnavailable
 from app.logging import get_logger
 from app.redis_conn import REDIS_ERRORS
 from app.services.access import Principal
+from app.settings import Bucket, LimitSettings
 
 log = get_logger("api")
 
@@ -115,3 +116,25 @@ def caller_with_role(name: str, role: str) -> dict[str, Provide]:
         return principal
 
     return {"principal": Provide(provide_principal), name: Provide(provide)}
+
+
+def user_rate_limit(scope: str, bucket: Callable[[LimitSettings], Bucket]) -> dict[str, Provide]:
+    """Route dependency `limit`: one request from the caller's `scope` bucket (`LimitSettings`),
+    shared by every web process; 429 `RATE_LIMITED` with `Retry-After` when it is empty."""
+
+    async def provide(principal: CallerDep, state: State) -> None:
+        ctx = web_context(state)
+        try:
+            await ctx.limiter.take(scope, str(principal.id), bucket(ctx.settings.limits))
+        except REDIS_ERRORS as error:
+            raise ServiceUnavailable("Rate limits are unavailable; try again shortly.",
+                                     details={"dependency": "redis"}) from error
+
+    return {"limit": Provide(provide)}
+
+
+#: The per-user limits of the authenticated writes (see `LimitSettings`).
+RIDE_LIMIT = user_rate_limit("rides", lambda limits: limits.rides)
+WRITE_LIMIT = user_rate_limit("writes", lambda limits: limits.writes)
+LOCATION_LIMIT = user_rate_limit("location", lambda limits: limits.location)
+PAYMENT_SETUP_LIMIT = user_rate_limit("payment-setup", lambda limits: limits.payment_setup)

@@ -64,12 +64,14 @@ class UserOut(Response):
     vehicle_type: str | None
     whatsapp_opt_in: bool
     created_at: datetime
+    #: The phone was proven by a one-time code (`POST /me/phone/verify`).
+    phone_verified: bool
 
     @classmethod
     def of(cls, user: UserSnapshot) -> UserOut:
         return cls(id=user.id, email=user.email, full_name=user.full_name, phone=user.phone,
                    role=user.role, vehicle_type=user.vehicle_type, whatsapp_opt_in=user.whatsapp_opt_in,
-                   created_at=user.created_at)
+                   created_at=user.created_at, phone_verified=user.phone_verified)
 
 
 class TokensOut(Response):

@@ -60,6 +60,7 @@ def snapshot_of(user: User, vehicle_type: str | None) -> UserSnapshot:
         is_active=user.is_active,
         generation=user.token_generation,
         created_at=user.created_at,
+        phone_verified=user.phone_verified_at is not None,
     )
 
 

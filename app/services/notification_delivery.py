@@ -32,10 +32,13 @@ from app.errors import ProviderError
 from app.keys import QUEUE_NOTIFICATIONS
 from app.logging import get_logger
 from app.outbox import INSERT_JOB
-from app.services.notifications import SEND_ACTOR
+from app.services.notifications import SECRET_TEMPLATES, SEND_ACTOR
 from app.settings import NotificationSettings, TwilioSettings
 
 log = get_logger("notifications")
+
+#: A one-time code's body is redacted once it was handed over (or failed for good).
+_SECRET: Final = ",".join(sorted(SECRET_TEMPLATES))
 
 _CLAIM = text("""
 UPDATE notifications
@@ -48,6 +51,7 @@ RETURNING channel, recipient, body, template, attempts
 _SENT = text("""
 UPDATE notifications
 SET status = CASE WHEN status = 'sending' THEN 'sent' ELSE status END,
+    body = CASE WHEN template = ANY(string_to_array(:secret_templates, ',')) THEN '[redacted]' ELSE body END,
     error_code = CASE WHEN status = 'sending' THEN NULL ELSE error_code END,
     error_message = CASE WHEN status = 'sending' THEN NULL ELSE error_message END,
     provider_id = :provider_id, sent_at = COALESCE(sent_at, :now), lease_until = NULL, updated_at = :now
@@ -56,7 +60,9 @@ WHERE id = :id
 
 _GIVE_UP = text("""
 UPDATE notifications
-SET status = :status, error_code = :code, error_message = :message, lease_until = NULL, updated_at = :now
+SET status = :status, error_code = :code, error_message = :message, lease_until = NULL, updated_at = :now,
+    body = CASE WHEN :final AND template = ANY(string_to_array(:secret_templates, ','))
+                THEN '[redacted]' ELSE body END
 WHERE id = :id AND status = 'sending'
 """)
 
@@ -113,7 +119,8 @@ def deliver(session: Session, senders: Senders, twilio: TwilioSettings, settings
             raise again from error
     if circuit is not None and channel != "console":
         circuit.succeeded()
-    session.execute(_SENT, {"id": notification_id, "provider_id": provider_id, "now": datetime.now(UTC)})
+    session.execute(_SENT, {"id": notification_id, "provider_id": provider_id, "now": datetime.now(UTC),
+                            "secret_templates": _SECRET})
     log.info("notification.sent", notification_id=str(notification_id), channel=channel,
              template=template, provider_id=provider_id, attempt=attempts)
     return Delivery("sent", provider_id)
@@ -142,7 +149,8 @@ def _code(error: ProviderError) -> str:
 
 def _give_up(session: Session, notification_id: uuid.UUID, error: ProviderError, *, status: str) -> None:
     session.execute(_GIVE_UP, {"id": notification_id, "status": status, "code": _code(error),
-                               "message": error.message[:1000], "now": datetime.now(UTC)})
+                               "message": error.message[:1000], "now": datetime.now(UTC),
+                               "final": status == "failed", "secret_templates": _SECRET})
 
 
 # --- status callbacks ----------------------------------------------------------------------------------

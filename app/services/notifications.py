@@ -1,7 +1,9 @@
 """Notifications: what users are told on WhatsApp or SMS, written in the transaction of its cause.
 
 `notify()` / `notify_async()` write a `notifications` row (the user's phone, the channel, the
-rendered body) and its `notifications.send` outbox row in ONE statement; a second call with the
+rendered body) and its `notifications.send` outbox row in ONE statement — or, when messages go to
+verified numbers only (`PHONE_VERIFICATION_REQUIRED`) and the user's is not, the row `skipped`
+with error code `PHONE_NOT_VERIFIED` and no job (recorded, never silently dropped); a second call with the
 same dedupe key (a redelivered job, a replayed request) writes nothing. The channel is fixed
 when the row is written: `console` on a farm without Twilio credentials, `whatsapp` for a user
 who opted in (when a WhatsApp sender is configured), `sms` otherwise. Delivery, retries and
@@ -54,7 +56,14 @@ TEMPLATES: Final[dict[str, str]] = {
                     "Book again whenever you are ready.",
     "payment_expired": "Dispatch Farm: the card payment of {price} for ride {ride} was not authorized "
                        "in time, so the ride was cancelled. Please book again.",
+    # The code is in the body only (never in `params`), and the body is redacted once sent.
+    "phone_code": "Dispatch Farm: your verification code is {code}. It expires in {minutes} minutes. "
+                  "Never share it.",
 }
+#: Templates whose body is a secret: sent to unverified numbers too, redacted once handed over.
+SECRET_TEMPLATES: Final = frozenset({"phone_code"})
+#: Why a message was not sent (`notifications.error_code` of a `skipped` row).
+SKIPPED_UNVERIFIED: Final = "PHONE_NOT_VERIFIED"
 
 _PLACE_CHARS: Final = 40
 #: GSM-7 characters in one SMS segment.
@@ -80,8 +89,8 @@ def place(address: str | None, lat: float, lng: float) -> str:
 
 def render(template: str, params: Mapping[str, Any]) -> str:
     """The body of `template` for these params (`KeyError` names what a template is missing)."""
-    shown: dict[str, Any] = {"ride": short_ride(params["rideId"])}
-    for key in ("vehicleType", "pickup", "dropoff", "etaMinutes", "count", "by"):
+    shown: dict[str, Any] = {"ride": short_ride(params["rideId"])} if "rideId" in params else {}
+    for key in ("vehicleType", "pickup", "dropoff", "etaMinutes", "count", "by", "code", "minutes"):
         if key in params:
             shown[{"vehicleType": "vehicle", "etaMinutes": "eta"}.get(key, key)] = params[key]
     if "amount" in params:
@@ -112,42 +121,52 @@ def channels(settings: TwilioSettings | None) -> tuple[str, str]:
 
 def notification_ctes(name: str) -> str:
     """Two CTEs, `{name}` and `{name}_job`: the row (from the user's phone and opt-in; nothing on a
-    duplicate dedupe key) and, only when the row was written, its `notifications.send` job.
+    duplicate dedupe key) and, only when the row was written `queued`, its `notifications.send` job.
+    With `verified_only`, a user whose phone is not verified gets the row `skipped` (error code
+    `PHONE_NOT_VERIFIED`), recorded and never sent.
     Bind with `notification_params(name, ...)`; usable inside a larger statement (`POST /rides`)."""
     p = name
+    unverified = f"(:{p}_verified_only AND u.phone_verified_at IS NULL)"
     return f"""
 {name} AS (
     INSERT INTO notifications (id, user_id, template, dedupe_key, params, channel, recipient, body,
-                               status, attempts, created_at, updated_at)
+                               status, error_code, error_message, attempts, created_at, updated_at)
     SELECT :{p}_id, u.id, :{p}_template, :{p}_dedupe_key, CAST(:{p}_params AS jsonb),
            CASE WHEN u.whatsapp_opt_in THEN :{p}_opt_in_channel ELSE :{p}_channel END,
-           u.phone, :{p}_body, 'queued', 0, :{p}_now, :{p}_now
+           u.phone, :{p}_body, CASE WHEN {unverified} THEN 'skipped' ELSE 'queued' END,
+           CASE WHEN {unverified} THEN '{SKIPPED_UNVERIFIED}' END,
+           CASE WHEN {unverified} THEN 'not sent: the phone number is not verified' END,
+           0, :{p}_now, :{p}_now
     FROM users u WHERE u.id = :{p}_user_id
     ON CONFLICT (dedupe_key) DO NOTHING
-    RETURNING id
+    RETURNING id, status
 ), {name}_job AS (
     {INSERT_JOB}
     SELECT gen_random_uuid(), :{p}_queue, :{p}_actor, jsonb_build_array(CAST(id AS text)),
            '{{}}'::jsonb, '{{}}'::jsonb, :{p}_now, :{p}_now
-    FROM {name}
+    FROM {name} WHERE status = 'queued'
 )"""
 
 
 def notification_params(name: str, *, user_id: uuid.UUID, template: str, dedupe_key: str,
                         params: Mapping[str, Any], settings: TwilioSettings | None,
-                        now: datetime | None = None) -> dict[str, Any]:
-    """The bind parameters of `notification_ctes(name)` (the body is rendered here)."""
+                        now: datetime | None = None, secret: Mapping[str, Any] | None = None,
+                        ) -> dict[str, Any]:
+    """The bind parameters of `notification_ctes(name)` (the body is rendered here, from `params`
+    and the `secret` ones, which are not stored; a secret template goes to unverified numbers)."""
     opt_in_channel, channel = channels(settings)
+    verified_only = bool(settings and settings.verified_numbers_only) and template not in SECRET_TEMPLATES
     values = {
         "id": uuid.uuid4(), "user_id": user_id, "template": template, "dedupe_key": dedupe_key,
-        "params": msgspec.json.encode(dict(params)).decode(), "body": render(template, params),
+        "params": msgspec.json.encode(dict(params)).decode(),
+        "body": render(template, {**params, **(secret or {})}),
         "opt_in_channel": opt_in_channel, "channel": channel, "now": now or datetime.now(UTC),
-        "queue": QUEUE_NOTIFICATIONS, "actor": SEND_ACTOR,
+        "queue": QUEUE_NOTIFICATIONS, "actor": SEND_ACTOR, "verified_only": verified_only,
     }
     return {f"{name}_{key}": value for key, value in values.items()}
 
 
-_NOTIFY = text(f"WITH {notification_ctes('note')} SELECT id FROM note")
+_NOTIFY = text(f"WITH {notification_ctes('note')} SELECT id, status FROM note")
 
 
 def notify(session: Session, *, user_id: uuid.UUID, template: str, dedupe_key: str,
@@ -159,10 +178,11 @@ def notify(session: Session, *, user_id: uuid.UUID, template: str, dedupe_key: s
 
 
 async def notify_async(session: AsyncSession, *, user_id: uuid.UUID, template: str, dedupe_key: str,
-                       params: Mapping[str, Any], settings: TwilioSettings | None) -> bool:
+                       params: Mapping[str, Any], settings: TwilioSettings | None,
+                       secret: Mapping[str, Any] | None = None) -> bool:
     """`notify` for the web process's async session."""
     bound = notification_params("note", user_id=user_id, template=template, dedupe_key=dedupe_key,
-                                params=params, settings=settings)
+                                params=params, settings=settings, secret=secret)
     return (await session.execute(_NOTIFY, bound)).first() is not None
 
 

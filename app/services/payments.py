@@ -6,7 +6,8 @@ Policy (README, "Payments"):
   than its stated rate; the driver gets the rest. Card rides: Stripe's
   `application_fee_amount` on a destination charge to the driver's Connect account.
 - **Hold** (`payments.authorize`) when a card ride's bid is accepted: a manual-capture
-  PaymentIntent the customer confirms with its `clientSecret` (`POST /payments/{rideId}/intent`).
+  PaymentIntent the customer confirms with its `clientSecret` (`POST /payments/{rideId}/intent`,
+  `app.services.payment_setup`, which also creates drivers' Connect accounts).
   A driver whose Connect account can't take charges and payouts can't be accepted for a card ride.
   The driver can't set off (DRIVER_ARRIVING) until the hold is authorized (409 `CONFLICT`,
   `details.reason` `PAYMENT_NOT_AUTHORIZED`); a hold not authorized `PAYMENT_HOLD_TIMEOUT` seconds
@@ -63,7 +64,6 @@ from models import (
     Ride,
     RideStatus,
     StripeEvent,
-    User,
 )
 
 log = get_logger("payments")
@@ -222,52 +222,8 @@ def cancelled_by_system(session: Session, ride_id: uuid.UUID, before: RideStatus
 
 
 def hold_key(ride_id: uuid.UUID | str) -> str:
+    """The idempotency key of a ride's hold (the job and the intent route send the same)."""
     return f"ride:{ride_id}:hold"
-
-
-@dataclass(frozen=True)
-class IntentView:
-    client_secret: str
-    status: str
-
-
-async def client_intent(session: AsyncSession, gateway: StripeGateway, ride: Ride) -> IntentView:
-    """The customer's `clientSecret` for the ride's hold, creating the hold now if the job hasn't.
-
-    Same idempotency key and parameters as `payments.authorize`: whichever runs first creates the
-    PaymentIntent, the other gets the same one back from Stripe.
-    """
-    if ride.payment_method != PaymentMethod.CARD:
-        raise Conflict("This ride is paid in cash.", details={"paymentMethod": "cash"})
-    if ride.status != RideStatus.BID_ACCEPTED:
-        raise Conflict("A payment can be set up only while the ride is BID_ACCEPTED.",
-                       details={"status": ride.status.value})
-    payment = await session.scalar(select(Payment).where(Payment.ride_id == ride.id).with_for_update())
-    if payment is None:
-        raise NotFound("This ride has no payment.")
-    if payment.client_secret is None:
-        state = await gateway.create_hold_async(_hold_params(payment), idempotency_key=hold_key(ride.id))
-        _apply_intent(payment, state)
-    return IntentView(client_secret=payment.client_secret or "", status=payment.status)
-
-
-# --- Connect onboarding -----------------------------------------------------------------------
-async def onboarding_link(session: AsyncSession, gateway: StripeGateway, driver_id: uuid.UUID) -> str:
-    """The driver's Connect Express account (created once) and a fresh onboarding link."""
-    row = (await session.execute(
-        select(Driver.stripe_account_id, User.email).join(User, User.id == Driver.user_id)
-        .where(Driver.user_id == driver_id).with_for_update(of=Driver)
-    )).first()
-    if row is None:
-        raise NotFound("No driver has this id.")
-    account_id, email = row
-    if account_id is None:
-        account_id = await gateway.create_express_account_async(
-            email=email, driver_id=str(driver_id), idempotency_key=f"driver:{driver_id}:connect-account")
-        await session.execute(update(Driver).where(Driver.user_id == driver_id)
-                              .values(stripe_account_id=account_id))
-        log.info("payments.connect_account_created", driver_id=str(driver_id), account=account_id)
-    return await gateway.onboarding_link_async(account_id)
 
 
 # --- earnings ---------------------------------------------------------------------------------
@@ -341,7 +297,7 @@ async def store_event(statements: StatementPool, payload: bytes) -> bool:
 
 
 # --- in the jobs -----------------------------------------------------------------------------
-def _hold_params(payment: Payment) -> dict[str, Any]:
+def hold_params_of(payment: Payment) -> dict[str, Any]:
     if not payment.stripe_account_id:
         raise Conflict("The driver has no Connect account.", details={"driverId": str(payment.driver_id)})
     return StripeGateway.hold_params(ride_id=str(payment.ride_id), amount=payment.amount,
@@ -349,7 +305,7 @@ def _hold_params(payment: Payment) -> dict[str, Any]:
                                      destination=payment.stripe_account_id)
 
 
-_FROM_INTENT = {
+INTENT_STATUSES = {
     "requires_payment_method": PaymentStatus.REQUIRES_PAYMENT_METHOD,
     "requires_confirmation": PaymentStatus.REQUIRES_PAYMENT_METHOD,
     "requires_action": PaymentStatus.REQUIRES_PAYMENT_METHOD,
@@ -357,7 +313,7 @@ _FROM_INTENT = {
     "requires_capture": PaymentStatus.AUTHORIZED,
 }
 #: Statuses a PaymentIntent's pre-capture state may overwrite (never a captured or closed one).
-_OPEN = {PaymentStatus.PENDING.value, PaymentStatus.REQUIRES_PAYMENT_METHOD.value,
+OPEN_STATUSES = {PaymentStatus.PENDING.value, PaymentStatus.REQUIRES_PAYMENT_METHOD.value,
          PaymentStatus.AUTHORIZED.value}
 
 
@@ -365,8 +321,8 @@ def _apply_intent(payment: Payment, state: IntentState) -> None:
     payment.payment_intent_id = state.id
     if state.client_secret:
         payment.client_secret = state.client_secret
-    mapped = _FROM_INTENT.get(state.status)
-    if mapped is not None and payment.status in _OPEN:
+    mapped = INTENT_STATUSES.get(state.status)
+    if mapped is not None and payment.status in OPEN_STATUSES:
         payment.status = mapped.value
     payment.last_error = state.last_error
     payment.updated_at = datetime.now(UTC)
@@ -470,7 +426,7 @@ def authorize(session: Session, env: JobEnv, ride_id: uuid.UUID) -> str:
     ride_status = session.scalar(select(Ride.status).where(Ride.id == ride_id))
     if ride_status in (RideStatus.CANCELLED, RideStatus.COMPLETED):
         return "skipped"  # `payments.cancel` / `payments.capture` decide what happens now
-    state = env.gateway().create_hold(_hold_params(payment), idempotency_key=hold_key(ride_id))
+    state = env.gateway().create_hold(hold_params_of(payment), idempotency_key=hold_key(ride_id))
     _apply_intent(payment, state)
     _emit_update(payment, env.after_commit, env.emit)
     log.info("payments.hold_created", ride_id=str(ride_id), intent=state.id, status=state.status)
@@ -492,7 +448,8 @@ def capture(session: Session, env: JobEnv, ride_id: uuid.UUID) -> str:
         return payment.status
     gateway = env.gateway()
     if payment.payment_intent_id is None:
-        _apply_intent(payment, gateway.create_hold(_hold_params(payment), idempotency_key=hold_key(ride_id)))
+        _apply_intent(payment, gateway.create_hold(hold_params_of(payment),
+                                                   idempotency_key=hold_key(ride_id)))
     assert payment.payment_intent_id is not None
     state = gateway.retrieve_intent(payment.payment_intent_id)
     if state.status == "requires_capture":
@@ -521,7 +478,7 @@ def cancel(session: Session, env: JobEnv, ride_id: uuid.UUID) -> str:
         if payment.status == PaymentStatus.PENDING.value:
             _move(payment, PaymentStatus.CANCELLED, env)
         return payment.status
-    if payment.status not in _OPEN:
+    if payment.status not in OPEN_STATUSES:
         return payment.status  # already released, captured or failed
     if payment.payment_intent_id is None:
         _move(payment, PaymentStatus.CANCELLED, env)  # nothing was ever held
@@ -616,7 +573,7 @@ def _on_intent(session: Session, env: JobEnv, intent_id: str, ride_id: str | Non
     if state.status == "succeeded":
         _record_capture(session, payment, state.amount_received, _fee_taken(state, payment))
     elif state.status == "canceled":
-        if payment.status in _OPEN:
+        if payment.status in OPEN_STATUSES:
             payment.status = PaymentStatus.RELEASED.value
             payment.updated_at = datetime.now(UTC)
     else:

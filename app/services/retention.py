@@ -58,7 +58,7 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule("offers", "created_at",
          f"EXISTS (SELECT 1 FROM rides r WHERE r.id = offers.ride_id AND {_FINAL_RIDE})",
          lambda s: s.offers_days),
-    Rule("notifications", "created_at", "status IN ('sent', 'delivered', 'failed', 'undelivered')",
+    Rule("notifications", "created_at", "status IN ('sent', 'delivered', 'failed', 'undelivered', 'skipped')",
          lambda s: s.notifications_days),
     Rule("stripe_events", "processed_at", "processed_at IS NOT NULL", lambda s: s.stripe_events_days),
     Rule("ride_history", "at",

@@ -2,7 +2,9 @@
 
 Creating a ride writes the ride, its first history row, the booking confirmation and the
 `dispatch.step` job (outbox) in one autocommit statement and answers at once; the dispatch happens
-in the workers.
+in the workers. With a cap on open rides (`OPEN_RIDES_PER_CUSTOMER`), that statement runs after a
+per-customer advisory lock in one pipelined transaction, and writes nothing past the cap (409
+`CONFLICT`, reason `OPEN_RIDE_LIMIT`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from app.outbox import INSERT_JOB
 from app.services import payments
 from app.services.access import Principal
 from app.services.notifications import notification_ctes, notification_params, place, ride_key
+from app.services.phone_verification import require_verified_phone
 from app.services.ride_events import history_row, status_event, status_rooms
 from app.settings import Settings
 from app.statements import StatementPool, psycopg_named
@@ -78,14 +81,29 @@ class RideView:
 #: (the rows' foreign keys are checked at the statement's end).
 # One statement, idempotent for its ride id: run again (a retry after a dropped connection), it
 # writes nothing — every other row hangs off the ride's insert or has its own unique key.
-_CREATE_RIDE: Final = psycopg_named("""
-WITH ride AS (
-    INSERT INTO rides (id, customer_id, region_code, vehicle_type, payment_method, pickup_lat,
+_RIDE_COLUMNS: Final = """id, customer_id, region_code, vehicle_type, payment_method, pickup_lat,
                        pickup_lng, pickup_address, dropoff_lat, dropoff_lng, dropoff_address, notes,
-                       distance_km, status, created_at, updated_at)
-    VALUES (:id, :customer_id, :region_code, :vehicle_type, :payment_method, :pickup_lat,
+                       distance_km, status, created_at, updated_at"""
+_RIDE_VALUES: Final = """:id, :customer_id, :region_code, :vehicle_type, :payment_method, :pickup_lat,
             :pickup_lng, :pickup_address, :dropoff_lat, :dropoff_lng, :dropoff_address, :notes,
-            :distance_km, :status, :created_at, :updated_at)
+            :distance_km, :status, :created_at, :updated_at"""
+#: A ride in one of these no longer counts against its customer's open-ride cap.
+_FINAL_SQL: Final = ", ".join(f"'{s.value}'" for s in (RideStatus.COMPLETED, RideStatus.CANCELLED,
+                                                       RideStatus.NO_DRIVERS_AVAILABLE))
+
+
+def _create_ride_sql(*, capped: bool) -> str:
+    """The statement; `capped`: the ride is written only while its customer has fewer than
+    `:open_ride_cap` open rides (run after `_OPEN_RIDES_LOCK`, in the same transaction)."""
+    if capped:
+        rows = (f"SELECT {_RIDE_VALUES}\n    WHERE (SELECT count(*) FROM rides"
+                f" WHERE customer_id = :customer_id AND status NOT IN ({_FINAL_SQL})) < :open_ride_cap")
+    else:
+        rows = f"VALUES ({_RIDE_VALUES})"
+    return """
+WITH ride AS (
+    INSERT INTO rides (""" + _RIDE_COLUMNS + """)
+    """ + rows + """
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ), history AS (
@@ -95,7 +113,15 @@ WITH ride AS (
 """ + INSERT_JOB + """
 SELECT :message_id, :queue, :actor, CAST(:args AS jsonb), '{}'::jsonb, '{}'::jsonb, :created_at, :created_at
 FROM ride
-""")
+RETURNING 1
+"""
+
+
+_CREATE_RIDE: Final = psycopg_named(_create_ride_sql(capped=False))
+_CREATE_CAPPED_RIDE: Final = psycopg_named(_create_ride_sql(capped=True))
+#: One customer's ride creations, one at a time (to the end of the transaction), so each counts
+#: the open rides the one before it committed: exactly the cap succeed, however many race.
+_OPEN_RIDES_LOCK: Final = psycopg_named("SELECT pg_advisory_xact_lock(hashtextextended(:lock_key, 0))")
 
 
 async def create_ride(statements: StatementPool, principal: Principal, request: RideRequest, *,
@@ -103,6 +129,7 @@ async def create_ride(statements: StatementPool, principal: Principal, request: 
     """Store the ride as PENDING_BIDS with its history row, its booking confirmation and its
     `dispatch.step` job — one autocommit statement, one round trip; the outbox relay does the rest."""
     principal.require_role(CUSTOMER)
+    require_verified_phone(principal, settings)
     now = datetime.now(UTC)
     ride_id = uuid.uuid4()
     values: dict[str, Any] = {
@@ -131,9 +158,20 @@ async def create_ride(statements: StatementPool, principal: Principal, request: 
         dedupe_key=ride_key(ride_id, "booking_confirmed"),
         params={"rideId": str(ride_id), "vehicleType": request.vehicle_type,
                 "pickup": place(request.pickup.address, request.pickup.lat, request.pickup.lng)})
+    params = {**values, "status": RideStatus.PENDING_BIDS.value, **job, **note}
+    cap = settings.limits.open_rides_per_customer
     try:
-        await statements.fetch_one(_CREATE_RIDE, {**values, "status": RideStatus.PENDING_BIDS.value, **job,
-                                                  **note})
+        if cap:
+            created = await statements.fetch_one_in_transaction([
+                (_OPEN_RIDES_LOCK, {"lock_key": f"open-rides:{principal.id}"}),
+                (_CREATE_CAPPED_RIDE, {**params, "open_ride_cap": cap}),
+            ])
+            if created is None:
+                log.info("ride.open_ride_limit", customer_id=str(principal.id), limit=cap)
+                raise Conflict(f"You already have {cap} open rides; finish or cancel one first.",
+                               details={"reason": "OPEN_RIDE_LIMIT", "limit": cap})
+        else:
+            await statements.fetch_one(_CREATE_RIDE, params)
     except psycopg.errors.ForeignKeyViolation as exc:
         if "region" in str(exc):
             raise ValidationFailed("Unknown region.", details={"region": "unknown region code"}) from exc

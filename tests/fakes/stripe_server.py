@@ -32,6 +32,9 @@ Served (form-encoded requests, JSON bodies shaped like Stripe's objects and erro
 Test controls (thread-safe, under :attr:`FakeStripe.lock`): ``calls``, :meth:`FakeStripe.count`,
 :meth:`FakeStripe.fail_next`, :meth:`FakeStripe.drop_response_next`, :meth:`FakeStripe.set_account`,
 :meth:`FakeStripe.authenticate`, :meth:`FakeStripe.dispute`, :meth:`FakeStripe.make_event`,
+:meth:`FakeStripe.slow_down` (a delay before matching requests run), :meth:`FakeStripe.hold` /
+:meth:`FakeStripe.wait_held` / :meth:`FakeStripe.release` (park matching requests until released:
+a Stripe as slow as a test needs, without sleeping on it),
 ``accounts`` / ``payment_intents`` / ``charges`` / ``refunds`` / ``events``, :meth:`FakeStripe.reset`;
 webhook helpers :func:`sign_payload`, :func:`signed_webhook`, :func:`make_event` and
 :func:`charge_dispute_event`.
@@ -599,6 +602,11 @@ class FakeStripe:
         self.api_version = api_version
         self.require_transfers_capability = require_transfers_capability
         self.lock = threading.RLock()
+        #: Guards the pacing controls (held apart from `lock`, which a parked request must not hold).
+        self._pacing = threading.Condition()
+        self._delay: tuple[float, str | None] = (0.0, None)
+        self._hold_prefix: str | None = None
+        self._held = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._routes: list[tuple[str, re.Pattern[str], _Handler, frozenset[str]]] = [
@@ -677,7 +685,9 @@ class FakeStripe:
     # ---- test controls --------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget every object, event, call, stored idempotent response and pending failure."""
+        """Forget every object, event, call, stored idempotent response, pending failure and pacing."""
+        self.slow_down(0)
+        self.release()
         with self.lock:
             self.accounts: dict[str, JSON] = {}
             self.account_links: list[JSON] = []
@@ -700,6 +710,44 @@ class FakeStripe:
                 for c in self.calls
                 if c.effective and c.method == method.upper() and c.path.startswith(path_prefix)
             )
+
+    def slow_down(self, seconds: float, *, path_prefix: str | None = None) -> None:
+        """Answer each request (matching ``path_prefix``) ``seconds`` late, before it runs; 0 = off."""
+        with self._pacing:
+            self._delay = (seconds, path_prefix)
+
+    def hold(self, path_prefix: str) -> None:
+        """Park every request whose path starts with ``path_prefix`` before it runs, until :meth:`release`."""
+        with self._pacing:
+            self._hold_prefix = path_prefix
+
+    def release(self) -> None:
+        """Let the parked requests run (in arrival order, each under the fake's lock) and stop parking."""
+        with self._pacing:
+            self._hold_prefix = None
+            self._pacing.notify_all()
+
+    @property
+    def held(self) -> int:
+        """Requests parked by :meth:`hold` right now."""
+        with self._pacing:
+            return self._held
+
+    def wait_held(self, n: int, timeout_s: float = 30.0) -> bool:
+        """Wait until at least ``n`` requests are parked (False if the deadline passed first)."""
+        with self._pacing:
+            return self._pacing.wait_for(lambda: self._held >= n, timeout=timeout_s)
+
+    def _pace(self, path: str) -> None:
+        with self._pacing:
+            delay, prefix = self._delay
+            if self._hold_prefix is not None and path.startswith(self._hold_prefix):
+                self._held += 1
+                self._pacing.notify_all()
+                self._pacing.wait_for(lambda: not path.startswith(self._hold_prefix or "\0"))
+                self._held -= 1
+        if delay > 0 and (prefix is None or path.startswith(prefix)):
+            time.sleep(delay)
 
     def fail_next(self, n: int = 1, status: int = 500, *, path_prefix: str | None = None) -> None:
         """Answer the next ``n`` requests (matching ``path_prefix``) with ``status`` before executing them."""
@@ -832,6 +880,7 @@ class FakeStripe:
         path = split.path
         query = split.query if method != "POST" else body.decode("utf-8")
         params = parse_form(parse_qsl(query, keep_blank_values=True))
+        self._pace(path)
         with self.lock:
             onboarding = re.fullmatch(r"/setup/e/([^/]+)/([^/]+)", path)
             if method == "GET" and onboarding:

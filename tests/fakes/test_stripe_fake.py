@@ -511,3 +511,21 @@ def test_lifecycle() -> None:
     with pytest.raises(RuntimeError):
         _ = fake.base_url
     fake.stop()  # idempotent
+
+
+def test_held_requests_wait_until_released_then_run_once_each(fake: FakeStripe,
+                                                               client: stripe.StripeClient) -> None:
+    # Given account creations parked by the fake, with one idempotency key
+    fake.hold("/v1/accounts")
+    params = {"type": "express", "email": "d@example.com"}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = [pool.submit(client.v1.accounts.create, params, {"idempotency_key": "k1"})  # type: ignore[arg-type]
+                   for _ in range(3)]
+        # Then all three wait at the fake, none has run
+        assert fake.wait_held(3, timeout_s=10)
+        assert fake.count("POST", "/v1/accounts") == 0
+        # When released, they run: one account, the others replayed
+        fake.release()
+        ids = {future.result(timeout=10)["id"] for future in futures}
+    assert len(ids) == 1 and len(fake.accounts) == 1
+    assert fake.held == 0

@@ -49,8 +49,9 @@ async def test_a_customer_registers_and_is_signed_in_at_once(api: Client) -> Non
     assert user["vehicleType"] is None
     assert user["whatsappOptIn"] is True
     assert user["createdAt"].endswith("Z")
+    assert user["phoneVerified"] is False
     assert set(user) == {"id", "email", "fullName", "phone", "role", "vehicleType", "whatsappOptIn",
-                         "createdAt"}
+                         "createdAt", "phoneVerified"}
     assert not any("_" in key for key in body)
     # And the access token opens `/me` as that user
     me = await api.get("/api/v1/me", headers=bearer(body["accessToken"]))

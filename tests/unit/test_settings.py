@@ -186,3 +186,30 @@ def test_pruning_settings_that_would_prune_too_soon_are_refused(
 ) -> None:
     with pytest.raises(SettingsError, match=name):
         load_settings(environ, env_file=no_env_file)
+
+
+def test_phone_verification_is_required_by_default_only_in_production(no_env_file: Path) -> None:
+    secret = {"JWT_SECRET": "a-private-production-secret-of-enough-length-0123"}
+    for env, required in (("development", False), ("test", False), ("production", True)):
+        settings = load_settings({"APP_ENV": env, **secret}, env_file=no_env_file)
+        assert settings.phone.verification_required is required, env
+        assert settings.twilio.verified_numbers_only is required, env
+    forced = load_settings({"APP_ENV": "development", "PHONE_VERIFICATION_REQUIRED": "true"},
+                           env_file=no_env_file)
+    assert forced.phone.verification_required and forced.twilio.verified_numbers_only
+
+
+def test_write_limits_and_the_open_ride_cap_are_settings_and_0_turns_them_off(no_env_file: Path) -> None:
+    defaults = load_settings({}, env_file=no_env_file)
+    assert defaults.limits.open_rides_per_customer == 5 and defaults.limits.rides.enabled
+    assert defaults.db.lock_timeout_ms == 2000
+    settings = load_settings({"RIDE_RATE_LIMIT": "0", "LOCATION_RATE_LIMIT": "2.5",
+                              "LOCATION_RATE_BURST": "4", "OPEN_RIDES_PER_CUSTOMER": "0"},
+                             env_file=no_env_file)
+    assert not settings.limits.rides.enabled
+    assert (settings.limits.location.rate_per_s, settings.limits.location.burst) == (2.5, 4)
+    assert settings.limits.open_rides_per_customer == 0
+    refused = (("WRITE_RATE_LIMIT", "-1"), ("OPEN_RIDES_PER_CUSTOMER", "-2"), ("RIDE_RATE_BURST", "0"))
+    for name, value in refused:
+        with pytest.raises(SettingsError, match=name):
+            load_settings({name: value}, env_file=no_env_file)

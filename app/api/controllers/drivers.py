@@ -7,10 +7,19 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
-from app.api.dependencies import CallerDep, UnitOfWorkDep, caller_with_role, web_context
+from app.api.dependencies import (
+    LOCATION_LIMIT,
+    PAYMENT_SETUP_LIMIT,
+    WRITE_LIMIT,
+    CallerDep,
+    RateLimitDep,
+    UnitOfWorkDep,
+    caller_with_role,
+    web_context,
+)
 from app.api.schemas_drivers import LocationIn
 from app.api.schemas_payments import EarningsOut, OnboardOut
-from app.services import drivers, payments
+from app.services import drivers, payment_setup, payments
 from models import Role
 
 
@@ -19,35 +28,40 @@ class DriverController(Controller):
     tags = ["drivers"]
     dependencies = caller_with_role("driver", Role.DRIVER)
 
-    @put("/location", status_code=HTTP_204_NO_CONTENT)
+    @put("/location", status_code=HTTP_204_NO_CONTENT, dependencies=LOCATION_LIMIT)
     async def update_location(
-        self, data: JSONBody[LocationIn], uow: UnitOfWorkDep, state: State, driver: CallerDep
+        self, data: JSONBody[LocationIn], uow: UnitOfWorkDep, state: State, driver: CallerDep,
+        limit: RateLimitDep,
     ) -> None:
         """Report the driver's position (stored while offline too; only online drivers are offered rides)."""
         ctx = web_context(state)
         await drivers.update_location(uow, ctx.driver_index, driver.id, data.lat, data.lng, data.heading,
                                       data.speed_kph, publisher=ctx.publisher)
 
-    @post("/online", status_code=HTTP_204_NO_CONTENT)
-    async def go_online(self, uow: UnitOfWorkDep, state: State, driver: CallerDep) -> None:
+    @post("/online", status_code=HTTP_204_NO_CONTENT, dependencies=WRITE_LIMIT)
+    async def go_online(self, uow: UnitOfWorkDep, state: State, driver: CallerDep,
+                        limit: RateLimitDep) -> None:
         """Start receiving ride offers (from the last position if it is fresh, else the next one)."""
         ctx = web_context(state)
         await drivers.go_online(uow, ctx.driver_index, driver.id,
                                 stale_after_s=ctx.settings.dispatch.driver_stale_after_s)
 
-    @post("/offline", status_code=HTTP_204_NO_CONTENT)
-    async def go_offline(self, uow: UnitOfWorkDep, state: State, driver: CallerDep) -> None:
+    @post("/offline", status_code=HTTP_204_NO_CONTENT, dependencies=WRITE_LIMIT)
+    async def go_offline(self, uow: UnitOfWorkDep, state: State, driver: CallerDep,
+                         limit: RateLimitDep) -> None:
         """Stop receiving ride offers."""
         await drivers.go_offline(uow, web_context(state).driver_index, driver.id)
 
-    @post("/payouts/onboard", status_code=HTTP_200_OK)
-    async def onboard_payouts(self, uow: UnitOfWorkDep, state: State, driver: CallerDep) -> OnboardOut:
+    @post("/payouts/onboard", status_code=HTTP_200_OK, dependencies=PAYMENT_SETUP_LIMIT)
+    async def onboard_payouts(self, state: State, driver: CallerDep, limit: RateLimitDep) -> OnboardOut:
         """A Stripe Connect onboarding link (the Express account is created on the first call).
 
         Card rides can be accepted for the driver once Stripe reports charges and payouts enabled
         (`account.updated` webhooks keep that current).
         """
-        url = await payments.onboarding_link(uow.session, web_context(state).stripe(), driver.id)
+        ctx = web_context(state)
+        url = await payment_setup.onboarding_link(ctx.sessions, ctx.stripe(), driver.id,
+                                                  lock_timeout_ms=ctx.settings.db.lock_timeout_ms)
         return OnboardOut(url=url)
 
     @get("/earnings")

@@ -9,10 +9,9 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK
 
-from app.api.dependencies import CallerDep, UnitOfWorkDep, caller_with_role, web_context
+from app.api.dependencies import PAYMENT_SETUP_LIMIT, CallerDep, RateLimitDep, caller_with_role, web_context
 from app.api.schemas_payments import IntentOut
-from app.errors import Forbidden
-from app.services import payments, rides
+from app.services import payment_setup
 from models import Role
 
 
@@ -21,13 +20,12 @@ class PaymentController(Controller):
     tags = ["payments"]
     dependencies = caller_with_role("customer", Role.CUSTOMER)
 
-    @post("/{ride_id:uuid}/intent", status_code=HTTP_200_OK)
-    async def intent(self, ride_id: FromPath[uuid.UUID], uow: UnitOfWorkDep, state: State,
-                     customer: CallerDep) -> IntentOut:
+    @post("/{ride_id:uuid}/intent", status_code=HTTP_200_OK, dependencies=PAYMENT_SETUP_LIMIT)
+    async def intent(self, ride_id: FromPath[uuid.UUID], state: State, customer: CallerDep,
+                     limit: RateLimitDep) -> IntentOut:
         """`{clientSecret, status}` for a card ride in BID_ACCEPTED (the hold is created if the job
         has not yet); confirm it with Stripe.js / the mobile SDK to hold the fare on the card."""
-        ride = await rides.load_ride(uow.session, customer, ride_id, for_update=True)
-        if ride.customer_id != customer.id:
-            raise Forbidden("Only the ride's customer may pay for it.")
-        view = await payments.client_intent(uow.session, web_context(state).stripe(), ride)
+        ctx = web_context(state)
+        view = await payment_setup.client_intent(ctx.sessions, ctx.stripe(), customer, ride_id,
+                                                 lock_timeout_ms=ctx.settings.db.lock_timeout_ms)
         return IntentOut(client_secret=view.client_secret, status=view.status)

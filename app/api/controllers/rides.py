@@ -11,7 +11,15 @@ from litestar.di import Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from app.api.dependencies import CallerDep, UnitOfWorkDep, provide_principal, web_context
+from app.api.dependencies import (
+    RIDE_LIMIT,
+    WRITE_LIMIT,
+    CallerDep,
+    RateLimitDep,
+    UnitOfWorkDep,
+    provide_principal,
+    web_context,
+)
 from app.api.schemas_rides import CancelIn, RideIn, RideList, RideOut, StatusIn
 from app.errors import PaymentsDisabled
 from app.services import ride_status, rides
@@ -22,8 +30,9 @@ class RideController(Controller):
     tags = ["rides"]
     dependencies = {"principal": Provide(provide_principal)}
 
-    @post("/", status_code=HTTP_201_CREATED)
-    async def create(self, data: JSONBody[RideIn], principal: CallerDep, state: State) -> RideOut:
+    @post("/", status_code=HTTP_201_CREATED, dependencies=RIDE_LIMIT)
+    async def create(self, data: JSONBody[RideIn], principal: CallerDep, state: State,
+                     limit: RateLimitDep) -> RideOut:
         """Request a ride: stored as PENDING_BIDS at once; nearby drivers are offered it in rounds.
 
         A card ride on a farm without a Stripe key is refused (409 `CONFLICT`, reason
@@ -50,18 +59,19 @@ class RideController(Controller):
         """One ride with its accepted bid and full history (what a reconnecting client catches up on)."""
         return RideOut.of(await rides.get_ride(uow.session, principal, ride_id))
 
-    @post("/{ride_id:uuid}/status", status_code=HTTP_200_OK)
+    @post("/{ride_id:uuid}/status", status_code=HTTP_200_OK, dependencies=WRITE_LIMIT)
     async def move(self, ride_id: FromPath[uuid.UUID], data: JSONBody[StatusIn], uow: UnitOfWorkDep,
-                   state: State, principal: CallerDep) -> RideOut:
+                   state: State, principal: CallerDep, limit: RateLimitDep) -> RideOut:
         """The assigned driver moves the ride one step forward (COMPLETED frees the driver)."""
         ctx = web_context(state)
         view = await ride_status.advance_ride(uow, ctx.publisher, principal, ride_id, data.status,
                                               settings=ctx.settings)
         return RideOut.of(view)
 
-    @post("/{ride_id:uuid}/cancel", status_code=HTTP_200_OK)
+    @post("/{ride_id:uuid}/cancel", status_code=HTTP_200_OK, dependencies=WRITE_LIMIT)
     async def cancel(self, ride_id: FromPath[uuid.UUID], uow: UnitOfWorkDep, state: State,
-                     principal: CallerDep, data: JSONBody[CancelIn | None] = None) -> RideOut:
+                     principal: CallerDep, limit: RateLimitDep,
+                     data: JSONBody[CancelIn | None] = None) -> RideOut:
         """Cancel (body optional): the customer until PICKUP_ARRIVED, an admin in any non-final state."""
         ctx = web_context(state)
         view = await ride_status.cancel_ride(uow, ctx.publisher, principal, ride_id,
