@@ -280,6 +280,13 @@ class LimitSettings:
     open_rides_per_customer: int = 5
 
 
+#: Outside production the same limits are looser, so demos, scripted clients and test suites that
+#: book many rides with one account keep working (each still overridable by its variable).
+DEVELOPMENT_LIMITS = LimitSettings(rides=Bucket(50.0, 500), writes=Bucket(50.0, 300),
+                                   location=Bucket(20.0, 100), payment_setup=Bucket(5.0, 50),
+                                   open_rides_per_customer=100)
+
+
 @dataclass(frozen=True)
 class PhoneSettings:
     """Phone verification by a one-time SMS code (`app.services.phone_verification`)."""
@@ -533,7 +540,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             lease_s=src.positive("NOTIFY_LEASE", NotificationSettings.lease_s),
             stuck_after_s=src.positive("NOTIFY_STUCK_AFTER", NotificationSettings.stuck_after_s),
         ),
-        limits=_limit_settings(src),
+        limits=_limit_settings(src, env),
         phone=_phone_settings(src, phone_required),
         log=LogSettings(
             level=src.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -581,8 +588,8 @@ def _dispatch_settings(src: _Source, radii: tuple[float, ...]) -> DispatchSettin
     return dispatch
 
 
-def _limit_settings(src: _Source) -> LimitSettings:
-    defaults = LimitSettings()
+def _limit_settings(src: _Source, env: str) -> LimitSettings:
+    defaults = LimitSettings() if env == "production" else DEVELOPMENT_LIMITS
 
     def bucket(name: str, default: Bucket) -> Bucket:
         rate = src.number(f"{name}_RATE_LIMIT", default.rate_per_s)

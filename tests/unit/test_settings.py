@@ -201,8 +201,11 @@ def test_phone_verification_is_required_by_default_only_in_production(no_env_fil
 
 def test_write_limits_and_the_open_ride_cap_are_settings_and_0_turns_them_off(no_env_file: Path) -> None:
     defaults = load_settings({}, env_file=no_env_file)
-    assert defaults.limits.open_rides_per_customer == 5 and defaults.limits.rides.enabled
+    assert defaults.limits.open_rides_per_customer == 100 and defaults.limits.rides.enabled
     assert defaults.db.lock_timeout_ms == 2000
+    production = load_settings({"APP_ENV": "production", "JWT_SECRET": PRIVATE_SECRET}, env_file=no_env_file)
+    assert production.limits.open_rides_per_customer == 5
+    assert (production.limits.rides.rate_per_s, production.limits.rides.burst) == (2.0, 20)
     settings = load_settings({"RIDE_RATE_LIMIT": "0", "LOCATION_RATE_LIMIT": "2.5",
                               "LOCATION_RATE_BURST": "4", "OPEN_RIDES_PER_CUSTOMER": "0"},
                              env_file=no_env_file)
