@@ -19,6 +19,7 @@ COPY workers ./workers
 RUN pip install --no-deps . && useradd --system --uid 10001 --home-dir /srv/farm farm
 USER farm
 
-ENV WEB_HOST=0.0.0.0 PORT=8000
+# An image runs as production: it refuses to start without a real JWT_SECRET (README, "Security").
+ENV APP_ENV=production WEB_HOST=0.0.0.0 PORT=8000
 EXPOSE 8000 9191
-CMD ["sh", "-c", "exec uvicorn app.asgi:app --host $WEB_HOST --port $PORT --loop uvloop --http httptools --ws websockets-sansio --no-access-log --lifespan on"]
+CMD ["sh", "-c", "exec uvicorn app.asgi:app --host $WEB_HOST --port $PORT --loop uvloop --http httptools --ws websockets-sansio --no-access-log --no-proxy-headers --lifespan on"]

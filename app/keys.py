@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
 from app.settings import RedisSettings
@@ -63,6 +64,11 @@ class RedisKeys:
 
     def user_snapshot(self, user_id: object) -> str:
         return self._k("auth", "user", user_id)
+
+    def login_failures(self, email: str) -> str:
+        """Failed logins of one account, by a digest of its normalised email (no address in keys)."""
+        digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+        return self._k("login-failures", digest)
 
     def rate_limit(self, scope: str, subject: str) -> str:
         return self._k("rl", scope, subject)

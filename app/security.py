@@ -85,12 +85,14 @@ def issue_access_token(
         "exp": claims.expires_at,
         "typ": "access",
     }
-    token = jwt.encode(payload, settings.jwt_secret, algorithm=settings.jwt_algorithm)
+    token = jwt.encode(payload, settings.jwt_secret, algorithm=settings.jwt_algorithm,
+                       headers={"kid": settings.jwt_key_id})
     return token, claims
 
 
 class _Header(msgspec.Struct):
     alg: str
+    kid: str | None = None
 
 
 class _AccessPayload(msgspec.Struct):
@@ -126,16 +128,20 @@ def decode_access_token(settings: AuthSettings, token: str, *, now: float | None
         header_segment, _, payload_segment = signing_input.partition(".")
         if not header_segment or not payload_segment or "." in payload_segment:
             raise InvalidToken()
-        expected = hmac.new(_jwt_key(settings.jwt_secret), signing_input.encode("ascii"), hashlib.sha256)
-        if not hmac.compare_digest(expected.digest(), _b64url(signature)):
+        header = _header_decoder.decode(_b64url(header_segment))
+        if header.alg != settings.jwt_algorithm:
             raise InvalidToken()
-        if _header_decoder.decode(_b64url(header_segment)).alg != settings.jwt_algorithm:
+        secret, previous = _signing_key(settings, header.kid)
+        expected = hmac.new(_jwt_key(secret), signing_input.encode("ascii"), hashlib.sha256)
+        if not hmac.compare_digest(expected.digest(), _b64url(signature)):
             raise InvalidToken()
         payload = _payload_decoder.decode(_b64url(payload_segment))
     except (ValueError, TypeError, msgspec.DecodeError, UnicodeError) as exc:
         raise InvalidToken() from exc
     if payload.typ != "access":
         raise InvalidToken()
+    if previous and payload.exp > settings.jwt_rotated_at + settings.access_token_ttl_s:
+        raise InvalidToken()  # not minted before the rotation: the old key can't vouch for it
     if payload.exp <= (time.time() if now is None else now):
         raise TokenExpired()
     return AccessClaims(
@@ -147,6 +153,16 @@ def decode_access_token(settings: AuthSettings, token: str, *, now: float | None
         issued_at=int(payload.iat),
         expires_at=int(payload.exp),
     )
+
+
+def _signing_key(settings: AuthSettings, kid: str | None) -> tuple[str, bool]:
+    """The secret that signed a token with this `kid`, and whether it is the previous one. Tokens
+    from before key ids (no `kid`) are checked against the current secret."""
+    if kid is None or kid == settings.jwt_key_id:
+        return settings.jwt_secret, False
+    if settings.jwt_previous_secret and kid == settings.jwt_previous_key_id:
+        return settings.jwt_previous_secret, True
+    raise InvalidToken()
 
 
 @lru_cache(maxsize=4)

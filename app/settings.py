@@ -7,15 +7,18 @@ and Redis on loopback. Nothing else in the code base reads `os.environ`.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from dotenv import dotenv_values
 
@@ -80,8 +83,21 @@ class AuthSettings:
     #: Requests allowed per client address and auth route in one window.
     rate_limit_requests: int = 20
     rate_limit_window_s: int = 60
-    #: Trust the left-most X-Forwarded-For address (only behind a proxy that sets it).
-    trust_forwarded_for: bool = False
+    #: Proxies (CIDRs) whose `X-Forwarded-For` is believed: the client is the right-most address
+    #: not in them. Empty: the socket peer is the client, whatever the header says.
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    #: Failed logins of one account allowed before each further one locks it, doubling from 1 s.
+    login_failures_allowed: int = 5
+    login_max_lock_s: int = 900
+    #: A failure count is forgotten this long after the account's last failed login.
+    login_forget_after_s: int = 3600
+    #: The `kid` header of tokens signed with `jwt_secret` (default: derived from it).
+    jwt_key_id: str = ""
+    #: After a rotation: the secret before it, its key id, and when it was replaced (epoch s).
+    #: Its tokens verify only if they expire within one access-token lifetime of `jwt_rotated_at`.
+    jwt_previous_secret: str = ""
+    jwt_previous_key_id: str = ""
+    jwt_rotated_at: float = 0.0
     #: Cached user snapshots (status, token generation, profile) live this long in Redis.
     user_cache_ttl_s: int = 3600
     #: argon2id cost (the library's defaults; lower only for test suites).
@@ -422,11 +438,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
 
     env = src.choice("APP_ENV", "development", ("development", "test", "production"))
     phone_required = src.flag("PHONE_VERIFICATION_REQUIRED", env == "production")
-    jwt_secret = src.text("JWT_SECRET", DEV_JWT_SECRET)
-    if env == "production" and jwt_secret == DEV_JWT_SECRET:
-        raise SettingsError("JWT_SECRET must be set to a private value when APP_ENV=production")
-    if len(jwt_secret) < 32:
-        raise SettingsError("JWT_SECRET must be at least 32 characters")
+    jwt_secret = _jwt_secret(src, "JWT_SECRET", env)
 
     radii = src.floats("DISPATCH_RADII_KM", DispatchSettings.radii_km)
     if any(not 0 < r < math.inf for r in radii) or any(b <= a for a, b in itertools.pairwise(radii)):
@@ -467,7 +479,12 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             token_retention_s=src.positive("TOKEN_RETENTION", AuthSettings.token_retention_s),
             rate_limit_requests=src.positive("AUTH_RATE_LIMIT", AuthSettings.rate_limit_requests),
             rate_limit_window_s=src.positive("AUTH_RATE_WINDOW", AuthSettings.rate_limit_window_s),
-            trust_forwarded_for=src.flag("TRUST_FORWARDED_FOR", False),
+            trusted_proxies=_trusted_proxies(src),
+            login_failures_allowed=src.positive("LOGIN_FAILURES_ALLOWED",
+                                                AuthSettings.login_failures_allowed),
+            login_max_lock_s=src.positive("LOGIN_MAX_LOCK", AuthSettings.login_max_lock_s),
+            login_forget_after_s=src.positive("LOGIN_FORGET_AFTER", AuthSettings.login_forget_after_s),
+            **_key_rotation(src, env, jwt_secret),
             user_cache_ttl_s=src.positive("USER_CACHE_TTL", AuthSettings.user_cache_ttl_s),
             password_time_cost=src.positive("PASSWORD_HASH_TIME_COST", AuthSettings.password_time_cost),
             password_memory_kib=src.positive("PASSWORD_HASH_MEMORY_KIB", AuthSettings.password_memory_kib),
@@ -555,6 +572,70 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             hsts_max_age_s=_non_negative(src, "HSTS_MAX_AGE", WebSettings.hsts_max_age_s),
         ),
     )
+
+
+#: Parts of the values that examples, manifests and tutorials put where a secret belongs.
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "placeholder", "example", "replace-me",
+                       "replace_me", "your-secret", "your_secret", "dev-only", "insecure", "xxxxxxxx")
+
+
+def _jwt_secret(src: _Source, name: str, env: str) -> str:
+    """The signing secret: anything of 32+ characters in development and test (the built-in dev
+    secret by default); elsewhere it must be given, and not a placeholder or a low-entropy one."""
+    given = src.text(name, "")
+    if env in ("development", "test"):
+        secret = given or DEV_JWT_SECRET
+        if len(secret) < 32:
+            raise SettingsError(f"{name} must be at least 32 characters")
+        return secret
+    how = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+    if not given:
+        raise SettingsError(f"{name} must be set when APP_ENV={env}; {how}")
+    lowered = given.lower()
+    if given == DEV_JWT_SECRET or any(marker in lowered for marker in PLACEHOLDER_MARKERS):
+        raise SettingsError(f"{name} is a placeholder, not a secret; {how}")
+    if len(given) < 32 or len(set(given)) < 12:
+        raise SettingsError(f"{name} is too guessable (at least 32 characters, at least 12 distinct); {how}")
+    return given
+
+
+def key_id_of(secret: str) -> str:
+    """A token header's `kid` for `secret`: a short digest, which tells keys apart and reveals none."""
+    return hashlib.sha256(b"dispatch-farm-kid:" + secret.encode()).hexdigest()[:16]
+
+
+def _key_rotation(src: _Source, env: str, secret: str) -> dict[str, Any]:
+    previous = src.text("JWT_PREVIOUS_SECRET", "")
+    fields: dict[str, Any] = {"jwt_key_id": src.text("JWT_KEY_ID", "") or key_id_of(secret)}
+    if not previous:
+        return fields
+    previous = _jwt_secret(src, "JWT_PREVIOUS_SECRET", env)
+    rotated = src.text("JWT_ROTATED_AT", "")
+    try:
+        rotated_at = datetime.fromisoformat(rotated.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise SettingsError("JWT_PREVIOUS_SECRET needs JWT_ROTATED_AT, the RFC 3339 time the secret "
+                            f"was replaced (e.g. 2026-12-03T08:00:00Z), got {rotated!r}") from exc
+    if rotated_at.tzinfo is None:
+        rotated_at = rotated_at.replace(tzinfo=UTC)
+    if previous == secret:
+        raise SettingsError("JWT_PREVIOUS_SECRET is the same as JWT_SECRET")
+    return {**fields, "jwt_previous_secret": previous,
+            "jwt_previous_key_id": src.text("JWT_PREVIOUS_KEY_ID", "") or key_id_of(previous),
+            "jwt_rotated_at": rotated_at.timestamp()}
+
+
+def _trusted_proxies(src: _Source) -> tuple[IPv4Network | IPv6Network, ...]:
+    if src.flag("TRUST_FORWARDED_FOR", False):
+        raise SettingsError("TRUST_FORWARDED_FOR trusted any client's X-Forwarded-For and is gone: list "
+                            "your proxies' addresses in TRUSTED_PROXIES (CIDRs, e.g. 10.0.0.0/8)")
+    networks = []
+    for part in src.strs("TRUSTED_PROXIES", ()):
+        try:
+            networks.append(ip_network(part, strict=False))
+        except ValueError as exc:
+            raise SettingsError(f"TRUSTED_PROXIES must list CIDRs such as 10.0.0.0/8, got {part!r}") from exc
+    return tuple(networks)
 
 
 def _non_negative(src: _Source, name: str, default: int) -> int:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any, TypeAlias
 
 from litestar import Request
@@ -87,19 +88,45 @@ async def provide_principal(request: Request[Any, Any, Any], state: State) -> Pr
                                  details={"dependency": "redis"}) from error
 
 
-def client_address(request: Request[Any, Any, Any], trust_forwarded_for: bool) -> str:
-    if trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else "unknown"
+def client_address(request: Request[Any, Any, Any], trusted: Sequence[IPv4Network | IPv6Network]) -> str:
+    peer = request.client.host if request.client else "unknown"
+    return pick_client_address(peer, request.headers.getall("x-forwarded-for", []), trusted)
+
+
+def pick_client_address(peer: str, forwarded_for: Sequence[str],
+                        trusted: Sequence[IPv4Network | IPv6Network]) -> str:
+    """The client behind `trusted` proxies: walking `X-Forwarded-For` from the right (the hop
+    nearest us), the first address that is not a trusted proxy. Entries left of it are whatever the
+    client wrote and are never believed. A peer that is not a trusted proxy is the client itself;
+    a malformed entry stops the walk at the last trusted hop."""
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    hops = [hop.strip() for header in forwarded_for for hop in header.split(",") if hop.strip()]
+    nearest = peer
+    for hop in reversed(hops):
+        try:
+            address = ip_address(hop)
+        except ValueError:
+            return nearest
+        if not any(address in network for network in trusted):
+            return str(address)
+        nearest = str(address)
+    return nearest
+
+
+def _is_trusted(host: str, trusted: Sequence[IPv4Network | IPv6Network]) -> bool:
+    try:
+        address = ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
 
 
 async def auth_rate_limit(request: Request[Any, Any, Any], state: State) -> None:
     """Per client address and route: `AUTH_RATE_LIMIT` requests per `AUTH_RATE_WINDOW` seconds."""
     ctx = web_context(state)
     route = request.scope["path"].rsplit("/", 1)[-1]
-    address = client_address(request, ctx.settings.auth.trust_forwarded_for)
+    address = client_address(request, ctx.settings.auth.trusted_proxies)
     try:
         await ctx.limiter.hit(f"auth-{route}", address, limit=ctx.settings.auth.rate_limit_requests,
                               window_s=ctx.settings.auth.rate_limit_window_s)

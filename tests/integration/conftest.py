@@ -163,9 +163,10 @@ def free_port() -> int:
 WEB_START_S = 10.0
 
 
-@pytest.fixture
-def web(clean: None, settings: Settings) -> Iterator[str]:
-    """The web process's ASGI app (API + Socket.IO) under uvicorn, in a thread; its base URL."""
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[str]:
+    """The web process's ASGI app (API + Socket.IO) under uvicorn in a thread, started as the
+    Procfile starts it (no proxy headers: the app decides whose X-Forwarded-For counts)."""
     import threading
 
     import uvicorn
@@ -174,7 +175,8 @@ def web(clean: None, settings: Settings) -> Iterator[str]:
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(build_asgi(settings), host="127.0.0.1", port=port, loop="asyncio",
-                                           ws="websockets-sansio", lifespan="on", log_level="warning"))
+                                           ws="websockets-sansio", lifespan="on", log_level="warning",
+                                           proxy_headers=False))
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + WEB_START_S
@@ -182,9 +184,18 @@ def web(clean: None, settings: Settings) -> Iterator[str]:
         assert thread.is_alive(), "uvicorn exited during start-up"
         assert time.monotonic() < deadline, "uvicorn did not start in time"
         time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=WEB_START_S)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=WEB_START_S)
+
+
+@pytest.fixture
+def web(clean: None, settings: Settings) -> Iterator[str]:
+    """The web process on a real port; its base URL."""
+    with serving(settings) as url:
+        yield url
 
 
 # --- throw-away Redis ----------------------------------------------------------------------------

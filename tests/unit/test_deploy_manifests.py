@@ -48,8 +48,20 @@ def test_every_manifest_parses_into_named_objects() -> None:
     assert all(doc.get("apiVersion") and doc["metadata"].get("name") for doc in docs)
 
 
+#: What an operator puts in the Secret in place of the manifests' placeholder.
+OPERATOR_SECRET = "Zk3q9-Lr2vX8pW4tY7uB1nC6mD0sF5gH"
+
+
+def test_the_manifests_placeholder_secret_is_refused_until_replaced() -> None:
+    from app.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="JWT_SECRET is a placeholder"):
+        load_settings(environ=environment(), env_file=Path("/nonexistent"))
+
+
 def test_the_configuration_is_one_the_farm_accepts_in_production() -> None:
-    settings = load_settings(environ=environment(), env_file=Path("/nonexistent"))
+    settings = load_settings(environ={**environment(), "JWT_SECRET": OPERATOR_SECRET},
+                             env_file=Path("/nonexistent"))
     assert settings.env == "production"
     assert settings.worker.processes == 1
     assert settings.worker.metrics_port == 9191
@@ -117,7 +129,8 @@ def max_replicas() -> dict[str, int]:
 def test_the_manifests_fit_the_stated_postgresql_connection_budget() -> None:
     from app.connection_budget import MIGRATION_CONNECTIONS, budget_of
 
-    settings = load_settings(environ=environment(), env_file=Path("/nonexistent"))
+    settings = load_settings(environ={**environment(), "JWT_SECRET": OPERATOR_SECRET},
+                             env_file=Path("/nonexistent"))
     process_of = {"web": "web", "worker-dispatch": "worker", "worker-background": "worker", "clock": "clock"}
     replicas = max_replicas()
     assert set(replicas) == set(process_of)
@@ -127,3 +140,16 @@ def test_the_manifests_fit_the_stated_postgresql_connection_budget() -> None:
     assert total <= CONNECTION_BUDGET, f"{total} connections at full scale: {used}"
     # And the figure the config's comment states is the one computed
     assert f"at most {total} PostgreSQL connections" in (K8S / "config.yaml").read_text()
+
+
+def test_the_web_never_lets_uvicorn_rewrite_the_client_address() -> None:
+    """uvicorn would take X-Forwarded-For from any peer it trusts; the app's TRUSTED_PROXIES decides."""
+    procfile = dict(line.split(": ", 1) for line in PROCFILE.read_text().splitlines() if ": " in line)
+    web = container(by_kind("Deployment")["web"])["command"]
+    assert "--no-proxy-headers" in web and "--forwarded-allow-ips" not in web
+    assert "--no-proxy-headers" in shlex.split(procfile["web"])
+    dockerfile = (K8S.parents[1] / "Dockerfile").read_text()
+    assert "--no-proxy-headers" in dockerfile and "APP_ENV=production" in dockerfile
+    settings = load_settings(environ={**environment(), "JWT_SECRET": OPERATOR_SECRET},
+                             env_file=Path("/nonexistent"))
+    assert [str(n) for n in settings.auth.trusted_proxies] == ["10.0.0.0/8"]

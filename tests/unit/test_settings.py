@@ -23,7 +23,7 @@ def test_an_empty_environment_gives_the_development_defaults(no_env_file: Path) 
     assert settings.auth.jwt_secret == DEV_JWT_SECRET
     assert settings.auth.access_token_ttl_s == 900
     assert settings.auth.rate_limit_requests == 20
-    assert settings.auth.trust_forwarded_for is False
+    assert settings.auth.trusted_proxies == ()
     assert settings.dispatch.radii_km == (5.0, 10.0, 20.0)
     assert settings.dispatch.accept_window_s == 600
     assert settings.stripe.hold_timeout_s == 900
@@ -40,7 +40,7 @@ def test_values_are_typed(no_env_file: Path) -> None:
         {
             "ACCESS_TOKEN_TTL": "60",
             "DB_POOL_TIMEOUT": "2.5",
-            "TRUST_FORWARDED_FOR": "yes",
+            "TRUSTED_PROXIES": "10.0.0.0/8, 2001:db8::/32",
             "DB_ECHO": "0",
             "CORS_ORIGINS": "https://a.example, https://b.example,",
             "REDIS_PREFIX": "blue",
@@ -53,7 +53,7 @@ def test_values_are_typed(no_env_file: Path) -> None:
 
     assert settings.auth.access_token_ttl_s == 60
     assert settings.db.pool_timeout_s == 2.5
-    assert settings.auth.trust_forwarded_for is True
+    assert [str(n) for n in settings.auth.trusted_proxies] == ["10.0.0.0/8", "2001:db8::/32"]
     assert settings.db.echo is False
     assert settings.web.cors_origins == ("https://a.example", "https://b.example")
     assert settings.redis.key("rl") == "blue:rl"

@@ -17,6 +17,7 @@ from app.api.dependencies import (
     web_context,
 )
 from app.api.schemas import LoginIn, LogoutIn, RefreshIn, RegisterIn, SessionOut, TokensOut, UserOut
+from app.errors import InvalidCredentials
 from app.services.auth import Registration
 
 
@@ -47,8 +48,22 @@ class AuthController(Controller):
     async def login(
         self, data: JSONBody[LoginIn], uow: UnitOfWorkDep, state: State, limit: RateLimitDep
     ) -> SessionOut:
-        """Exchange email and password for an access and a refresh token."""
-        return SessionOut.of(await web_context(state).auth.login(uow, data.email, data.password))
+        """Exchange email and password for an access and a refresh token.
+
+        Besides the per-address limit, each account backs off after repeated failures (429 with
+        `Retry-After`, whichever address they come from; unknown emails count alike)."""
+        ctx = web_context(state)
+        auth = ctx.settings.auth
+        await ctx.limiter.check_login(data.email)
+        try:
+            session = await ctx.auth.login(uow, data.email, data.password)
+        except InvalidCredentials:
+            await ctx.limiter.login_failed(data.email, allowed=auth.login_failures_allowed,
+                                           max_lock_s=auth.login_max_lock_s,
+                                           forget_after_s=auth.login_forget_after_s)
+            raise
+        await ctx.limiter.login_succeeded(data.email)
+        return SessionOut.of(session)
 
     @post("/refresh", status_code=HTTP_200_OK, dependencies={"limit": Provide(auth_rate_limit)})
     async def refresh(
