@@ -156,20 +156,32 @@ class AuthService:
 
     # --- refresh ------------------------------------------------------------------------------
     async def refresh(self, uow: AsyncUnitOfWork, refresh_token: str) -> TokenPair:
-        row = await uow.session.scalar(
-            select(RefreshToken)
-            .where(RefreshToken.token_hash == hash_refresh_token(refresh_token))
-            .with_for_update()
-        )
-        if row is None:
+        """Spend `refresh_token` for a new pair.
+
+        Lock order, shared with every revocation: the user row first (here `FOR SHARE`; logout,
+        logout-all, suspension and reuse detection take it exclusively), then the token row. So a
+        revocation either waits for this refresh and then sees (and revokes) the token it issues,
+        or runs first, and this refresh, re-reading its token and the session afterwards, refuses.
+        """
+        token_hash = hash_refresh_token(refresh_token)
+        owner = await uow.session.scalar(select(RefreshToken.user_id)
+                                         .where(RefreshToken.token_hash == token_hash))
+        if owner is None:
             raise InvalidToken("The refresh token is not valid.")
-        user = await uow.session.get_one(User, row.user_id)
+        user = await uow.session.scalar(select(User).where(User.id == owner).with_for_update(read=True)
+                                        .execution_options(populate_existing=True))
+        row = await uow.session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == token_hash).with_for_update()
+            .execution_options(populate_existing=True))
+        if user is None or row is None:
+            raise InvalidToken("The refresh token is not valid.")
         now = datetime.now(UTC)
         if not user.is_active:
             raise AccountDeactivated()
-        if row.revoked_at is not None:
+        if row.revoked_at is not None or await self._session_revoked(uow, row.family_id):
             raise TokenRevoked("The refresh token has been revoked.")
         if row.used_at is not None:
+            await _lock_user(uow, user.id)
             await self._revoke_family(uow, user.id, row.family_id, "refresh_reuse")
             uow.session.add(
                 AuditEntry(actor_id=None, actor_role="system", action="auth.refresh_reuse_detected",
@@ -185,6 +197,9 @@ class AuthService:
 
     # --- logout -------------------------------------------------------------------------------
     async def logout(self, uow: AsyncUnitOfWork, principal: Principal, refresh_token: str | None) -> None:
+        # The user row first, exclusively: a refresh in flight finishes (and its new token is
+        # revoked below) or starts after this commits (and finds its session revoked).
+        await _lock_user(uow, principal.id)
         families = {principal.claims.session_id}
         if refresh_token:
             family = await uow.session.scalar(
@@ -202,6 +217,12 @@ class AuthService:
     async def logout_all(self, uow: AsyncUnitOfWork, principal: Principal) -> None:
         await revoke_all_tokens(uow, principal.id, reason="logout_all", store=self.store)
         log.info("auth.logged_out_everywhere", user_id=str(principal.id))
+
+    @staticmethod
+    async def _session_revoked(uow: AsyncUnitOfWork, family_id: uuid.UUID) -> bool:
+        found = await uow.session.scalar(select(RevokedSession.session_id)
+                                         .where(RevokedSession.session_id == family_id))
+        return found is not None
 
     async def _revoke_family(self, uow: AsyncUnitOfWork, user_id: uuid.UUID, family_id: uuid.UUID,
                              reason: str) -> None:
@@ -221,6 +242,11 @@ class AuthService:
         # Revocations reach Redis *before* the commit: if Redis can't be told, nothing is
         # committed (503); if the commit then fails, the session is only revoked early.
         await self.store.revoke_sessions([(family_id, ttl + 1)])
+
+
+async def _lock_user(uow: AsyncUnitOfWork, user_id: uuid.UUID) -> None:
+    """Take the user row exclusively (`FOR NO KEY UPDATE`): refreshes of the user wait."""
+    await uow.session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
 
 
 async def revoke_all_tokens(uow: AsyncUnitOfWork, user_id: uuid.UUID, *, reason: str,
