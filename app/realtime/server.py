@@ -39,7 +39,8 @@ DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, channel: str,
-                         cors_origins: list[str] | str) -> socketio.AsyncServer:
+                         cors_origins: list[str] | None) -> socketio.AsyncServer:
+    """`cors_origins` None: only the page's own origin (Host) may open a socket."""
     manager = FanOutRedisManager(redis_url, channel=channel, json=BusJson)
     sio = socketio.AsyncServer(
         async_mode="asgi",

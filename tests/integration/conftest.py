@@ -163,8 +163,8 @@ def free_port() -> int:
 WEB_START_S = 10.0
 
 
-@pytest.fixture
-def web(clean: None, settings: Settings) -> Iterator[str]:
+@contextlib.contextmanager
+def serve_web(settings: Settings) -> Iterator[str]:
     """The web process's ASGI app (API + Socket.IO) under uvicorn, in a thread; its base URL."""
     import threading
 
@@ -182,9 +182,18 @@ def web(clean: None, settings: Settings) -> Iterator[str]:
         assert thread.is_alive(), "uvicorn exited during start-up"
         assert time.monotonic() < deadline, "uvicorn did not start in time"
         time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=WEB_START_S)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=WEB_START_S)
+
+
+@pytest.fixture
+def web(clean: None, settings: Settings) -> Iterator[str]:
+    """The web process's ASGI app (API + Socket.IO) under uvicorn, in a thread; its base URL."""
+    with serve_web(settings) as url:
+        yield url
 
 
 # --- throw-away Redis ----------------------------------------------------------------------------
