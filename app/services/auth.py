@@ -197,6 +197,9 @@ class AuthService:
                 families.add(family)
         for family_id in families:
             await self._revoke_family(uow, principal.id, family_id, "logout")
+            # That session's sockets only (the user's other sessions keep theirs).
+            await add_job_async(uow.session, "sessions.end_sockets", QUEUE_MAINTENANCE, str(principal.id),
+                                "logout", str(family_id))
         log.info("auth.logged_out", user_id=str(principal.id))
 
     async def logout_all(self, uow: AsyncUnitOfWork, principal: Principal) -> None:
