@@ -28,7 +28,8 @@ def build_asgi(settings: Settings) -> socketio.ASGIApp:
         context,
         redis_url=settings.redis.url,
         channel=context().keys.socketio_channel(),
-        cors_origins=list(settings.web.cors_origins) or [],
+        # None is engine.io's same-origin check; [] would switch the Origin check off.
+        cors_origins=list(settings.web.cors_origins) or None,
     )
     return socketio.ASGIApp(sio, other_asgi_app=api, socketio_path="socket.io")
 

@@ -77,8 +77,17 @@ class RedisKeys:
     def socketio_channel(self) -> str:
         return self._k("socketio")
 
-    def user_sockets(self, user_id: object) -> str:
-        return self._k("sockets", "user", user_id)
+    def socket_servers(self) -> str:
+        """Sorted set: socket server id → its last heartbeat (epoch seconds)."""
+        return self._k("sockets", "servers")
+
+    def socket_end_channel(self) -> str:
+        """Pub/sub: requests to end sockets (a user's, or one session's), for every socket server."""
+        return self._k("sockets", "end")
+
+    def socket_end_acks(self, request_id: str) -> str:
+        """Set: the socket servers that carried out end request `request_id`."""
+        return self._k("sockets", "end-acks", request_id)
 
     # dispatch
     def driver_geo(self, vehicle_type: str) -> str:

@@ -13,6 +13,10 @@ while — and only while — its subscription to the auth-changes channel is liv
   is discarded (the `epoch` counter), so an older snapshot never outlives a newer one;
 - if the subscription drops (Redis restarted or unreachable), the mirror empties itself and every
   check goes back to Redis, which fails closed (503) while Redis is down;
+- redis-py reconnects a dropped pub/sub connection and resubscribes *silently* inside a read;
+  announcements sent in the gap are lost. The mirror therefore hooks the connection's (re)connect
+  callbacks: any reconnect after the first subscribe makes it go dark at once and start over
+  (subscribe, then reload every revocation), exactly as a read that raised would;
 - a subscription is judged silent by the time spent *listening* to it without a reply (our pings
   included), not by the clock: a read that comes back later than it asked to was held up by our
   own event loop (a busy process, CPU contention), which says nothing about Redis. A stalled loop
@@ -87,6 +91,10 @@ class AccessMirror:
         self.epoch = 0
         #: Replies read on the subscription (announcements and the answers to our pings).
         self.replies_heard = 0
+        #: Set by the connection's connect callback when redis-py re-established it on its own.
+        self._reconnected = False
+        #: How many times the subscription was found re-established behind our back.
+        self.silent_reconnects = 0
 
     @property
     def live(self) -> bool:
@@ -124,6 +132,15 @@ class AccessMirror:
             self.epoch += 1
             self._users.clear()
 
+    def _on_reconnect(self, _connection: object) -> None:
+        """redis-py re-established the pub/sub connection (and resubscribes): what was announced
+        while it was down is lost, so nothing in memory can be trusted any more."""
+        self._reconnected = True
+        self.silent_reconnects += 1
+        if self._live:
+            log.warning("auth.mirror_reconnected")
+        self._go_dark()
+
     def _go_dark(self) -> None:
         self._live = False
         self.epoch += 1
@@ -144,10 +161,16 @@ class AccessMirror:
         backoff = 0.2
         while True:
             pubsub = self._client.pubsub()
+            self._reconnected = False
             try:
                 await pubsub.subscribe(self._channel)
+                if pubsub.connection is None:
+                    raise ConnectionError("the auth-changes subscription has no connection")
+                # Registered after the first connect: it fires only on a reconnect.
+                pubsub.connection.register_connect_callback(self._on_reconnect)
                 await ensure_loaded()
                 revoked = await self._store.revoked_sessions()
+                self._check_connection()
                 self._revoked = {**revoked, **self._revoked}
                 self._live = True
                 backoff = 0.2
@@ -163,10 +186,16 @@ class AccessMirror:
                 backoff = min(backoff * 2, 5.0)
             finally:
                 self._go_dark()
+                if pubsub.connection is not None:
+                    pubsub.connection.deregister_connect_callback(self._on_reconnect)
                 # A read cut short by cancellation can leave the connection mid-reply: bound the
                 # close so shutting down never waits on it.
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(pubsub.aclose(), timeout=1.0)
+
+    def _check_connection(self) -> None:
+        if self._reconnected:
+            raise ConnectionError("the auth-changes subscription was re-established silently")
 
     async def _follow(self, pubsub: aredis.client.PubSub) -> None:
         silence = Silence()
@@ -176,6 +205,7 @@ class AccessMirror:
             # back in a shape redis-py files under another type), but only messages are applied.
             started = time.monotonic()
             message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=wait_s)
+            self._check_connection()
             if message is not None:
                 silence.heard()
                 self.replies_heard += 1
@@ -187,5 +217,6 @@ class AccessMirror:
                 raise ConnectionError("the auth-changes subscription went silent")
             if silence.since_ping_s >= PING_EVERY_S:
                 await pubsub.ping()
+                self._check_connection()
                 silence.pinged()
                 self._prune()

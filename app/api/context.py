@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import redis.asyncio as aredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -41,6 +42,8 @@ class WebContext:
     driver_index: DriverIndex
     _mirror_task: asyncio.Task[None] | None = None
     _stripe: StripeGateway | None = None
+    #: Run first on close, while Redis is still open (the socket registry deregisters its server).
+    on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def stripe(self) -> StripeGateway:
         """The Stripe client (made on first use; `PaymentsDisabled` with no key configured)."""
@@ -80,6 +83,8 @@ class WebContext:
             )
 
     async def close(self) -> None:
+        for hook in self.on_close:
+            await hook()
         if self._mirror_task is not None:
             # A cancellation that lands while a Redis connect is completing can be swallowed
             # (asyncio timeouts in Python 3.11), so ask again until the task has stopped.

@@ -1,8 +1,9 @@
 """python-socketio `AsyncServer` over `AsyncRedisManager`: every web process sees every emit.
 
 A client connects with `auth: {token}`; a missing, expired or revoked token is refused with the
-API's error code. The socket joins `user:{id}` (and `driver:{id}` for drivers). Its id is kept in
-a Redis set per user so an admin suspension or a logout-all can disconnect it from any process.
+API's error code. The socket joins `user:{id}` (and `driver:{id}` for drivers). The server records
+its session and token expiry (`SocketRegistry`): it is disconnected at that expiry, and when its
+session ends (logout: that session; logout-all, suspension: all the user's sockets).
 """
 
 from __future__ import annotations
@@ -26,20 +27,23 @@ from app.keys import driver_room, ride_room, user_room
 from app.logging import get_logger
 from app.observability.web import SOCKET_CONNECTIONS
 from app.realtime.manager import FanOutRedisManager
+from app.realtime.sessions import SocketRegistry
 from app.redis_conn import REDIS_ERRORS
 from app.services import drivers, rides
 
 log = get_logger("realtime.server")
 
-SOCKET_SET_TTL_S = 24 * 3600
 #: Redis or PostgreSQL unreachable: the client is told to try again.
 DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     *REDIS_ERRORS, OperationalError, InterfaceError, PoolTimeoutError,
 )
+#: The socket registry could not announce this server (Redis unreachable): refused, try again.
+REGISTRY_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, TimeoutError)
 
 
 def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, channel: str,
-                         cors_origins: list[str] | str) -> socketio.AsyncServer:
+                         cors_origins: list[str] | None) -> socketio.AsyncServer:
+    """`cors_origins` None: only the page's own origin (Host) may open a socket."""
     manager = FanOutRedisManager(redis_url, channel=channel, json=BusJson)
     sio = socketio.AsyncServer(
         async_mode="asgi",
@@ -51,6 +55,20 @@ def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, c
     )
 
     counted: set[str] = set()  # sockets `connect` accepted (and the gauge counts)
+    holder: dict[str, SocketRegistry] = {}
+
+    async def end_socket(sid: str, user_id: str, reason: str) -> None:
+        """Tell the socket why, then disconnect it (its token expired, or its session ended)."""
+        await sio.emit("session:ended", {"userId": user_id, "reason": reason}, to=sid)
+        await sio.disconnect(sid)
+        log.info("socket.ended", sid=sid, reason=reason)
+
+    def registry() -> SocketRegistry:
+        if "registry" not in holder:
+            ctx = context()
+            holder["registry"] = SocketRegistry(ctx.redis, ctx.keys, end_socket)
+            ctx.on_close.append(holder["registry"].stop)
+        return holder["registry"]
 
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
@@ -71,11 +89,13 @@ def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, c
         await sio.enter_room(sid, user_room(user_id))
         if principal.role == "driver":
             await sio.enter_room(sid, driver_room(user_id))
-        key = ctx.keys.user_sockets(user_id)
-        pipe = ctx.redis.pipeline(transaction=False)
-        pipe.sadd(key, sid)
-        pipe.expire(key, SOCKET_SET_TTL_S)
-        await pipe.execute()
+        try:
+            await registry().add(sid, user_id, str(principal.claims.session_id),
+                                 principal.claims.expires_at)
+        except REGISTRY_ERRORS:
+            raise socketio.exceptions.ConnectionRefusedError(
+                "Try again shortly.", {"code": "SERVICE_UNAVAILABLE"}
+            ) from None
         counted.add(sid)
         SOCKET_CONNECTIONS.inc()
         log.info("socket.connected", user_id=user_id, sid=sid)
@@ -85,17 +105,13 @@ def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, c
         if sid in counted:
             counted.discard(sid)
             SOCKET_CONNECTIONS.dec()
+        if "registry" in holder:
+            holder["registry"].remove(sid)
         try:
             session = await sio.get_session(sid)
         except KeyError:
             return
-        user_id = session.get("user_id")
-        if user_id:
-            try:
-                await context().redis.srem(context().keys.user_sockets(user_id), sid)
-            except REDIS_ERRORS as error:
-                log.warning("socket.untrack_failed", error=repr(error))
-        log.info("socket.disconnected", user_id=user_id, sid=sid)
+        log.info("socket.disconnected", user_id=session.get("user_id"), sid=sid)
 
     @sio.on("driver:location")
     async def driver_location(sid: str, data: Any = None) -> dict[str, Any]:

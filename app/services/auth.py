@@ -183,6 +183,8 @@ class AuthService:
         if row.used_at is not None:
             await _lock_user(uow, user.id)
             await self._revoke_family(uow, user.id, row.family_id, "refresh_reuse")
+            await add_job_async(uow.session, "sessions.end_sockets", QUEUE_MAINTENANCE, str(user.id),
+                                "refresh_reuse", str(row.family_id))
             uow.session.add(
                 AuditEntry(actor_id=None, actor_role="system", action="auth.refresh_reuse_detected",
                            target_type="user", target_id=str(user.id),
@@ -212,6 +214,9 @@ class AuthService:
                 families.add(family)
         for family_id in families:
             await self._revoke_family(uow, principal.id, family_id, "logout")
+            # That session's sockets only (the user's other sessions keep theirs).
+            await add_job_async(uow.session, "sessions.end_sockets", QUEUE_MAINTENANCE, str(principal.id),
+                                "logout", str(family_id))
         log.info("auth.logged_out", user_id=str(principal.id))
 
     async def logout_all(self, uow: AsyncUnitOfWork, principal: Principal) -> None:

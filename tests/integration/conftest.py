@@ -258,3 +258,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+#: The sockets tests' name for `serving`.
+serve_web = serving

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from app.settings import Settings
 from tests.integration.conftest import (
@@ -205,3 +207,72 @@ async def test_a_subscription_that_stops_answering_goes_dark_and_comes_back(
 
     # And once Redis answers again the mirror is live again
     assert await eventually(lambda: mirror_live(client))
+
+
+async def test_a_logout_announced_while_the_subscription_was_cut_is_refused_after_a_silent_reconnect(
+    settings: Settings, make_client: AppFactory, redis_server: RedisServer, quick_pings: None
+) -> None:
+    # Given two web processes on a Redis of their own; the second answers a token from memory
+    own = with_redis(settings, redis_server.url)
+    first, second = await make_client(own), await make_client(own)
+    mirror = await settled_mirror(second)
+    accounts = Accounts(first)
+    session = await accounts.session((await accounts.register())["user"]["email"])
+    token = session["accessToken"]
+    assert (await Accounts(second).me(token)).status_code == 200
+    assert mirror.user(uuid.UUID(session["user"]["id"])) is not None, "answered from memory"
+
+    # When the second process's subscription is cut while its event loop is busy (so it can only
+    # notice afterwards), and the customer logs out through the first process in that gap
+    loop_held, release = threading.Event(), threading.Event()
+
+    def hold_loop() -> None:
+        loop_held.set()
+        release.wait(30)
+
+    holder = asyncio.get_running_loop().run_in_executor(
+        None, lambda: second.blocking_portal.call(hold_loop))  # type: ignore[attr-defined]
+    try:
+        assert await asyncio.to_thread(loop_held.wait, 30), "the second process never paused"
+        admin_redis = redis.Redis(host="127.0.0.1", port=redis_server.port)
+        try:
+            assert admin_redis.client_kill_filter(_type="pubsub") >= 1
+        finally:
+            admin_redis.close()
+        response = await first.post("/api/v1/auth/logout", headers=bearer(token))
+        assert response.status_code == 204
+    finally:
+        release.set()
+        await holder
+
+    # Then the second process refuses the token once it is back (redis-py resubscribed silently,
+    # so the announcement never reached it: the mirror must not trust its memory)
+    async def refused() -> bool:
+        answer = await Accounts(second).me(token)
+        return answer.status_code == 401 and error_code(answer) == "TOKEN_REVOKED"
+
+    assert await eventually(refused)
+
+
+async def test_with_its_redis_killed_an_authenticated_route_answers_503(
+    settings: Settings, make_client: AppFactory, redis_server: RedisServer
+) -> None:
+    # Given a web process on a Redis of its own, answering a customer's token from memory
+    client = await make_client(with_redis(settings, redis_server.url))
+    mirror = await settled_mirror(client)
+    accounts = Accounts(client)
+    session = await accounts.session((await accounts.register())["user"]["email"])
+    token = session["accessToken"]
+    assert (await accounts.me(token)).status_code == 200
+    assert mirror.user(uuid.UUID(session["user"]["id"])) is not None
+
+    # When that Redis is killed
+    redis_server.kill()
+
+    # Then GET /me answers 503 SERVICE_UNAVAILABLE (the mirror went dark, Redis fails closed)
+    async def unavailable() -> bool:
+        answer = await accounts.me(token)
+        return answer.status_code == 503 and error_code(answer) == "SERVICE_UNAVAILABLE"
+
+    assert await eventually(unavailable)
+    assert not mirror.live

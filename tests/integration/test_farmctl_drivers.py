@@ -2,26 +2,25 @@
 
 Suspension must refuse the driver's tokens at once (checked through the API) and disconnect its
 live sockets: a real worker relays the `sessions.end_sockets` job the suspension wrote to the
-outbox, and the disconnects are read off the Socket.IO bus.
+outbox, and the driver's real sockets (on the web process under uvicorn) are ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
 import pytest
-import redis
 import structlog
 from sqlalchemy import select
 
-from app.keys import RedisKeys
 from app.settings import Settings
 from models import AuditEntry
 from scripts.farmctl import main
 from tests.integration.conftest import Accounts, error_code, own_session
+from tests.integration.test_socket_sessions import Socket, sockets_fixture  # noqa: F401  (fixture)
 from tests.integration.workers_support import (  # noqa: F401  (fixtures)
     WorkerFactory,
     broker_redis_fixture,
@@ -52,17 +51,13 @@ async def audit(driver_id: str) -> list[tuple[str, Any, str, dict[str, Any]]]:
 
 
 async def test_suspend_refuses_tokens_at_once_disconnects_sockets_and_activate_lets_the_driver_back(
-    accounts: Accounts, start_worker: WorkerFactory, settings: Settings, broker_redis: redis.Redis,
-    capsys: pytest.CaptureFixture[str],
+    web: str, accounts: Accounts, start_worker: WorkerFactory, settings: Settings,
+    capsys: pytest.CaptureFixture[str], sockets: Callable[[str, str], Awaitable[Socket]],
 ) -> None:
-    # Given a signed-in driver with two live sockets, a worker relaying the outbox, a bus listener
+    # Given a signed-in driver with two live sockets, and a worker relaying the outbox
     driver = await accounts.register("driver")
     driver_id, email = driver["user"]["id"], driver["user"]["email"]
-    keys = RedisKeys(settings.redis)
-    broker_redis.sadd(keys.user_sockets(driver_id), "sid-1", "sid-2")
-    bus = broker_redis.pubsub()
-    bus.subscribe(keys.socketio_channel())
-    assert bus.get_message(timeout=5) is not None  # subscribed
+    live = [await sockets(web, driver["accessToken"]) for _ in range(2)]
     start_worker(relay=settings)
 
     # When the admin suspends it from the terminal
@@ -75,18 +70,10 @@ async def test_suspend_refuses_tokens_at_once_disconnects_sockets_and_activate_l
                     await accounts.login(email)):
         assert attempt.status_code == 403, attempt.text
         assert error_code(attempt) == "ACCOUNT_DEACTIVATED"
-    # And its sockets are told and disconnected by the worker
-    disconnected: set[str] = set()
-
-    def both_disconnected() -> bool:
-        while (item := bus.get_message(timeout=0.05)) is not None:
-            packet = msgspec.json.decode(item["data"])
-            if packet.get("method") == "disconnect":
-                disconnected.add(packet["sid"])
-        return disconnected == {"sid-1", "sid-2"}
-
-    wait_for(both_disconnected, what="the driver's sockets to be disconnected")
-    bus.close()
+    # And its sockets are told and disconnected
+    for socket in live:
+        assert await socket.disconnected(), "a suspended driver's socket stayed connected"
+        assert socket.ended == [{"userId": driver_id, "reason": "suspended"}]
 
     # When the admin activates it again
     code, out, err = await farmctl(capsys, "drivers", "activate", driver_id, "--reason", "renewed")

@@ -20,7 +20,7 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 import jobs
-from app.keys import QUEUE_MAINTENANCE, RedisKeys, user_room
+from app.keys import QUEUE_MAINTENANCE, RedisKeys
 from app.services.failed_jobs import failed_job_row
 from app.settings import Settings
 from jobs.base import JobContext, job
@@ -352,26 +352,4 @@ def test_ending_sockets_of_a_user_without_live_sockets_does_nothing(
     assert _bus_messages(pubsub) == []
 
 
-def test_ending_sockets_tells_the_user_and_disconnects_each_tracked_socket(
-    start_worker: WorkerFactory, db: sessionmaker[Session], broker_redis: redis.Redis,
-    settings: Settings,
-) -> None:
-    # Given a user with two tracked sockets, and someone listening on the socket bus
-    keys = RedisKeys(settings.redis)
-    user_id = str(uuid.uuid4())
-    broker_redis.sadd(keys.user_sockets(user_id), "sid-a", "sid-b")
-    pubsub = _listen_to_bus(broker_redis, settings)
-    start_worker()
-    # When their sockets are ended
-    jobs.sessions.end_sockets.send(user_id, "suspended")
-    drain(QUEUE_MAINTENANCE)
-    # Then the user's room is told why, each socket is disconnected, and the set is emptied
-    published = _bus_messages(pubsub)
-    assert failed_jobs(db) == []
-    [emit] = [m for m in published if m["method"] == "emit"]
-    assert emit["event"] == "session:ended"
-    assert emit["room"] == user_room(user_id)
-    [payload] = emit["data"]
-    assert payload["userId"] == user_id and payload["reason"] == "suspended"
-    assert sorted(m["sid"] for m in published if m["method"] == "disconnect") == ["sid-a", "sid-b"]
-    assert broker_redis.scard(keys.user_sockets(user_id)) == 0
+# Ending live sockets (on every socket server, acked): tests/integration/test_socket_sessions.py

@@ -1,0 +1,141 @@
+"""Sockets end with their session: at their token's expiry, on logout (that session only), on
+logout-all; and `sessions.end_sockets` makes sure every live socket server carried it out.
+
+The web process's real ASGI app runs under uvicorn; a real Dramatiq worker relays the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis
+import socketio
+
+import jobs.sessions as sessions_job
+from app.keys import QUEUE_MAINTENANCE, RedisKeys
+from app.settings import Settings
+from jobs.sessions import SocketServersMissed
+from tests.integration.conftest import Accounts, AppFactory, bearer, serve_web
+from tests.integration.workers_support import (  # noqa: F401  (fixtures)
+    WorkerFactory,
+    broker_redis_fixture,
+    drain,
+    start_worker_fixture,
+)
+
+DEADLINE_S = 20.0
+
+
+class Socket:
+    """A Socket.IO client that records `session:ended` and whether it was disconnected."""
+
+    def __init__(self) -> None:
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.ended: list[dict[str, Any]] = []
+        self.gone = asyncio.Event()
+        self.client.on("session:ended", self.ended.append)
+        self.client.on("disconnect", self.on_disconnect)
+
+    def on_disconnect(self, *reason: Any) -> None:
+        self.gone.set()
+
+    async def connect(self, web: str, token: str) -> Socket:
+        await self.client.connect(web, transports=["websocket"], auth={"token": token},
+                                  socketio_path="socket.io", wait_timeout=DEADLINE_S)
+        return self
+
+    async def disconnected(self) -> bool:
+        with_deadline = asyncio.wait_for(self.gone.wait(), timeout=DEADLINE_S)
+        try:
+            await with_deadline
+        except TimeoutError:
+            return False
+        return True
+
+
+@pytest.fixture(name="sockets")
+async def sockets_fixture() -> AsyncIterator[Callable[[str, str], Awaitable[Socket]]]:
+    made: list[Socket] = []
+
+    async def open_socket(web: str, token: str) -> Socket:
+        socket = Socket()
+        made.append(socket)
+        return await socket.connect(web, token)
+
+    yield open_socket
+    for socket in made:
+        if socket.client.connected:
+            await socket.client.disconnect()
+
+
+async def test_a_logout_ends_that_sessions_socket_but_not_the_users_other_session(
+    web: str, accounts: Accounts, start_worker: WorkerFactory, settings: Settings,
+    sockets: Callable[[str, str], Awaitable[Socket]],
+) -> None:
+    # Given a customer signed in twice (a phone and a laptop), each with a live socket
+    first = await accounts.register()
+    second = await accounts.session(first["user"]["email"])
+    phone = await sockets(web, first["accessToken"])
+    laptop = await sockets(web, second["accessToken"])
+    start_worker(relay=settings)
+
+    # When the phone's session logs out
+    response = await accounts.client.post("/api/v1/auth/logout", headers=bearer(first["accessToken"]))
+    assert response.status_code == 204
+
+    # Then the phone's socket is told and disconnected
+    assert await phone.disconnected(), "the logged-out session's socket stayed connected"
+    assert phone.ended == [{"userId": first["user"]["id"], "reason": "logout"}]
+    # And once the job is done, the laptop's socket is still connected and was told nothing
+    await asyncio.to_thread(drain, QUEUE_MAINTENANCE)
+    assert laptop.client.connected
+    assert laptop.ended == []
+
+    # When the customer logs out everywhere, Then the laptop's socket is ended too
+    response = await accounts.client.post("/api/v1/auth/logout-all", headers=bearer(second["accessToken"]))
+    assert response.status_code == 204
+    assert await laptop.disconnected()
+    assert laptop.ended == [{"userId": first["user"]["id"], "reason": "logout_all"}]
+
+
+async def test_a_socket_is_disconnected_at_its_tokens_expiry(
+    settings: Settings, clean: None, make_client: AppFactory,
+    sockets: Callable[[str, str], Awaitable[Socket]],
+) -> None:
+    # Given access tokens that live two seconds, and a customer's socket opened with one
+    short = dataclasses.replace(settings, auth=dataclasses.replace(settings.auth, access_token_ttl_s=2))
+    accounts = Accounts(await make_client(short))
+    customer = await accounts.register()
+    with serve_web(short) as web:
+        socket = await sockets(web, customer["accessToken"])
+        assert socket.client.connected
+
+        # When the token expires, Then the server disconnects the socket, saying why
+        assert await socket.disconnected(), "a socket outlived its token"
+        assert socket.ended == [{"userId": customer["user"]["id"], "reason": "token_expired"}]
+        assert not socket.client.connected  # so it receives no further events
+
+
+def test_the_job_fails_while_a_live_socket_server_has_not_acknowledged(
+    clean: None, broker_redis: redis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a socket server with a fresh heartbeat that never carries out end requests (stuck)
+    keys = RedisKeys(settings.redis)
+    stuck = f"stuck-{uuid.uuid4().hex}"
+    broker_redis.zadd(keys.socket_servers(), {stuck: time.time()})
+    monkeypatch.setattr(sessions_job, "ACK_WAIT_S", 0.3)
+    try:
+        # When a user's sockets are ended (one attempt), Then the attempt fails, to be retried
+        with pytest.raises(SocketServersMissed):
+            sessions_job.end_everywhere(broker_redis, keys, str(uuid.uuid4()), "logout_all")
+        # And once its heartbeat lapses (the server is gone, with its sockets) the attempt succeeds
+        broker_redis.zadd(keys.socket_servers(), {stuck: time.time() - 3600})
+        sessions_job.end_everywhere(broker_redis, keys, str(uuid.uuid4()), "logout_all")
+    finally:
+        broker_redis.zrem(keys.socket_servers(), stuck)
