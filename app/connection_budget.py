@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from app.logging import get_logger
 from app.settings import Settings
 
-log = get_logger("db")
-
 #: Connections `farmctl db upgrade` holds while it runs (the create-database check, then alembic).
 MIGRATION_CONNECTIONS = 2
 
@@ -57,6 +55,6 @@ def log_budget(process: str, settings: Settings) -> ConnectionBudget:
     """Log what this process may open (`db.connection_budget`), so an operator can add it up."""
     budget = budget_of(process, settings)
     parts = {name.replace(" ", "_"): count for name, count in budget.parts.items()}
-    log.info("db.connection_budget", process=process, max_connections=budget.total,
-             pgbouncer=settings.db.pgbouncer, **parts)
+    get_logger("db").info("db.connection_budget", process=process, max_connections=budget.total,
+                          pgbouncer=settings.db.pgbouncer, **parts)
     return budget

@@ -25,8 +25,13 @@ def test_each_process_counts_every_pool_it_opens() -> None:
 
 def test_every_process_logs_its_budget_at_start() -> None:
     settings = load_settings({}, env_file=NO_FILE)
-    with structlog.testing.capture_logs() as logs:
-        log_budget("web", settings)
+    configured = structlog.get_config()
+    structlog.reset_defaults()  # whatever level an earlier test configured, capture INFO here
+    try:
+        with structlog.testing.capture_logs() as logs:
+            log_budget("web", settings)
+    finally:
+        structlog.configure(**configured)
     [event] = [e for e in logs if e["event"] == "db.connection_budget"]
     assert event["process"] == "web" and event["max_connections"] == 10 + 10 + 32
     assert event["statement_pool"] == 32
