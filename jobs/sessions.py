@@ -36,19 +36,23 @@ def live_servers(client: redis.Redis, keys: RedisKeys) -> set[str]:
     return set(client.zrangebyscore(key, now - SERVER_TTL_S, "+inf"))  # type: ignore[arg-type]
 
 
-@job("sessions.end_sockets", queue=QUEUE_MAINTENANCE, max_retries=5, min_backoff_ms=500)
+# claim_first=False: no transaction is held while waiting for acks (the job is idempotent: a
+# second run ends nothing twice), and its ledger row is marked done once every server acked.
+@job("sessions.end_sockets", queue=QUEUE_MAINTENANCE, max_retries=5, min_backoff_ms=500, claim_first=False)
 def end_sockets(ctx: JobContext, user_id: str, reason: str, session_id: str | None = None) -> None:
-    end_everywhere(ctx.redis, ctx.keys, user_id, reason, session_id)
+    # One request id per message: acks from an earlier attempt still count on a retry.
+    end_everywhere(ctx.redis, ctx.keys, user_id, reason, session_id, request_id=ctx.message_id or None)
 
 
 def end_everywhere(client: redis.Redis, keys: RedisKeys, user_id: str, reason: str,
-                   session_id: str | None = None) -> None:
+                   session_id: str | None = None, *, request_id: str | None = None) -> None:
     """Publish the end request and wait for every live socket server's ack (or raise)."""
     servers = live_servers(client, keys)
     if not servers:
         log.info("sessions.no_socket_servers", user_id=user_id)
         return
-    request = EndRequest(request=uuid.uuid4().hex, user_id=user_id, reason=reason, session_id=session_id)
+    request = EndRequest(request=request_id or uuid.uuid4().hex, user_id=user_id, reason=reason,
+                         session_id=session_id)
     client.publish(keys.socket_end_channel(), encode(request))
     acks_key = keys.socket_end_acks(request.request)
     deadline = time.monotonic() + ACK_WAIT_S

@@ -3,8 +3,9 @@
 - Sockets authenticate with the access token: a valid one is accepted, a garbage or logged-out
   one is refused.
 - Logout-all reaches live sockets from a *worker* process: the API writes an outbox row, the
-  worker's relay enqueues `sessions.end_sockets`, the job emits `session:ended` to `user:{id}`
-  and disconnects the socket.
+  worker's relay enqueues `sessions.end_sockets`, the job asks every socket server (the web
+  process) to end the user's sockets and waits for its ack; the socket gets `session:ended`, then
+  is disconnected.
 - The clock's `tokens.cleanup` runs on a worker and purges a long-expired refresh token.
 """
 

@@ -13,20 +13,26 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import msgspec
 import pytest
 import redis
+import redis.asyncio as aredis
 import socketio
 
 import jobs.sessions as sessions_job
 from app.keys import QUEUE_MAINTENANCE, RedisKeys
+from app.realtime.sessions import SocketRegistry
 from app.settings import Settings
 from jobs.sessions import SocketServersMissed
 from tests.integration.conftest import Accounts, AppFactory, bearer, serve_web
 from tests.integration.workers_support import (  # noqa: F401  (fixtures)
     WorkerFactory,
     broker_redis_fixture,
+    db_fixture,
     drain,
+    failed_jobs,
     start_worker_fixture,
+    wait_for,
 )
 
 DEADLINE_S = 20.0
@@ -139,3 +145,46 @@ def test_the_job_fails_while_a_live_socket_server_has_not_acknowledged(
         sessions_job.end_everywhere(broker_redis, keys, str(uuid.uuid4()), "logout_all")
     finally:
         broker_redis.zrem(keys.socket_servers(), stuck)
+
+
+async def test_the_job_retries_until_a_late_socket_server_acknowledges(
+    start_worker: WorkerFactory, broker_redis: redis.Redis, settings: Settings, db: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a socket server with a fresh heartbeat that is not yet following end requests
+    keys = RedisKeys(settings.redis)
+    late = f"late-{uuid.uuid4().hex}"
+    broker_redis.zadd(keys.socket_servers(), {late: time.time()})
+    monkeypatch.setattr(sessions_job, "ACK_WAIT_S", 0.3)
+    bus = broker_redis.pubsub()
+    bus.subscribe(keys.socket_end_channel())
+    wait_for(lambda: bus.get_message(timeout=0.1), what="the test's subscription")
+    published: list[str] = []
+
+    def heard(times: int) -> bool:
+        while (item := bus.get_message(timeout=0.05)) is not None:
+            published.append(msgspec.json.decode(item["data"])["request"])
+        return len(published) >= times
+
+    async def nothing_to_end(sid: str, user_id: str, reason: str) -> None:
+        raise AssertionError("this server holds no sockets")
+
+    client = aredis.Redis.from_url(settings.redis.url)
+    server = SocketRegistry(client, keys, nothing_to_end, server_id=late)
+    start_worker()
+    try:
+        # When a user's sockets are ended, and the server starts following only after the first try
+        message = sessions_job.end_sockets.send(str(uuid.uuid4()), "logout_all")
+        await asyncio.to_thread(wait_for, lambda: heard(1), what="the first end request")
+        await server.ensure_started()
+
+        # Then the job is retried (the same request published again) until the server acked it
+        await asyncio.to_thread(drain, QUEUE_MAINTENANCE, DEADLINE_S)
+        await asyncio.to_thread(heard, 2)
+        assert len(published) >= 2 and set(published) == {message.message_id}
+        assert broker_redis.smembers(keys.socket_end_acks(message.message_id)) == {late.encode()}
+        assert failed_jobs(db) == []
+    finally:
+        bus.close()
+        await server.stop()
+        await client.aclose()
