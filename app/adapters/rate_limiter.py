@@ -44,29 +44,24 @@ return 0
 """
 
 
-# Failed logins of one account. KEYS[1]: its hash {failures, until (ms)}. ARGV: failures allowed
-# before the backoff, the longest lock (s), how long a count is kept after the last failure (s).
-# The lock doubles from 1 s with each failure past the allowance. Returns the lock's seconds.
-_LOGIN_FAILED = """
+# One login attempt on an account, counted before its password is checked (so a burst of
+# concurrent guesses can't all pass a check made before any was counted). KEYS[1]: the account's
+# hash {attempts, until (ms)}. ARGV: attempts allowed before the backoff, the longest lock (s), how
+# long a count is kept after the last attempt (s). Returns the ms left on a lock that refuses this
+# attempt (0: go ahead). Each attempt past the allowance locks the next ones, doubling from 1 s.
+_LOGIN_ATTEMPT = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
-local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+local locked_until = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
+if locked_until > now then return locked_until - now end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 local free = tonumber(ARGV[1])
 local lock_s = 0
-if failures > free then
-  lock_s = math.min(2 ^ (failures - free - 1), tonumber(ARGV[2]))
+if attempts > free then
+  lock_s = math.min(2 ^ (attempts - free - 1), tonumber(ARGV[2]))
   redis.call('HSET', KEYS[1], 'until', now + lock_s * 1000)
 end
 redis.call('EXPIRE', KEYS[1], math.max(tonumber(ARGV[3]), math.ceil(lock_s)))
-return lock_s
-"""
-
-# KEYS[1]: the account's hash. Returns the ms left on its lock (0: free to try).
-_LOGIN_LOCKED = """
-local locked_until = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
-if locked_until > now then return locked_until - now end
 return 0
 """
 
@@ -76,8 +71,7 @@ class RateLimiter:
         self._keys = keys
         self._hit = client.register_script(_HIT)
         self._take = client.register_script(_TAKE)
-        self._login_failed = client.register_script(_LOGIN_FAILED)
-        self._login_locked = client.register_script(_LOGIN_LOCKED)
+        self._login_attempt = client.register_script(_LOGIN_ATTEMPT)
         self._client = client
 
     async def hit(self, scope: str, subject: str, *, limit: int, window_s: int) -> None:
@@ -97,16 +91,13 @@ class RateLimiter:
             raise RateLimited(retry_after_s=-(-wait_ms // 1000))
 
     # --- per account: failed logins back off, whatever address they come from ------------------
-    async def check_login(self, email: str) -> None:
-        """`RateLimited` while the account is locked after repeated failed logins."""
-        wait_ms = int(await self._login_locked(keys=[self._keys.login_failures(email)]))
+    async def begin_login(self, email: str, *, allowed: int, max_lock_s: int, forget_after_s: int) -> None:
+        """Count one attempt on `email` (known or not: no account is told apart) before its password
+        is checked; `RateLimited` while the account is locked. A success clears the count."""
+        wait_ms = int(await self._login_attempt(keys=[self._keys.login_failures(email)],
+                                                args=[allowed, max_lock_s, forget_after_s]))
         if wait_ms > 0:
             raise RateLimited(retry_after_s=-(-wait_ms // 1000))
-
-    async def login_failed(self, email: str, *, allowed: int, max_lock_s: int, forget_after_s: int) -> int:
-        """Count a failed login of `email` (known or not: no account is told apart); the lock (s)."""
-        return int(await self._login_failed(keys=[self._keys.login_failures(email)],
-                                            args=[allowed, max_lock_s, forget_after_s]))
 
     async def login_succeeded(self, email: str) -> None:
         await self._client.delete(self._keys.login_failures(email))

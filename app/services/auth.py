@@ -164,12 +164,16 @@ class AuthService:
         or runs first, and this refresh, re-reading its token and the session afterwards, refuses.
         """
         token_hash = hash_refresh_token(refresh_token)
-        owner = await uow.session.scalar(select(RefreshToken.user_id)
-                                         .where(RefreshToken.token_hash == token_hash))
-        if owner is None:
+        found = (await uow.session.execute(select(RefreshToken.user_id, RefreshToken.used_at)
+                                           .where(RefreshToken.token_hash == token_hash))).first()
+        if found is None:
             raise InvalidToken("The refresh token is not valid.")
-        user = await uow.session.scalar(select(User).where(User.id == owner).with_for_update(read=True)
-                                        .execution_options(populate_existing=True))
+        owner, spent = found
+        # A token already spent is a reuse: take the user row exclusively from the start (never
+        # upgrade a share lock, which two concurrent replays would deadlock on).
+        user_lock = (select(User).where(User.id == owner).with_for_update(key_share=True) if spent
+                     else select(User).where(User.id == owner).with_for_update(read=True))
+        user = await uow.session.scalar(user_lock.execution_options(populate_existing=True))
         row = await uow.session.scalar(
             select(RefreshToken).where(RefreshToken.token_hash == token_hash).with_for_update()
             .execution_options(populate_existing=True))
@@ -181,7 +185,8 @@ class AuthService:
         if row.revoked_at is not None or await self._session_revoked(uow, row.family_id):
             raise TokenRevoked("The refresh token has been revoked.")
         if row.used_at is not None:
-            await _lock_user(uow, user.id)
+            # Spent while this refresh waited for it: revoke under the share lock. A token a sibling
+            # refresh issues meanwhile is refused by the revoked-session check above.
             await self._revoke_family(uow, user.id, row.family_id, "refresh_reuse")
             await add_job_async(uow.session, "sessions.end_sockets", QUEUE_MAINTENANCE, str(user.id),
                                 "refresh_reuse", str(row.family_id))

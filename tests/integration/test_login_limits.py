@@ -107,3 +107,27 @@ async def test_unknown_emails_back_off_exactly_like_known_ones(
         codes = [(await client.post(LOGIN, json={"email": email, "password": "wrong-password"})).status_code
                  for _ in range(3)]
         assert codes == [401, 401, 429], email
+
+
+@pytest.fixture
+def farm_with_two_tries(clean: None, settings: Settings) -> Iterator[str]:
+    auth = dataclasses.replace(settings.auth, login_failures_allowed=2, login_max_lock_s=60,
+                               rate_limit_requests=1000)
+    with serving(dataclasses.replace(settings, auth=auth)) as url:
+        yield url
+
+
+async def test_a_burst_of_concurrent_guesses_gets_no_more_tries_than_allowed(
+    farm_with_two_tries: str,
+) -> None:
+    # Given an account allowed 2 failed logins before the backoff
+    async with httpx.AsyncClient(base_url=farm_with_two_tries, timeout=30) as client:
+        email = (await Accounts(client).register("customer"))["user"]["email"]  # type: ignore[arg-type]
+
+        # When 12 wrong passwords arrive at once
+        guesses = [{"email": email, "password": f"guess-{i:04}"} for i in range(12)]
+        answers = await asyncio.gather(*(client.post(LOGIN, json=guess) for guess in guesses))
+
+    # Then only the allowance plus the attempt that set the lock were checked; the rest are 429
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [401] * 3 + [429] * 9, codes

@@ -17,7 +17,6 @@ from app.api.dependencies import (
     web_context,
 )
 from app.api.schemas import LoginIn, LogoutIn, RefreshIn, RegisterIn, SessionOut, TokensOut, UserOut
-from app.errors import InvalidCredentials
 from app.services.auth import Registration
 
 
@@ -54,14 +53,10 @@ class AuthController(Controller):
         `Retry-After`, whichever address they come from; unknown emails count alike)."""
         ctx = web_context(state)
         auth = ctx.settings.auth
-        await ctx.limiter.check_login(data.email)
-        try:
-            session = await ctx.auth.login(uow, data.email, data.password)
-        except InvalidCredentials:
-            await ctx.limiter.login_failed(data.email, allowed=auth.login_failures_allowed,
-                                           max_lock_s=auth.login_max_lock_s,
-                                           forget_after_s=auth.login_forget_after_s)
-            raise
+        await ctx.limiter.begin_login(data.email, allowed=auth.login_failures_allowed,
+                                      max_lock_s=auth.login_max_lock_s,
+                                      forget_after_s=auth.login_forget_after_s)
+        session = await ctx.auth.login(uow, data.email, data.password)
         await ctx.limiter.login_succeeded(data.email)
         return SessionOut.of(session)
 
