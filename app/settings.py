@@ -620,6 +620,8 @@ def _key_rotation(src: _Source, env: str, secret: str) -> dict[str, Any]:
         rotated_at = rotated_at.replace(tzinfo=UTC)
     if previous == secret:
         raise SettingsError("JWT_PREVIOUS_SECRET is the same as JWT_SECRET")
+    if rotated_at.timestamp() > datetime.now(UTC).timestamp() + 300:
+        raise SettingsError("JWT_ROTATED_AT is in the future: it would keep the previous key alive longer")
     return {**fields, "jwt_previous_secret": previous,
             "jwt_previous_key_id": src.text("JWT_PREVIOUS_KEY_ID", "") or key_id_of(previous),
             "jwt_rotated_at": rotated_at.timestamp()}

@@ -91,9 +91,12 @@ def test_after_a_rotation_the_previous_key_is_accepted_for_one_access_token_life
     assert jwt.get_unverified_header(fresh)["kid"] == key_id_of(STRONG)
 
 
-def test_a_previous_secret_needs_its_rotation_time() -> None:
+def test_a_previous_secret_needs_its_rotation_time_in_the_past() -> None:
     with pytest.raises(SettingsError, match="JWT_ROTATED_AT"):
         load_settings(production(JWT_SECRET=STRONG, JWT_PREVIOUS_SECRET=OLD), env_file=NO_FILE)
+    with pytest.raises(SettingsError, match="JWT_ROTATED_AT is in the future"):
+        load_settings(production(JWT_SECRET=STRONG, JWT_PREVIOUS_SECRET=OLD,
+                                 JWT_ROTATED_AT="2999-01-01T00:00:00Z"), env_file=NO_FILE)
 
 
 def test_trust_forwarded_for_is_refused_with_the_way_forward() -> None:
