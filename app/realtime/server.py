@@ -18,7 +18,7 @@ import socketio
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from app.adapters.realtime import BusJson
+from app.adapters.realtime import BusJson, stamp
 from app.api.context import WebContext
 from app.api.schemas_drivers import SocketLocationIn
 from app.db import AsyncUnitOfWork
@@ -59,7 +59,7 @@ def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, c
 
     async def end_socket(sid: str, user_id: str, reason: str) -> None:
         """Tell the socket why, then disconnect it (its token expired, or its session ended)."""
-        await sio.emit("session:ended", {"userId": user_id, "reason": reason}, to=sid)
+        await sio.emit("session:ended", stamp({"userId": user_id, "reason": reason}), to=sid)
         await sio.disconnect(sid)
         log.info("socket.ended", sid=sid, reason=reason)
 

@@ -11,6 +11,7 @@ import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -39,14 +40,20 @@ DEADLINE_S = 20.0
 
 
 class Socket:
-    """A Socket.IO client that records `session:ended` and whether it was disconnected."""
+    """A Socket.IO client that records `session:ended` (without its `at`) and whether it was
+    disconnected."""
 
     def __init__(self) -> None:
         self.client = socketio.AsyncClient(reconnection=False)
         self.ended: list[dict[str, Any]] = []
+        self.stamps: list[str] = []
         self.gone = asyncio.Event()
-        self.client.on("session:ended", self.ended.append)
+        self.client.on("session:ended", self.on_ended)
         self.client.on("disconnect", self.on_disconnect)
+
+    def on_ended(self, payload: dict[str, Any]) -> None:
+        self.stamps.append(payload.get("at", ""))
+        self.ended.append({key: value for key, value in payload.items() if key != "at"})
 
     def on_disconnect(self, *reason: Any) -> None:
         self.gone.set()
@@ -98,6 +105,7 @@ async def test_a_logout_ends_that_sessions_socket_but_not_the_users_other_sessio
     # Then the phone's socket is told and disconnected
     assert await phone.disconnected(), "the logged-out session's socket stayed connected"
     assert phone.ended == [{"userId": first["user"]["id"], "reason": "logout"}]
+    assert datetime.fromisoformat(phone.stamps[0]).tzinfo is not None
     # And once the job is done, the laptop's socket is still connected and was told nothing
     await asyncio.to_thread(drain, QUEUE_MAINTENANCE)
     assert laptop.client.connected
