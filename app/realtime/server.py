@@ -22,12 +22,12 @@ from app.adapters.realtime import BusJson, stamp
 from app.api.context import WebContext
 from app.api.schemas_drivers import SocketLocationIn
 from app.db import AsyncUnitOfWork
-from app.errors import AppError
+from app.errors import AppError, ServiceUnavailable
 from app.keys import driver_room, ride_room, user_room
 from app.logging import get_logger
 from app.observability.web import SOCKET_CONNECTIONS
 from app.realtime.manager import FanOutRedisManager
-from app.realtime.sessions import SocketRegistry
+from app.realtime.sessions import RecheckDeferred, SocketRegistry
 from app.redis_conn import REDIS_ERRORS
 from app.services import drivers, rides
 
@@ -37,6 +37,8 @@ log = get_logger("realtime.server")
 DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     *REDIS_ERRORS, OperationalError, InterfaceError, PoolTimeoutError,
 )
+#: `session:ended` reasons for a socket found refused when rechecked (else "revoked").
+RECHECK_REASONS = {"ACCOUNT_DEACTIVATED": "suspended", "TOKEN_EXPIRED": "token_expired"}
 #: The socket registry could not announce this server (Redis unreachable): refused, try again.
 REGISTRY_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, TimeoutError)
 
@@ -63,19 +65,32 @@ def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, c
         await sio.disconnect(sid)
         log.info("socket.ended", sid=sid, reason=reason)
 
+    async def verify(token: str) -> str | None:
+        """The connect-time check again, for a socket held across a gap in the end requests."""
+        try:
+            await context().gate.authenticate(token)
+        except ServiceUnavailable as error:
+            raise RecheckDeferred(error.message) from error
+        except AppError as error:
+            return RECHECK_REASONS.get(error.code, "revoked")
+        except DEPENDENCY_ERRORS as error:
+            raise RecheckDeferred(repr(error)) from error
+        return None
+
     def registry() -> SocketRegistry:
         if "registry" not in holder:
             ctx = context()
-            holder["registry"] = SocketRegistry(ctx.redis, ctx.keys, end_socket)
+            holder["registry"] = SocketRegistry(ctx.redis, ctx.keys, end_socket, verify)
             ctx.on_close.append(holder["registry"].stop)
         return holder["registry"]
 
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         ctx = context()
-        token = auth.get("token") if isinstance(auth, dict) else None
+        given = auth.get("token") if isinstance(auth, dict) else None
+        token = given if isinstance(given, str) else ""
         try:
-            principal = await ctx.gate.authenticate(token if isinstance(token, str) else None)
+            principal = await ctx.gate.authenticate(token)
         except AppError as error:
             log.info("socket.refused", code=error.code)
             raise socketio.exceptions.ConnectionRefusedError(error.message, {"code": error.code}) from None
@@ -91,7 +106,7 @@ def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, c
             await sio.enter_room(sid, driver_room(user_id))
         try:
             await registry().add(sid, user_id, str(principal.claims.session_id),
-                                 principal.claims.expires_at)
+                                 principal.claims.expires_at, token)
         except REGISTRY_ERRORS:
             raise socketio.exceptions.ConnectionRefusedError(
                 "Try again shortly.", {"code": "SERVICE_UNAVAILABLE"}

@@ -9,6 +9,12 @@ id to the request's ack set. A socket server announces itself with a heartbeat (
 
 The server registers (heartbeat, then subscription) before it accepts its first socket, so a
 server with sockets is always one the job waits for.
+
+A server cut off from Redis for longer than its heartbeat's lifetime is no longer waited for, and
+the end requests published meanwhile never reach it (redis-py even resubscribes silently inside a
+read). So whenever its subscription is re-established (by us after a drop, or by redis-py: the
+connection's connect callback), the server re-verifies every socket it holds with the access gate
+(`verify`, the same check as at connect) and ends those whose token is now refused.
 """
 
 from __future__ import annotations
@@ -33,7 +39,13 @@ log = get_logger("realtime.sessions")
 SERVER_TTL_S = 15.0
 HEARTBEAT_EVERY_S = 5.0
 ACK_TTL_S = 3600
-LISTEN_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, msgspec.ValidationError)
+
+
+class RecheckDeferred(Exception):
+    """The access check could not answer now (Redis or PostgreSQL unreachable): try again later."""
+
+
+LISTEN_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, msgspec.ValidationError, RecheckDeferred)
 
 
 class EndRequest(msgspec.Struct, frozen=True):
@@ -47,10 +59,18 @@ class EndRequest(msgspec.Struct, frozen=True):
 class LiveSocket:
     user_id: str
     session_id: str
+    token: str
     expiry: asyncio.TimerHandle | None = None
 
 
 Ender = Callable[[str, str, str], Awaitable[None]]  # (sid, user id, reason)
+#: The access check of a socket's token: None (still allowed), or why it is refused now (a reason
+#: for `session:ended`); raises `RecheckDeferred` when it cannot tell.
+Verifier = Callable[[str], Awaitable[str | None]]
+
+
+async def allow_all(token: str) -> str | None:
+    return None
 
 
 @dataclass
@@ -58,15 +78,19 @@ class SocketRegistry:
     client: aredis.Redis
     keys: RedisKeys
     end_socket: Ender
+    verify: Verifier = allow_all
     server_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     sockets: dict[str, LiveSocket] = field(default_factory=dict)
+    #: Times the end-request channel was (re)subscribed, and whether the held sockets need a recheck.
+    subscriptions: int = 0
+    _recheck_due: bool = False
     _started: asyncio.Event | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     # --- sockets -------------------------------------------------------------------------------
-    async def add(self, sid: str, user_id: str, session_id: str, expires_at: float) -> None:
+    async def add(self, sid: str, user_id: str, session_id: str, expires_at: float, token: str) -> None:
         await self.ensure_started()
-        socket = LiveSocket(user_id, session_id)
+        socket = LiveSocket(user_id, session_id, token)
         delay = max(0.0, expires_at - time.time())
         socket.expiry = asyncio.get_running_loop().call_later(
             delay, lambda: asyncio.ensure_future(self.end_socket(sid, user_id, "token_expired")))
@@ -94,6 +118,21 @@ class SocketRegistry:
         await pipe.execute()
         log.info("socket.end_request_done", request=request.request, ended=len(sids))
 
+    async def recheck(self) -> None:
+        """Verify every held socket's token again; end those refused now."""
+        ended = 0
+        for sid, socket in list(self.sockets.items()):
+            reason = await self.verify(socket.token)
+            if reason is not None and sid in self.sockets:
+                self.remove(sid)
+                await self.end_socket(sid, socket.user_id, reason)
+                ended += 1
+        log.info("socket.rechecked", sockets=len(self.sockets) + ended, ended=ended)
+
+    def _on_reconnect(self, _connection: object) -> None:
+        """redis-py re-established the subscription on its own: requests may have been missed."""
+        self._recheck_due = True
+
     # --- registration ----------------------------------------------------------------------------
     async def ensure_started(self) -> None:
         if self._started is None:
@@ -119,21 +158,37 @@ class SocketRegistry:
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(self.keys.socket_end_channel())
+                if pubsub.connection is not None:  # registered after connecting: fires on a reconnect
+                    pubsub.connection.register_connect_callback(self._on_reconnect)
+                self.subscriptions += 1
+                self._recheck_due = self._recheck_due or self.subscriptions > 1
                 await self.beat()
                 assert self._started is not None
                 self._started.set()
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None and message["type"] == "message":
-                        await self.handle(msgspec.json.decode(message["data"], type=EndRequest))
+                await self._follow(pubsub)
             except asyncio.CancelledError:
                 raise
             except LISTEN_ERRORS as error:
                 log.warning("socket.end_requests_dropped", error=repr(error))
                 await asyncio.sleep(0.5)
             finally:
+                if pubsub.connection is not None:
+                    pubsub.connection.deregister_connect_callback(self._on_reconnect)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(pubsub.aclose(), timeout=1.0)
+
+    async def _follow(self, pubsub: aredis.client.PubSub) -> None:
+        while True:
+            if self._recheck_due:
+                self._recheck_due = False
+                try:
+                    await self.recheck()
+                except LISTEN_ERRORS:
+                    self._recheck_due = True
+                    raise
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None and message["type"] == "message":
+                await self.handle(msgspec.json.decode(message["data"], type=EndRequest))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -143,7 +198,6 @@ class SocketRegistry:
                 await task
         with contextlib.suppress(*REDIS_ERRORS):
             await self.client.zrem(self.keys.socket_servers(), self.server_id)
-
 
 
 def encode(request: EndRequest) -> bytes:

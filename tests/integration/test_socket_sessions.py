@@ -25,7 +25,7 @@ from app.keys import QUEUE_MAINTENANCE, RedisKeys
 from app.realtime.sessions import SocketRegistry
 from app.settings import Settings
 from jobs.sessions import SocketServersMissed
-from tests.integration.conftest import Accounts, AppFactory, bearer, serve_web
+from tests.integration.conftest import Accounts, AppFactory, RedisServer, bearer, serve_web, with_redis
 from tests.integration.workers_support import (  # noqa: F401  (fixtures)
     WorkerFactory,
     broker_redis_fixture,
@@ -134,6 +134,37 @@ async def test_a_socket_is_disconnected_at_its_tokens_expiry(
         assert await socket.disconnected(), "a socket outlived its token"
         assert socket.ended == [{"userId": customer["user"]["id"], "reason": "token_expired"}]
         assert not socket.client.connected  # so it receives no further events
+
+
+async def test_after_its_end_requests_were_cut_a_server_rechecks_its_sockets_and_ends_the_revoked(
+    settings: Settings, make_client: AppFactory, redis_server: RedisServer,
+    sockets: Callable[[str, str], Awaitable[Socket]],
+) -> None:
+    # Given a socket server on a Redis of its own, holding sockets of two sessions of a customer
+    own = with_redis(settings, redis_server.url)
+    accounts = Accounts(await make_client(own))
+    first = await accounts.register()
+    second = await accounts.session(first["user"]["email"])
+    with serve_web(own) as web:
+        laptop = await sockets(web, second["accessToken"])  # held first, so rechecked first
+        phone = await sockets(web, first["accessToken"])
+
+        # When the phone's session logs out while no worker runs (its end request is never sent,
+        # as for a server cut off past its heartbeat), and the server's subscriptions are cut
+        response = await accounts.client.post("/api/v1/auth/logout", headers=bearer(first["accessToken"]))
+        assert response.status_code == 204
+        admin = redis.Redis(host="127.0.0.1", port=redis_server.port)
+        try:
+            assert admin.client_kill_filter(_type="pubsub") >= 1
+        finally:
+            admin.close()
+
+        # Then, once resubscribed, the server rechecks its sockets: the revoked one is ended
+        assert await phone.disconnected(), "a revoked socket outlived a gap in the end requests"
+        assert phone.ended == [{"userId": first["user"]["id"], "reason": "revoked"}]
+        # And the other session's socket, still allowed, stays
+        assert laptop.client.connected
+        assert laptop.ended == []
 
 
 def test_the_job_fails_while_a_live_socket_server_has_not_acknowledged(
