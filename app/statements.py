@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, LiteralString, cast
 
 import psycopg
@@ -69,24 +69,12 @@ class StatementPool:
 
     async def fetch_one(self, sql: LiteralString, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """Run `sql` (one idempotent statement) and return its first row, if any."""
-        if not self._opened:
-            await self._open()
-        for attempt in (1, 2):
-            try:
-                async with self._pool.connection() as conn:
-                    cursor = await conn.execute(sql, params)
-                    return await cursor.fetchone() if cursor.description else None
-            except PoolTimeout as exc:
-                log.error("db.statement_pool_timeout", error=str(exc))
-                raise ServiceUnavailable("PostgreSQL is unavailable; nothing was changed.",
-                                         details={"dependency": "postgres"}) from exc
-            except psycopg.OperationalError as exc:
-                # The pool discards a connection that broke in use; one retry gets a fresh one.
-                log.warning("db.statement_failed", attempt=attempt, error=str(exc))
-                if attempt == 2:
-                    raise ServiceUnavailable("PostgreSQL is unavailable; nothing was changed.",
-                                             details={"dependency": "postgres"}) from exc
-        raise AssertionError("unreachable")
+
+        async def run(conn: psycopg.AsyncConnection[Any]) -> tuple[Any, ...] | None:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchone() if cursor.description else None
+
+        return await self._with_connection(run)
 
     async def fetch_one_in_transaction(
         self, steps: Sequence[tuple[LiteralString, Mapping[str, Any]]]
@@ -94,21 +82,34 @@ class StatementPool:
         """Run `steps` (idempotent statements) in one transaction, pipelined (one round trip), and
         return the last one's first row (it must return rows). Under READ COMMITTED each statement
         sees what committed before it started: a lock taken by one step orders the steps after it."""
+        *before, (last_sql, last_params) = steps
+
+        async def run(conn: psycopg.AsyncConnection[Any]) -> tuple[Any, ...] | None:
+            async with conn.pipeline(), conn.transaction():
+                for sql, params in before:
+                    await conn.execute(sql, params)
+                cursor = await conn.execute(last_sql, last_params)
+                return await cursor.fetchone()  # the last step returns rows (RETURNING)
+
+        return await self._with_connection(run)
+
+    async def _with_connection(
+        self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[tuple[Any, ...] | None]]
+    ) -> tuple[Any, ...] | None:
+        """`work` on a pooled connection; a connection that broke in use is retried once on a fresh
+        one (the statements are idempotent); pool exhaustion or a second failure is a 503."""
         if not self._opened:
             await self._open()
-        *before, (last_sql, last_params) = steps
         for attempt in (1, 2):
             try:
-                async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-                    for sql, params in before:
-                        await conn.execute(sql, params)
-                    cursor = await conn.execute(last_sql, last_params)
-                    return await cursor.fetchone()  # the last step returns rows (RETURNING)
+                async with self._pool.connection() as conn:
+                    return await work(conn)
             except PoolTimeout as exc:
                 log.error("db.statement_pool_timeout", error=str(exc))
                 raise ServiceUnavailable("PostgreSQL is unavailable; nothing was changed.",
                                          details={"dependency": "postgres"}) from exc
             except psycopg.OperationalError as exc:
+                # The pool discards a connection that broke in use; one retry gets a fresh one.
                 log.warning("db.statement_failed", attempt=attempt, error=str(exc))
                 if attempt == 2:
                     raise ServiceUnavailable("PostgreSQL is unavailable; nothing was changed.",
