@@ -20,6 +20,11 @@ WORKER_REGISTRY: Final = "__farm_workers__"
 
 # PostgreSQL NOTIFY channel that wakes the outbox relay.
 OUTBOX_CHANNEL: Final = "farm_outbox"
+# ... and the one that wakes the dispatchers: a job of one of `DISPATCH_ACTORS` became waiting.
+DISPATCH_CHANNEL: Final = "farm_dispatch"
+# The jobs that the dispatchers (`workers/dispatcher.py`) run in batches straight from the ledger.
+# The same list is in migration 0008 (trigger and partial indexes) and `models.jobs`.
+DISPATCH_ACTORS: Final = ("dispatch.step", "dispatch.check_bids")
 
 
 def user_room(user_id: object) -> str:

@@ -181,6 +181,11 @@ class DispatchSettings:
     #: An online driver without a position report this long (s) is taken offline and out of the
     #: index by `drivers.prune_stale` (well above `driver_stale_after_s`: a tunnel is not a goodbye).
     driver_prune_after_s: int = 15 * 60
+    #: Rounds and bid checks are run in batches by each dispatch worker's dispatcher thread
+    #: (`workers/dispatcher.py`), straight from the ledger; off: one Dramatiq message per job.
+    batched: bool = True
+    #: At most this many due rounds and bid checks per batch (one transaction, one GEO pipeline).
+    batch_size: int = 200
 
 
 @dataclass(frozen=True)
@@ -331,6 +336,12 @@ class WebSettings:
     #: `Strict-Transport-Security: max-age=…` on answers served over TLS (directly or behind a
     #: proxy that sets `X-Forwarded-Proto: https`); 0 sends none.
     hsts_max_age_s: int = 31_536_000
+    #: `POST /rides` arriving together share one statement (`app.services.ride_creation`): at most
+    #: this many rides per statement (1 = each ride alone) ...
+    ride_write_batch: int = 64
+    #: ... and at most this many such statements of one web process in flight at once (each holds a
+    #: connection of the statement pool, `DB_STATEMENT_POOL_SIZE`).
+    ride_write_concurrency: int = 4
 
 
 @dataclass(frozen=True)
@@ -570,6 +581,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             port=src.positive("PORT", WebSettings.port),
             cors_origins=src.strs("CORS_ORIGINS", ()),
             hsts_max_age_s=_non_negative(src, "HSTS_MAX_AGE", WebSettings.hsts_max_age_s),
+            ride_write_batch=src.positive("RIDE_WRITE_BATCH", WebSettings.ride_write_batch),
+            ride_write_concurrency=src.positive("RIDE_WRITE_CONCURRENCY", WebSettings.ride_write_concurrency),
         ),
     )
 
@@ -664,6 +677,8 @@ def _dispatch_settings(src: _Source, radii: tuple[float, ...]) -> DispatchSettin
         driver_stale_after_s=src.positive("DRIVER_STALE_AFTER", DispatchSettings.driver_stale_after_s),
         driver_prune_after_s=src.positive("DRIVER_PRUNE_AFTER", DispatchSettings.driver_prune_after_s),
         accept_window_s=src.positive("DISPATCH_ACCEPT_WINDOW", DispatchSettings.accept_window_s),
+        batched=src.flag("DISPATCH_BATCHED", DispatchSettings.batched),
+        batch_size=src.positive("DISPATCH_BATCH_SIZE", DispatchSettings.batch_size),
     )
     if dispatch.driver_prune_after_s <= dispatch.driver_stale_after_s:
         raise SettingsError(f"DRIVER_PRUNE_AFTER ({dispatch.driver_prune_after_s}) must be longer than "

@@ -25,7 +25,13 @@ from app.settings import Settings, get_settings
 from workers.ledger import LedgerRetries
 from workers.maintenance import BrokerMaintenance
 from workers.metrics import JobMetrics
-from workers.middleware import FailedJobRecorder, LedgerRelayMiddleware, LogContext, SessionPerMessage
+from workers.middleware import (
+    DispatcherMiddleware,
+    FailedJobRecorder,
+    LedgerRelayMiddleware,
+    LogContext,
+    SessionPerMessage,
+)
 
 
 def build_broker(settings: Settings) -> RedisBroker:
@@ -52,6 +58,7 @@ def build_broker(settings: Settings) -> RedisBroker:
         LedgerRetries(max_retries=10, min_backoff=1_000, max_backoff=15 * 60 * 1000),
         SessionPerMessage(settings),
         LedgerRelayMiddleware(settings),
+        DispatcherMiddleware(settings),
         BrokerMaintenance(settings),
     ):
         broker.add_middleware(middleware)

@@ -86,6 +86,31 @@ def claim(session: Session, message_id: str) -> bool:
 finish = claim  # the same statement, run last by `claim_first=False` jobs
 
 
+def settle_failure(session: Session, *, message_id: str, queue: str, actor: str, args: list[Any],
+                   kwargs: dict[str, Any], options: dict[str, Any], created_ms: int, exception: BaseException,
+                   max_retries: int, min_backoff_ms: int, max_backoff_ms: int) -> str:
+    """A failed run of a job run without a Dramatiq message (the dispatcher's batches): its row
+    waits for the next try after the backoff, or — out of retries — fails with its `failed_jobs`
+    record. Returns "retry", "failed" or "finished" (the row had already finished)."""
+    row = session.execute(_FAILED_RUN, {"message_id": message_id, "error": _error_text(exception)}).first()
+    if row is None:
+        return "finished"
+    attempts = int(row[0])
+    if attempts > max_retries:
+        session.execute(_FAIL, {"message_id": message_id})
+        record = failed_job_row(message_id, queue, actor, args, kwargs, options, exception, created_ms,
+                                source="worker", attempts=attempts)
+        session.execute(insert(FailedJob).values(**record).on_conflict_do_nothing(index_elements=["message_id"]))
+        log.error("job.failed_permanently", actor=actor, attempts=attempts,
+                  exception=record["exception_type"], error=str(exception)[:500])
+        return "failed"
+    _, delay = compute_backoff(attempts - 1, factor=min_backoff_ms, max_backoff=max_backoff_ms)
+    session.execute(_WAIT, {"message_id": message_id, "error": None,
+                            "due_at": datetime.now(UTC) + timedelta(milliseconds=int(delay))})
+    log.info("job.retry_scheduled", actor=actor, attempt=attempts, delay_ms=int(delay))
+    return "retry"
+
+
 # --- failed runs ---------------------------------------------------------------------------------
 class Deferred(dramatiq.Retry):
     """A run that didn't start its work because a provider is known to be down (circuit open)."""

@@ -138,3 +138,33 @@ class LedgerRelayMiddleware(Middleware):
     def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         if self._relay is not None:
             self._relay.stop()
+
+
+class DispatcherMiddleware(Middleware):
+    """Runs the dispatcher thread (`workers/dispatcher.py`) in every worker process that serves the
+    `dispatch` queue, unless `DISPATCH_BATCHED` is off."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._dispatcher: Any = None
+
+    def after_worker_boot(self, broker: Broker, worker: Any) -> None:
+        from app.keys import QUEUE_DISPATCH
+        from workers.dispatcher import Dispatcher
+        from workers.metrics import JobMetrics
+
+        whitelist = getattr(worker, "consumer_whitelist", None)
+        if not self.settings.dispatch.batched or (whitelist and QUEUE_DISPATCH not in whitelist):
+            return
+        metrics = next((m for m in broker.middleware if isinstance(m, JobMetrics)), None)
+
+        def actor_options(name: str) -> dict[str, Any]:
+            return dict(broker.get_actor(name).options) if name in broker.actors else {}
+
+        self._dispatcher = Dispatcher(self.settings, actor_options=actor_options,
+                                      series=metrics._ensure_series() if metrics is not None else None)
+        self._dispatcher.start()
+
+    def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.stop()

@@ -16,6 +16,9 @@ Every worker process runs one; they cooperate through `FOR UPDATE SKIP LOCKED`. 
    older than `LEDGER_DONE_RETENTION` are deleted, a bounded batch at a time (a message delivered
    after that finds no row, which its claim reads as done).
 
+Rounds and bid checks are not handed over: the dispatchers run them in batches straight from the
+ledger (`workers/dispatcher.py`; unless `DISPATCH_BATCHED` is off).
+
 It sleeps on `LISTEN` (a trigger notifies when a row becomes waiting) until the next row is due,
 at most `OUTBOX_POLL_INTERVAL` s, so a new job is handed over within milliseconds and a job due
 later is handed over when due: no delayed message waits in Redis or in a worker's memory.
@@ -37,7 +40,7 @@ from dramatiq.common import dq_name
 from sqlalchemy import text
 
 from app.db import libpq_dsn
-from app.keys import OUTBOX_CHANNEL
+from app.keys import DISPATCH_CHANNEL, OUTBOX_CHANNEL
 from app.logging import get_logger
 from app.settings import Settings
 from workers.ledger import LEDGER_OPTION
@@ -51,12 +54,18 @@ EPOCH_KEY: Final = "__farm_epoch__"
 #: A relay that finds due rows all locked by other relays waits this long before looking again.
 BUSY_WAIT_S = 0.05
 
-_DUE = text("""
+#: The rows the dispatchers run themselves (`workers/dispatcher.py`), left alone while batching is on
+#: (the same predicate as migration 0008's partial index, so PostgreSQL uses it).
+_NOT_DISPATCH = "AND actor NOT IN ('dispatch.step', 'dispatch.check_bids')"
+
+_DUE_SQL = """
 SELECT id, message_id, queue, actor, args, kwargs, options, attempts FROM jobs
-WHERE state = 'waiting' AND due_at <= now()
+WHERE state = 'waiting' AND due_at <= now() {only}
 ORDER BY due_at LIMIT :limit
 FOR UPDATE SKIP LOCKED
-""")
+"""
+_DUE = text(_DUE_SQL.format(only=""))
+_DUE_NOT_DISPATCH = text(_DUE_SQL.format(only=_NOT_DISPATCH))
 
 _HANDED = text("""
 UPDATE jobs SET state = 'handed', handed_at = now(), lease_until = now() + make_interval(secs => :lease_s),
@@ -68,6 +77,7 @@ WHERE jobs.id = handed.id
 _OTHER_EPOCH = text("""
 UPDATE jobs SET state = 'waiting', due_at = now(), lease_until = NULL, redis_message_id = NULL
 WHERE id IN (SELECT id FROM jobs WHERE state = 'handed' AND epoch IS DISTINCT FROM :epoch
+               AND redis_message_id IS NOT NULL  -- a dispatcher's rows were never in Redis
              FOR UPDATE SKIP LOCKED)
 """)
 
@@ -93,7 +103,9 @@ DELETE FROM jobs WHERE id IN (
     ORDER BY finished_at LIMIT :limit FOR UPDATE SKIP LOCKED)
 """)
 
-_NEXT_DUE = text("SELECT EXTRACT(EPOCH FROM min(due_at) - now()) FROM jobs WHERE state = 'waiting'")
+_NEXT_DUE_SQL = "SELECT EXTRACT(EPOCH FROM min(due_at) - now()) FROM jobs WHERE state = 'waiting' {only}"
+_NEXT_DUE = text(_NEXT_DUE_SQL.format(only=""))
+_NEXT_DUE_NOT_DISPATCH = text(_NEXT_DUE_SQL.format(only=_NOT_DISPATCH))
 
 
 def build_message(row: Any) -> dramatiq.Message[Any]:
@@ -123,10 +135,11 @@ class RedisEpoch:
         return _text(value)
 
 
-def hand_over(broker: Broker, sessions: Any, *, epoch: str, batch_size: int, lease_s: float) -> int:
-    """Hand one batch of due jobs to Redis; returns how many."""
+def hand_over(broker: Broker, sessions: Any, *, epoch: str, batch_size: int, lease_s: float,
+              dispatchers: bool = False) -> int:
+    """Hand one batch of due jobs to Redis (with `dispatchers`, not theirs); returns how many."""
     with sessions.begin() as session:
-        rows = session.execute(_DUE, {"limit": batch_size}).all()
+        rows = session.execute(_DUE_NOT_DISPATCH if dispatchers else _DUE, {"limit": batch_size}).all()
         if not rows:
             return 0
         redis_ids = [broker.enqueue(build_message(row)).options["redis_message_id"] for row in rows]
@@ -169,9 +182,9 @@ def prune_done(sessions: Any, *, retention_s: float, limit: int) -> int:
         return int(session.execute(_PRUNE_DONE, {"retention_s": retention_s, "limit": limit}).rowcount or 0)
 
 
-def seconds_until_next_due(sessions: Any) -> float | None:
+def seconds_until_next_due(sessions: Any, *, dispatchers: bool = False) -> float | None:
     with sessions.begin() as session:
-        value = session.execute(_NEXT_DUE).scalar()
+        value = session.execute(_NEXT_DUE_NOT_DISPATCH if dispatchers else _NEXT_DUE).scalar()
     return None if value is None else float(value)
 
 
@@ -216,7 +229,7 @@ class LedgerRelay(threading.Thread):
         moved = 0
         while not self._stopping.is_set():
             count = hand_over(self.broker, self.sessions, epoch=epoch, batch_size=worker.relay_batch_size,
-                              lease_s=worker.ledger_lease_s)
+                              lease_s=worker.ledger_lease_s, dispatchers=self.settings.dispatch.batched)
             moved += count
             if count < worker.relay_batch_size:
                 break
@@ -242,7 +255,7 @@ class LedgerRelay(threading.Thread):
     def _pause(self) -> float:
         """How long to sleep before the next pass: until the next job is due, at most the poll interval."""
         interval = self.settings.worker.relay_poll_interval_s
-        due_in = seconds_until_next_due(self.sessions)
+        due_in = seconds_until_next_due(self.sessions, dispatchers=self.settings.dispatch.batched)
         if due_in is None:
             return interval
         return min(interval, max(BUSY_WAIT_S, due_in))
@@ -254,6 +267,8 @@ class LedgerRelay(threading.Thread):
                 with psycopg.connect(libpq_dsn(self.settings.db.unpooled_url), autocommit=True,
                                      connect_timeout=5) as listen_conn:
                     listen_conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
+                    if not self.settings.dispatch.batched:  # the dispatch jobs are the relay's too
+                        listen_conn.execute(f"LISTEN {DISPATCH_CHANNEL}")
                     log.info("ledger.relay_started")
                     pause = 0.0
                     while not self._stopping.is_set():

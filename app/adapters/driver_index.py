@@ -38,6 +38,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -144,6 +145,17 @@ return #stale
 """
 
 
+@dataclass(frozen=True)
+class NearbyQuery:
+    """One search of `DriverIndexReader.nearby_many`: around a pickup, within a radius, minus some."""
+
+    vehicle_type: str
+    lat: float
+    lng: float
+    radius_km: float
+    exclude: frozenset[uuid.UUID] = frozenset()
+
+
 def probe_radii(radius_km: float) -> list[float]:
     """The radii searched in turn: 1 km, then 3 times wider while short of the radius, then the radius."""
     radii: list[float] = []
@@ -245,17 +257,31 @@ class DriverIndexReader(_Layout):
 
         Only drivers seen at or after `seen_after` (epoch s), none of `exclude`.
         """
-        if limit <= 0 or radius_km <= 0 or not indexable(lat, lng):
-            return []
-        radii = probe_radii(radius_km)
-        count = limit + len(exclude) + max(8, limit // 2)  # a little over, for the filters
-        args: list[Any] = [repr(float(lng)), repr(float(lat)), limit, repr(float(seen_after)), count,
-                           len(radii), *(repr(r) for r in radii), *(str(d) for d in exclude)]
-        flat: Sequence[Any] = self._nearby(
-            keys=[self._keys.driver_geo(vehicle_type), self._keys.driver_seen(vehicle_type)], args=args
-        )
-        found = [(uuid.UUID(_text(flat[i])), float(_text(flat[i + 1]))) for i in range(0, len(flat), 2)]
-        return found[:limit]
+        return self.nearby_many([NearbyQuery(vehicle_type, lat, lng, radius_km, frozenset(exclude))],
+                                limit=limit, seen_after=seen_after)[0]
+
+    def nearby_many(self, queries: Sequence[NearbyQuery], *, limit: int, seen_after: float
+                    ) -> list[list[tuple[uuid.UUID, float]]]:
+        """`nearby` for many searches in one Redis round trip (a batch of dispatch rounds), in order."""
+        pipe = self._client.pipeline(transaction=False)
+        asked: list[int] = []
+        for i, query in enumerate(queries):
+            if limit <= 0 or query.radius_km <= 0 or not indexable(query.lat, query.lng):
+                continue
+            radii = probe_radii(query.radius_km)
+            count = limit + len(query.exclude) + max(8, limit // 2)  # a little over, for the filters
+            args: list[Any] = [repr(float(query.lng)), repr(float(query.lat)), limit, repr(float(seen_after)),
+                               count, len(radii), *(repr(r) for r in radii), *(str(d) for d in query.exclude)]
+            self._nearby(keys=[self._keys.driver_geo(query.vehicle_type),
+                               self._keys.driver_seen(query.vehicle_type)], args=args, client=pipe)
+            asked.append(i)
+        results: list[list[tuple[uuid.UUID, float]]] = [[] for _ in queries]
+        if not asked:
+            return results
+        for i, flat in zip(asked, pipe.execute(), strict=True):
+            found = [(uuid.UUID(_text(flat[j])), float(_text(flat[j + 1]))) for j in range(0, len(flat), 2)]
+            results[i] = found[:limit]
+        return results
 
     def place(self, driver_id: uuid.UUID, vehicle_type: str, lat: float, lng: float, seen_at: float,
               *, version: int | None = None) -> bool:

@@ -15,21 +15,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from app.adapters.driver_index import NearbyQuery
 from app.keys import QUEUE_DISPATCH, driver_room, ride_room
 from app.logging import get_logger
 from app.outbox import INSERT_JOB, add_job
 from app.services import ride_expiry
 from app.services.notifications import notify, ride_key
 from app.settings import DispatchSettings, TwilioSettings
-from models import Bid, BidStatus, Offer, Ride, RideStatus
+from models import Offer, Ride, RideStatus
 
 log = get_logger("dispatch")
 
@@ -66,44 +67,57 @@ def _offer_payload(ride: Any, distance_km: float, round_: int, expires_at: datet
     }
 
 
-# The round's claim: a compare-and-set on `dispatch_round` that also returns what the offers need
-# (and which drivers this ride was already offered, so widening never offers anyone twice).
-_CLAIM_ROUND = text("""
-UPDATE rides SET dispatch_round = :round, updated_at = :now
-WHERE id = :ride_id AND status = 'PENDING_BIDS'
-  AND (CASE WHEN :round = 0 THEN dispatch_round IS NULL ELSE dispatch_round = :round - 1 END)
-RETURNING vehicle_type, pickup_lat, pickup_lng, pickup_address, dropoff_lat, dropoff_lng,
-          dropoff_address,
+# The rounds' claim: a compare-and-set on `dispatch_round` of every ride of the batch that also
+# returns what the offers need (and which drivers the ride was already offered, so widening never
+# offers anyone twice). Rides are locked in id order, whoever else claims some of them.
+_CLAIM_ROUNDS = text("""
+UPDATE rides SET dispatch_round = v.round, updated_at = :now
+FROM (SELECT * FROM unnest(CAST(:ride_ids AS uuid[]), CAST(:rounds AS int[])) AS u(ride_id, round)
+      ORDER BY ride_id) AS v
+WHERE rides.id = v.ride_id AND rides.status = 'PENDING_BIDS'
+  AND (CASE WHEN v.round = 0 THEN rides.dispatch_round IS NULL ELSE rides.dispatch_round = v.round - 1 END)
+RETURNING rides.id, v.round, rides.vehicle_type, rides.pickup_lat, rides.pickup_lng, rides.pickup_address,
+          rides.dropoff_lat, rides.dropoff_lng, rides.dropoff_address,
           ARRAY(SELECT driver_id FROM offers WHERE offers.ride_id = rides.id) AS offered
 """)
 
-# Eligibility, the offers and the bid check's outbox row in one statement: the candidates come
-# from the GEO index nearest first; a driver must be online, free and not suspended.
-_OFFER_ROUND = text("""
+# Eligibility, the offers and the bid checks' ledger rows of the whole batch in one statement: each
+# ride's candidates come from the GEO index nearest first; a driver must be online, free and not
+# suspended; each ride gets its nearest `max_offers` eligible ones (a driver near two rides of the
+# batch is offered both, as two rounds run one after the other would).
+_OFFER_ROUNDS = text("""
 WITH candidate AS (
-    SELECT c.driver_id, c.distance_km, c.rank
-    FROM unnest(CAST(:driver_ids AS uuid[]), CAST(:distances AS float8[])) WITH ORDINALITY
-         AS c(driver_id, distance_km, rank)
+    SELECT c.ride_id, c.driver_id, c.distance_km, c.rank
+    FROM unnest(CAST(:cand_rides AS uuid[]), CAST(:cand_drivers AS uuid[]),
+                CAST(:cand_distances AS float8[]), CAST(:cand_ranks AS int[]))
+         AS c(ride_id, driver_id, distance_km, rank)
 ), chosen AS (
-    SELECT c.driver_id, c.distance_km, c.rank
-    FROM candidate c
-    JOIN drivers d ON d.user_id = c.driver_id
-    JOIN users u ON u.id = c.driver_id
-    WHERE d.availability = 'online' AND d.active_ride_id IS NULL AND u.is_active
-    ORDER BY c.rank
-    LIMIT :max_offers
+    SELECT ride_id, driver_id, distance_km, rank FROM (
+        SELECT c.ride_id, c.driver_id, c.distance_km, c.rank,
+               row_number() OVER (PARTITION BY c.ride_id ORDER BY c.rank) AS n
+        FROM candidate c
+        JOIN drivers d ON d.user_id = c.driver_id
+        JOIN users u ON u.id = c.driver_id
+        WHERE d.availability = 'online' AND d.active_ride_id IS NULL AND u.is_active
+    ) eligible
+    WHERE n <= :max_offers
+), claimed AS (
+    SELECT * FROM unnest(CAST(:ride_ids AS uuid[]), CAST(:rounds AS int[]), CAST(:message_ids AS uuid[]),
+                         CAST(:args AS text[])) AS r(ride_id, round, message_id, args)
 ), offered AS (
     INSERT INTO offers (ride_id, driver_id, round, distance_km, expires_at, created_at)
-    SELECT :ride_id, driver_id, :round, distance_km, :expires_at, :now
-    FROM chosen ORDER BY rank
+    SELECT c.ride_id, c.driver_id, r.round, c.distance_km, :expires_at, :now
+    FROM chosen c JOIN claimed r ON r.ride_id = c.ride_id
+    ORDER BY c.ride_id, c.rank
     ON CONFLICT (ride_id, driver_id) DO NOTHING
-    RETURNING driver_id, distance_km
+    RETURNING ride_id, driver_id, distance_km
 ), bid_check AS (
     """ + INSERT_JOB + """
-    VALUES (:message_id, :queue, 'dispatch.check_bids', CAST(:args AS jsonb), '{}'::jsonb, '{}'::jsonb,
-            :now, :check_due_at)
+    SELECT r.message_id, :queue, 'dispatch.check_bids', CAST(r.args AS jsonb), '{}'::jsonb, '{}'::jsonb,
+           :now, :check_due_at
+    FROM claimed r
 )
-SELECT driver_id, distance_km FROM offered
+SELECT ride_id, driver_id, distance_km FROM offered
 """)
 
 
@@ -119,54 +133,105 @@ class _RideForOffers:
     dropoff_address: str | None
 
 
+def _search(drivers: NearbyDrivers, queries: list[NearbyQuery], *, limit: int,
+            seen_after: float) -> list[list[tuple[uuid.UUID, float]]]:
+    """Every ride's candidates, in one round trip when the index can batch (the Redis one can)."""
+    many = getattr(drivers, "nearby_many", None)
+    if many is not None:
+        return list(many(queries, limit=limit, seen_after=seen_after))
+    return [drivers.nearby(q.vehicle_type, q.lat, q.lng, q.radius_km, limit=limit, seen_after=seen_after,
+                           exclude=set(q.exclude)) for q in queries]
+
+
 def step(session: Session, drivers: NearbyDrivers, settings: DispatchSettings, ride_id: uuid.UUID,
          round_: int, *, after_commit: Callable[[Callable[[], None]], None], emit: Emit,
          emit_many: EmitMany | None = None, now: datetime | None = None) -> StepResult:
-    """Run dispatch round `round_` for the ride (see the module docstring).
+    """Run dispatch round `round_` for the ride (see the module docstring): a batch of one."""
+    return step_many(session, drivers, settings, [(ride_id, round_)], after_commit=after_commit,
+                     emit=emit, emit_many=emit_many, now=now)[0]
 
-    The hot path of the farm: two SQL statements (claim; eligibility + offers + bid check), one
-    index search between them, and after commit one Redis pipeline for the round's offers.
+
+def step_many(session: Session, drivers: NearbyDrivers, settings: DispatchSettings,
+              rounds: Sequence[tuple[uuid.UUID, int]], *, after_commit: Callable[[Callable[[], None]], None],
+              emit: Emit, emit_many: EmitMany | None = None, now: datetime | None = None) -> list[StepResult]:
+    """Run many dispatch rounds `(ride_id, round)` together; one result per item, in order.
+
+    The hot path of the farm, the same for one ride or two hundred: two SQL statements (claim;
+    eligibility + offers + bid checks), one pipeline of index searches between them, and after
+    commit one Redis pipeline for every offer of the batch. A round that can't be claimed (done
+    already, the ride moved on) re-sends its open offers instead (see the module docstring).
     """
     now = now or datetime.now(UTC)
-    if not 0 <= round_ < len(settings.radii_km):
-        log.warning("dispatch.round_out_of_range", ride_id=str(ride_id), round=round_)
-        return StepResult(False, [])
-    claimed = session.execute(_CLAIM_ROUND, {"ride_id": ride_id, "round": round_, "now": now}).first()
-    if claimed is None:
-        _resend_open_offers(session, ride_id, round_, now, after_commit, emit)
-        return StepResult(False, [])
-    ride = _RideForOffers(ride_id, *claimed[:7])
-    already: list[uuid.UUID] = claimed[7]
+    results: list[StepResult] = [StepResult(False, [])] * len(rounds)
+    in_range = [i for i, (_, round_) in enumerate(rounds) if 0 <= round_ < len(settings.radii_km)]
+    for i in set(range(len(rounds))) - set(in_range):
+        log.warning("dispatch.round_out_of_range", ride_id=str(rounds[i][0]), round=rounds[i][1])
+    for wave in _waves(rounds, in_range):
+        done = _step_wave(session, drivers, settings, dict(rounds[i] for i in wave), now, after_commit,
+                          emit, emit_many)
+        for i in wave:
+            results[i] = done[rounds[i]]
+    return results
 
-    radius = settings.radii_km[round_]
-    candidates = drivers.nearby(
-        ride.vehicle_type, ride.pickup_lat, ride.pickup_lng, radius,
-        limit=settings.max_offers_per_round * 2,
-        seen_after=(now - timedelta(seconds=settings.driver_stale_after_s)).timestamp(),
-        exclude=set(already),
-    )
+
+AfterCommit = Callable[[Callable[[], None]], None]
+
+
+def _step_wave(session: Session, drivers: NearbyDrivers, settings: DispatchSettings,
+               wanted: dict[uuid.UUID, int], now: datetime, after_commit: AfterCommit,
+               emit: Emit, emit_many: EmitMany | None) -> dict[tuple[uuid.UUID, int], StepResult]:
+    results: dict[tuple[uuid.UUID, int], StepResult] = {}
+    claimed = session.execute(_CLAIM_ROUNDS, {
+        "ride_ids": list(wanted), "rounds": list(wanted.values()), "now": now}).all() if wanted else []
+    rides = [(_RideForOffers(row[0], *row[2:9]), int(row[1]), list(row[9])) for row in claimed]
+    for ride_id in set(wanted) - {ride.id for ride, _, _ in rides}:
+        _resend_open_offers(session, ride_id, wanted[ride_id], now, after_commit, emit)
+        results[(ride_id, wanted[ride_id])] = StepResult(False, [])
+
     expires_at = now + timedelta(seconds=settings.bid_window_s)
-    rows = session.execute(_OFFER_ROUND, {
-        "driver_ids": [d for d, _ in candidates], "distances": [round(km, 3) for _, km in candidates],
-        "max_offers": settings.max_offers_per_round, "ride_id": ride_id, "round": round_,
-        "expires_at": expires_at, "now": now, "message_id": uuid.uuid4(), "queue": QUEUE_DISPATCH,
-        "args": json.dumps([str(ride_id), round_]),
-        "check_due_at": expires_at,
-    }).all()
-    chosen = sorted(((driver_id, km) for driver_id, km in rows), key=lambda row: row[1])
-    payloads = [(d, _offer_payload(ride, km, round_, expires_at)) for d, km in chosen]
+    chosen: dict[uuid.UUID, list[tuple[uuid.UUID, float]]] = {ride.id: [] for ride, _, _ in rides}
+    if rides:
+        found = _search(drivers, [NearbyQuery(ride.vehicle_type, ride.pickup_lat, ride.pickup_lng,
+                                              settings.radii_km[round_], frozenset(already))
+                                  for ride, round_, already in rides],
+                        limit=settings.max_offers_per_round * 2,
+                        seen_after=(now - timedelta(seconds=settings.driver_stale_after_s)).timestamp())
+        candidates = [(ride.id, driver_id, round(km, 3), rank)
+                      for (ride, _, _), near in zip(rides, found, strict=True)
+                      for rank, (driver_id, km) in enumerate(near, start=1)]
+        for ride_id, driver_id, km in session.execute(_OFFER_ROUNDS, {
+            "cand_rides": [c[0] for c in candidates], "cand_drivers": [c[1] for c in candidates],
+            "cand_distances": [c[2] for c in candidates], "cand_ranks": [c[3] for c in candidates],
+            "max_offers": settings.max_offers_per_round, "expires_at": expires_at, "now": now,
+            "ride_ids": [ride.id for ride, _, _ in rides], "rounds": [r for _, r, _ in rides],
+            "message_ids": [uuid.uuid4() for _ in rides],
+            "args": [json.dumps([str(ride.id), r]) for ride, r, _ in rides],
+            "queue": QUEUE_DISPATCH, "check_due_at": expires_at,
+        }):
+            chosen[ride_id].append((driver_id, km))
+
+    events: list[tuple[str, dict[str, Any], str]] = []
+    for ride, round_, _ in rides:
+        offers = sorted(chosen[ride.id], key=lambda row: row[1])
+        events.extend(("ride:offer", _offer_payload(ride, km, round_, expires_at), driver_room(d))
+                      for d, km in offers)
+        results[(ride.id, round_)] = StepResult(True, [d for d, _ in offers])
+        log.debug("dispatch.round_started", ride_id=str(ride.id), round=round_,
+                  radius_km=settings.radii_km[round_], offered=len(offers))
 
     def send_offers() -> None:
         if emit_many is not None:
-            emit_many([("ride:offer", payload, driver_room(d)) for d, payload in payloads])
+            emit_many(events)
             return
-        for driver_id, payload in payloads:
-            emit("ride:offer", payload, driver_room(driver_id))
+        for event, payload, room in events:
+            emit(event, payload, room)
 
-    after_commit(send_offers)
-    log.info("dispatch.round_started", ride_id=str(ride_id), round=round_, radius_km=radius,
-             candidates=len(candidates), offered=len(chosen))
-    return StepResult(True, [d for d, _ in chosen])
+    if events:
+        after_commit(send_offers)
+    if rides:
+        log.info("dispatch.rounds_started", rides=len(rides), offers=len(events),
+                 **({"ride_id": str(rides[0][0].id), "round": rides[0][1]} if len(rides) == 1 else {}))
+    return results
 
 
 def _resend_open_offers(session: Session, ride_id: uuid.UUID, round_: int, now: datetime,
@@ -195,31 +260,74 @@ class CheckResult:
     bids: int = 0
 
 
+# The checks' claim for a batch: a compare-and-set on `checked_round` of each ride still waiting in
+# that round, with its live bids counted (and the lowest, for the customer's message).
+_CLAIM_CHECKS = text("""
+UPDATE rides SET checked_round = v.round, updated_at = :now
+FROM (SELECT * FROM unnest(CAST(:ride_ids AS uuid[]), CAST(:rounds AS int[])) AS u(ride_id, round)
+      ORDER BY ride_id) AS v
+WHERE rides.id = v.ride_id AND rides.status = 'PENDING_BIDS' AND rides.dispatch_round = v.round
+  AND (rides.checked_round IS NULL OR rides.checked_round < v.round)
+RETURNING rides.id, v.round, rides.customer_id,
+    (SELECT count(*) FROM bids WHERE bids.ride_id = rides.id AND bids.status = 'PENDING'),
+    (SELECT min(amount) FROM bids WHERE bids.ride_id = rides.id AND bids.status = 'PENDING'),
+    (SELECT min(currency) FROM bids WHERE bids.ride_id = rides.id AND bids.status = 'PENDING')
+""")
+
+
+def _waves(items: Sequence[tuple[uuid.UUID, int]], indices: Sequence[int]) -> list[list[int]]:
+    """The `indices` of `items` in waves that name each ride once, in order: a second job for a
+    ride runs after the first, as two messages would have."""
+    waves: list[tuple[set[uuid.UUID], list[int]]] = []
+    for i in indices:
+        ride_id = items[i][0]
+        wave = next((w for w in waves if ride_id not in w[0]), None)
+        if wave is None:
+            wave = (set(), [])
+            waves.append(wave)
+        wave[0].add(ride_id)
+        wave[1].append(i)
+    return [members for _, members in waves]
+
+
 def check_bids(session: Session, settings: DispatchSettings, ride_id: uuid.UUID, round_: int, *,
                after_commit: Callable[[Callable[[], None]], None], emit: Emit,
                now: datetime | None = None, twilio: TwilioSettings | None = None) -> CheckResult:
     """After round `round_`'s bid window: bids → tell the customer; none → widen or give up.
 
-    `twilio` picks the notifications' channel (none: the console channel).
+    `twilio` picks the notifications' channel (none: the console channel). A batch of one.
     """
-    now = now or datetime.now(UTC)
-    ride = session.execute(
-        update(Ride)
-        .where(Ride.id == ride_id, Ride.status == RideStatus.PENDING_BIDS, Ride.dispatch_round == round_,
-               (Ride.checked_round.is_(None)) | (Ride.checked_round < round_))
-        .values(checked_round=round_, updated_at=now)
-        .returning(Ride)
-    ).scalar_one_or_none()
-    if ride is None:
-        log.info("dispatch.check_skipped", ride_id=str(ride_id), round=round_)
-        return CheckResult("skipped")
+    return check_many(session, settings, [(ride_id, round_)], after_commit=after_commit, emit=emit,
+                      now=now, twilio=twilio)[0]
 
-    live_bids, lowest, currency = session.execute(
-        select(func.count(), func.min(Bid.amount), func.min(Bid.currency))
-        .where(Bid.ride_id == ride_id, Bid.status == BidStatus.PENDING)
-    ).one()
+
+def check_many(session: Session, settings: DispatchSettings, checks: Sequence[tuple[uuid.UUID, int]], *,
+               after_commit: Callable[[Callable[[], None]], None], emit: Emit,
+               now: datetime | None = None, twilio: TwilioSettings | None = None) -> list[CheckResult]:
+    """`check_bids` for many `(ride_id, round)`: one claim statement, then each ride's outcome."""
+    now = now or datetime.now(UTC)
+    results: list[CheckResult] = [CheckResult("skipped")] * len(checks)
+    for wave in _waves(checks, range(len(checks))):
+        claimed = session.execute(_CLAIM_CHECKS, {"ride_ids": [checks[i][0] for i in wave],
+                                                  "rounds": [checks[i][1] for i in wave], "now": now}).all()
+        outcomes = {(ride_id, int(round_)): _after_check(
+            session, settings, ride_id, int(round_), customer_id, int(live_bids), lowest, currency,
+            now=now, after_commit=after_commit, emit=emit, twilio=twilio)
+            for ride_id, round_, customer_id, live_bids, lowest, currency in claimed}
+        for i in wave:
+            if checks[i] in outcomes:
+                results[i] = outcomes[checks[i]]
+            else:
+                log.info("dispatch.check_skipped", ride_id=str(checks[i][0]), round=checks[i][1])
+    return results
+
+
+def _after_check(session: Session, settings: DispatchSettings, ride_id: uuid.UUID, round_: int,
+                 customer_id: uuid.UUID, live_bids: int, lowest: int | None, currency: str | None, *,
+                 now: datetime, after_commit: Callable[[Callable[[], None]], None], emit: Emit,
+                 twilio: TwilioSettings | None) -> CheckResult:
     if live_bids:
-        notify(session, user_id=ride.customer_id, template="bids_ready", settings=twilio,
+        notify(session, user_id=customer_id, template="bids_ready", settings=twilio,
                dedupe_key=ride_key(ride_id, "bids_ready", round_),
                params={"rideId": str(ride_id), "count": live_bids, "round": round_,
                        "lowestAmount": lowest, "currency": currency})
@@ -237,7 +345,7 @@ def check_bids(session: Session, settings: DispatchSettings, ride_id: uuid.UUID,
 
     ride_expiry.move_by_system(session, ride_id, RideStatus.PENDING_BIDS, RideStatus.NO_DRIVERS_AVAILABLE,
                                now=now, after_commit=after_commit, emit=emit)
-    notify(session, user_id=ride.customer_id, template="no_drivers", settings=twilio,
+    notify(session, user_id=customer_id, template="no_drivers", settings=twilio,
            dedupe_key=ride_key(ride_id, "no_drivers"), params={"rideId": str(ride_id)})
     log.info("dispatch.no_drivers", ride_id=str(ride_id), rounds=len(settings.radii_km))
     return CheckResult("no_drivers")
