@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, LiteralString, cast
+from typing import Any, LiteralString, TypeVar, cast
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -25,6 +25,8 @@ from app.logging import get_logger
 from app.settings import DatabaseSettings
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -76,6 +78,30 @@ class StatementPool:
 
         return await self._with_connection(run)
 
+    async def fetch_all(self, sql: LiteralString, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run `sql` (one idempotent statement that returns rows) and return them all."""
+
+        async def run(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchall()
+
+        return await self._with_connection(run)
+
+    async def fetch_all_in_transaction(
+        self, steps: Sequence[tuple[LiteralString, Mapping[str, Any]]]
+    ) -> list[tuple[Any, ...]]:
+        """`fetch_one_in_transaction`, returning every row of the last step."""
+        *before, (last_sql, last_params) = steps
+
+        async def run(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            async with conn.pipeline(), conn.transaction():
+                for sql, params in before:
+                    await conn.execute(sql, params)
+                cursor = await conn.execute(last_sql, last_params)
+                return await cursor.fetchall()
+
+        return await self._with_connection(run)
+
     async def fetch_one_in_transaction(
         self, steps: Sequence[tuple[LiteralString, Mapping[str, Any]]]
     ) -> tuple[Any, ...] | None:
@@ -93,9 +119,7 @@ class StatementPool:
 
         return await self._with_connection(run)
 
-    async def _with_connection(
-        self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[tuple[Any, ...] | None]]
-    ) -> tuple[Any, ...] | None:
+    async def _with_connection(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
         """`work` on a pooled connection; a connection that broke in use is retried once on a fresh
         one (the statements are idempotent); pool exhaustion or a second failure is a 503."""
         if not self._opened:

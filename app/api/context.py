@@ -20,6 +20,7 @@ from app.keys import RedisKeys
 from app.redis_conn import create_async_redis
 from app.services.access import AccessGate
 from app.services.auth import AuthService
+from app.services.ride_creation import RideWriter
 from app.settings import Settings
 from app.statements import StatementPool
 
@@ -40,6 +41,8 @@ class WebContext:
     publisher: AsyncPublisher
     mirror: AccessMirror
     driver_index: DriverIndex
+    #: `POST /rides` of this process, coalesced into multi-row statements on `statements`.
+    ride_writer: RideWriter
     _mirror_task: asyncio.Task[None] | None = None
     _stripe: StripeGateway | None = None
     #: Run first on close, while Redis is still open (the socket registry deregisters its server).
@@ -59,11 +62,12 @@ class WebContext:
         keys = RedisKeys(settings.redis)
         tokens = TokenStore(client, keys, settings.auth.user_cache_ttl_s)
         mirror = AccessMirror(client, tokens, keys.auth_changes_channel())
+        statements = StatementPool(settings.db)
         return cls(
             settings=settings,
             engine=engine,
             sessions=sessions,
-            statements=StatementPool(settings.db),
+            statements=statements,
             redis=client,
             keys=keys,
             tokens=tokens,
@@ -73,6 +77,7 @@ class WebContext:
             limiter=RateLimiter(client, keys),
             publisher=AsyncPublisher(settings.redis),
             driver_index=DriverIndex(client, keys),
+            ride_writer=RideWriter(statements, settings),
         )
 
     def start(self) -> None:

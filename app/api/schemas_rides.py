@@ -10,7 +10,8 @@ import msgspec
 
 from app.api.schemas import Request, Response, VehicleTypeName
 from app.services.bids import BidRequest
-from app.services.rides import Place, RideRequest, RideView
+from app.services.ride_creation import Place, RideRequest
+from app.services.rides import RideView
 from models import Bid, Region, RideEvent, RideStatus
 
 Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]

@@ -1,24 +1,20 @@
 """Rides as customers, drivers and admins see them: create, read, list, and move their status.
 
-Creating a ride writes the ride, its first history row, the booking confirmation and the
-`dispatch.step` job (outbox) in one autocommit statement and answers at once; the dispatch happens
-in the workers. With a cap on open rides (`OPEN_RIDES_PER_CUSTOMER`), that statement runs after a
-per-customer advisory lock in one pipelined transaction, and writes nothing past the cap (409
-`CONFLICT`, reason `OPEN_RIDE_LIMIT`).
+Creating a ride (`app.services.ride_creation`) writes the ride, its first history row, the booking
+confirmation and the `dispatch.step` job in one statement, shared with the other rides the web
+process receives meanwhile, and answers at once; the dispatch happens in the workers.
 """
 
 from __future__ import annotations
 
 import base64
-import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import msgspec
-import psycopg
 from sqlalchemy import CursorResult, Result, and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -26,46 +22,16 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.adapters.realtime import AsyncPublisher
 from app.db import AsyncUnitOfWork
 from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from app.keys import QUEUE_DISPATCH
 from app.logging import get_logger
-from app.outbox import INSERT_JOB
-from app.services import payments
+from app.services import payments, ride_creation
 from app.services.access import Principal
-from app.services.notifications import notification_ctes, notification_params, place, ride_key
-from app.services.phone_verification import require_verified_phone
+from app.services.ride_creation import RideRequest, RideWriter
 from app.services.ride_events import history_row, status_event, status_rooms
 from app.settings import Settings
-from app.statements import StatementPool, psycopg_named
-from models import Bid, Offer, PaymentMethod, Ride, RideEvent, RideStatus, VehicleType
+from models import Bid, Offer, Ride, RideEvent, RideStatus
 from models.ride_states import ADMIN, CUSTOMER, DRIVER, check_move
 
 log = get_logger("rides")
-
-EARTH_RADIUS_KM = 6371.0088
-
-
-def haversine_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lng2 - lng1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
-
-
-@dataclass(frozen=True)
-class Place:
-    lat: float
-    lng: float
-    address: str | None = None
-
-
-@dataclass(frozen=True)
-class RideRequest:
-    pickup: Place
-    dropoff: Place
-    vehicle_type: str
-    region: str
-    payment_method: str
-    notes: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,111 +42,11 @@ class RideView:
 
 
 # --- create ----------------------------------------------------------------------------------------
-#: The ride, its first history entry, its first dispatch job and the customer's booking confirmation
-#: (notification + its send job), in one statement: the hot path of `POST /rides` is one round trip
-#: (the rows' foreign keys are checked at the statement's end).
-# One statement, idempotent for its ride id: run again (a retry after a dropped connection), it
-# writes nothing — every other row hangs off the ride's insert or has its own unique key.
-_RIDE_COLUMNS: Final = """id, customer_id, region_code, vehicle_type, payment_method, pickup_lat,
-                       pickup_lng, pickup_address, dropoff_lat, dropoff_lng, dropoff_address, notes,
-                       distance_km, status, created_at, updated_at"""
-_RIDE_VALUES: Final = """:id, :customer_id, :region_code, :vehicle_type, :payment_method, :pickup_lat,
-            :pickup_lng, :pickup_address, :dropoff_lat, :dropoff_lng, :dropoff_address, :notes,
-            :distance_km, :status, :created_at, :updated_at"""
-#: A ride in one of these no longer counts against its customer's open-ride cap.
-_FINAL_SQL: Final = ", ".join(f"'{s.value}'" for s in (RideStatus.COMPLETED, RideStatus.CANCELLED,
-                                                       RideStatus.NO_DRIVERS_AVAILABLE))
-
-
-def _create_ride_sql(*, capped: bool) -> str:
-    """The statement; `capped`: the ride is written only while its customer has fewer than
-    `:open_ride_cap` open rides (run after `_OPEN_RIDES_LOCK`, in the same transaction)."""
-    if capped:
-        rows = (f"SELECT {_RIDE_VALUES}\n    WHERE (SELECT count(*) FROM rides"
-                f" WHERE customer_id = :customer_id AND status NOT IN ({_FINAL_SQL})) < :open_ride_cap")
-    else:
-        rows = f"VALUES ({_RIDE_VALUES})"
-    return """
-WITH ride AS (
-    INSERT INTO rides (""" + _RIDE_COLUMNS + """)
-    """ + rows + """
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id
-), history AS (
-    INSERT INTO ride_history (ride_id, from_status, to_status, actor_id, actor_role, at)
-    SELECT id, NULL, :status, :customer_id, :role, :created_at FROM ride
-),""" + notification_ctes("note") + """
-""" + INSERT_JOB + """
-SELECT :message_id, :queue, :actor, CAST(:args AS jsonb), '{}'::jsonb, '{}'::jsonb, :created_at, :created_at
-FROM ride
-RETURNING 1
-"""
-
-
-_CREATE_RIDE: Final = psycopg_named(_create_ride_sql(capped=False))
-_CREATE_CAPPED_RIDE: Final = psycopg_named(_create_ride_sql(capped=True))
-#: One customer's ride creations, one at a time (to the end of the transaction), so each counts
-#: the open rides the one before it committed: exactly the cap succeed, however many race.
-_OPEN_RIDES_LOCK: Final = psycopg_named("SELECT pg_advisory_xact_lock(hashtextextended(:lock_key, 0))")
-
-
-async def create_ride(statements: StatementPool, principal: Principal, request: RideRequest, *,
+async def create_ride(writer: RideWriter, principal: Principal, request: RideRequest, *,
                       settings: Settings) -> RideView:
-    """Store the ride as PENDING_BIDS with its history row, its booking confirmation and its
-    `dispatch.step` job — one autocommit statement, one round trip; the outbox relay does the rest."""
-    principal.require_role(CUSTOMER)
-    require_verified_phone(principal, settings)
-    now = datetime.now(UTC)
-    ride_id = uuid.uuid4()
-    values: dict[str, Any] = {
-        "id": ride_id,
-        "customer_id": principal.id,
-        "region_code": request.region,
-        "vehicle_type": request.vehicle_type,
-        "payment_method": request.payment_method,
-        "pickup_lat": request.pickup.lat,
-        "pickup_lng": request.pickup.lng,
-        "pickup_address": request.pickup.address,
-        "dropoff_lat": request.dropoff.lat,
-        "dropoff_lng": request.dropoff.lng,
-        "dropoff_address": request.dropoff.address,
-        "notes": request.notes,
-        "distance_km": round(haversine_km(request.pickup.lat, request.pickup.lng,
-                                          request.dropoff.lat, request.dropoff.lng), 3),
-        "status": RideStatus.PENDING_BIDS,
-        "created_at": now,
-        "updated_at": now,
-    }
-    job = {"message_id": uuid.uuid4(), "queue": QUEUE_DISPATCH, "actor": "dispatch.step",
-           "args": msgspec.json.encode([str(ride_id), 0]).decode(), "role": CUSTOMER}
-    note = notification_params(
-        "note", user_id=principal.id, template="booking_confirmed", settings=settings.twilio, now=now,
-        dedupe_key=ride_key(ride_id, "booking_confirmed"),
-        params={"rideId": str(ride_id), "vehicleType": request.vehicle_type,
-                "pickup": place(request.pickup.address, request.pickup.lat, request.pickup.lng)})
-    params = {**values, "status": RideStatus.PENDING_BIDS.value, **job, **note}
-    cap = settings.limits.open_rides_per_customer
-    try:
-        if cap:
-            created = await statements.fetch_one_in_transaction([
-                (_OPEN_RIDES_LOCK, {"lock_key": f"open-rides:{principal.id}"}),
-                (_CREATE_CAPPED_RIDE, {**params, "open_ride_cap": cap}),
-            ])
-            if created is None:
-                log.info("ride.open_ride_limit", customer_id=str(principal.id), limit=cap)
-                raise Conflict(f"You already have {cap} open rides; finish or cancel one first.",
-                               details={"reason": "OPEN_RIDE_LIMIT", "limit": cap})
-        else:
-            await statements.fetch_one(_CREATE_RIDE, params)
-    except psycopg.errors.ForeignKeyViolation as exc:
-        if "region" in str(exc):
-            raise ValidationFailed("Unknown region.", details={"region": "unknown region code"}) from exc
-        raise
-    ride = Ride(**{**values, "vehicle_type": VehicleType(request.vehicle_type),
-                   "payment_method": PaymentMethod(request.payment_method)})
-    log.info("ride.created", ride_id=str(ride_id), region=request.region, vehicle_type=request.vehicle_type)
-    event = RideEvent(ride_id=ride_id, from_status=None, to_status=RideStatus.PENDING_BIDS.value,
-                      actor_id=principal.id, actor_role=CUSTOMER, reason=None, at=now)
+    """Store the ride as PENDING_BIDS with its history row, booking confirmation and first round's
+    job, in a statement shared with the rides arriving meanwhile (`app.services.ride_creation`)."""
+    ride, event = await ride_creation.create_ride(writer, principal, request, settings=settings)
     return RideView(ride=ride, accepted_bid=None, history=[event])
 
 

@@ -41,7 +41,7 @@ class RideController(Controller):
         if data.payment_method == "card" and not web_context(state).settings.stripe.enabled:
             raise PaymentsDisabled()
         context = web_context(state)
-        return RideOut.of(await rides.create_ride(context.statements, principal, data.to_request(),
+        return RideOut.of(await rides.create_ride(context.ride_writer, principal, data.to_request(),
                                                   settings=context.settings))
 
     @get("/")

@@ -1,0 +1,274 @@
+"""`POST /rides`: the ride, its first history row, its booking confirmation and its first round.
+
+Every ride is four rows and two ledger jobs (the first `dispatch.step`; the confirmation's
+`notifications.send`), written by one statement. A web process under load receives many rides at
+once, so its `RideWriter` **coalesces** them: the rides that arrive while a statement is in flight
+are written together by the next one — one round trip, one commit, one statement to plan for all
+of them — and each request answers only once the statement holding its own ride has returned
+(autocommit: durable). Idle, a ride is written at once, alone. At most `RIDE_WRITE_BATCH` rides
+go in one statement, and at most `RIDE_WRITE_CONCURRENCY` statements of one process are in flight.
+
+The statement is idempotent for its ride ids (`ON CONFLICT (id) DO NOTHING`; the other rows hang
+off the ride's insert or have their own unique key), so the statement pool runs it once more after
+a dropped connection. A ride naming an unknown region is not written and its request alone gets
+the 400; a failed statement fails exactly the requests whose rides it held (nothing was written).
+
+With a cap on open rides (`OPEN_RIDES_PER_CUSTOMER`), the statement runs in a transaction after
+the advisory lock of each customer in it (taken in key order, so two statements can't deadlock):
+each ride is written only while its customer has fewer open rides than the cap, counting the ones
+earlier in the same statement, and the rest answer 409 `CONFLICT` (reason `OPEN_RIDE_LIMIT`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, LiteralString
+
+import msgspec
+
+from app.errors import Conflict, ValidationFailed
+from app.keys import QUEUE_DISPATCH, QUEUE_NOTIFICATIONS
+from app.logging import get_logger
+from app.outbox import INSERT_JOB
+from app.services.access import Principal
+from app.services.notifications import SEND_ACTOR, SKIPPED_UNVERIFIED, channels, place, render, ride_key
+from app.services.phone_verification import require_verified_phone
+from app.settings import Settings
+from app.statements import StatementPool, psycopg_named
+from models import PaymentMethod, Ride, RideEvent, RideStatus, VehicleType
+from models.ride_states import CUSTOMER
+
+log = get_logger("rides")
+
+EARTH_RADIUS_KM: Final = 6371.0088
+#: A ride in one of these no longer counts against its customer's open-ride cap.
+FINAL_STATUSES: Final = (RideStatus.COMPLETED, RideStatus.CANCELLED, RideStatus.NO_DRIVERS_AVAILABLE)
+_FINAL_SQL: Final = ", ".join(f"'{s.value}'" for s in FINAL_STATUSES)
+
+#: The per-ride columns, in the order `RideWriter` collects them: (name, PostgreSQL array type).
+_COLUMNS: Final = (
+    ("id", "uuid"), ("customer_id", "uuid"), ("region_code", "text"), ("vehicle_type", "text"),
+    ("payment_method", "text"), ("pickup_lat", "float8"), ("pickup_lng", "float8"),
+    ("pickup_address", "text"), ("dropoff_lat", "float8"), ("dropoff_lng", "float8"),
+    ("dropoff_address", "text"), ("notes", "text"), ("distance_km", "float8"), ("created_at", "timestamptz"),
+    ("message_id", "uuid"), ("args", "text"), ("note_id", "uuid"), ("dedupe_key", "text"),
+    ("note_params", "text"), ("body", "text"),
+)
+_NAMES: Final = tuple(name for name, _ in _COLUMNS)
+
+
+def _create_rides_sql(*, capped: bool) -> str:
+    unnest = ", ".join(f"CAST(:{name}s AS {kind}[])" for name, kind in _COLUMNS)
+    cap = f"""
+      AND (SELECT count(*) FROM rides WHERE rides.customer_id = i.customer_id
+           AND rides.status NOT IN ({_FINAL_SQL})) + i.nth <= :open_ride_cap""" if capped else ""
+    unverified = "(:verified_only AND u.phone_verified_at IS NULL)"
+    return f"""
+WITH input AS (
+    SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY ord) AS nth
+    FROM unnest({unnest}) WITH ORDINALITY AS i({", ".join(_NAMES)}, ord)
+), valid AS (
+    SELECT i.* FROM input i JOIN regions r ON r.code = i.region_code
+    WHERE true{cap}
+), ride AS (
+    INSERT INTO rides (id, customer_id, region_code, vehicle_type, payment_method, pickup_lat, pickup_lng,
+                       pickup_address, dropoff_lat, dropoff_lng, dropoff_address, notes, distance_km,
+                       status, created_at, updated_at)
+    SELECT id, customer_id, region_code, vehicle_type, payment_method, pickup_lat, pickup_lng,
+           pickup_address, dropoff_lat, dropoff_lng, dropoff_address, notes, distance_km,
+           :status, created_at, created_at
+    FROM valid ORDER BY ord
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), written AS (
+    SELECT v.* FROM valid v JOIN ride USING (id)
+), history AS (
+    INSERT INTO ride_history (ride_id, from_status, to_status, actor_id, actor_role, at)
+    SELECT id, NULL, :status, customer_id, :role, created_at FROM written
+), note AS (
+    INSERT INTO notifications (id, user_id, template, dedupe_key, params, channel, recipient, body,
+                               status, error_code, error_message, attempts, created_at, updated_at)
+    SELECT w.note_id, u.id, :template, w.dedupe_key, CAST(w.note_params AS jsonb),
+           CASE WHEN u.whatsapp_opt_in THEN :opt_in_channel ELSE :channel END,
+           u.phone, w.body, CASE WHEN {unverified} THEN 'skipped' ELSE 'queued' END,
+           CASE WHEN {unverified} THEN '{SKIPPED_UNVERIFIED}' END,
+           CASE WHEN {unverified} THEN 'not sent: the phone number is not verified' END,
+           0, w.created_at, w.created_at
+    FROM written w JOIN users u ON u.id = w.customer_id
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING id, status, created_at
+), note_job AS (
+    {INSERT_JOB}
+    SELECT gen_random_uuid(), :note_queue, :note_actor, jsonb_build_array(CAST(id AS text)),
+           '{{}}'::jsonb, '{{}}'::jsonb, created_at, created_at
+    FROM note WHERE status = 'queued'
+), step_job AS (
+    {INSERT_JOB}
+    SELECT message_id, :queue, 'dispatch.step', CAST(args AS jsonb), '{{}}'::jsonb, '{{}}'::jsonb,
+           created_at, created_at
+    FROM written
+)
+SELECT i.ord, r.code IS NOT NULL, EXISTS (SELECT 1 FROM valid v WHERE v.ord = i.ord)
+FROM input i LEFT JOIN regions r ON r.code = i.region_code
+"""
+
+
+_CREATE_RIDES: Final = psycopg_named(_create_rides_sql(capped=False))
+_CREATE_CAPPED_RIDES: Final = psycopg_named(_create_rides_sql(capped=True))
+#: Each customer's ride creations, one statement at a time (to the end of its transaction), so each
+#: counts the open rides the one before it committed: exactly the cap succeed, however many race.
+_OPEN_RIDES_LOCKS: Final = psycopg_named("""
+SELECT pg_advisory_xact_lock(hashtextextended(k, 0))
+FROM (SELECT DISTINCT k FROM unnest(CAST(:lock_keys AS text[])) AS k ORDER BY k) AS keys
+""")
+
+
+# --- coalescing ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    """What the statement did with one ride."""
+
+    region_known: bool
+    written: bool  # written now, or by an earlier run of the same statement (a retry)
+
+
+class RideWriter:
+    """Coalesces the ride creations of one web process into multi-row statements (module docstring)."""
+
+    def __init__(self, statements: StatementPool, settings: Settings) -> None:
+        self._statements = statements
+        self._settings = settings
+        self._max_batch = settings.web.ride_write_batch
+        self._max_in_flight = settings.web.ride_write_concurrency
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Outcome]]] = []
+        self._in_flight = 0
+        self.statements_run = 0  # for the benchmarks: rides per statement = rides / this
+        opt_in_channel, channel = channels(settings.twilio)
+        twilio = settings.twilio
+        self._constants = {
+            "status": RideStatus.PENDING_BIDS.value, "role": CUSTOMER, "template": "booking_confirmed",
+            "opt_in_channel": opt_in_channel, "channel": channel,
+            "verified_only": bool(twilio and twilio.verified_numbers_only),
+            "note_queue": QUEUE_NOTIFICATIONS, "note_actor": SEND_ACTOR, "queue": QUEUE_DISPATCH,
+        }
+
+    async def write(self, row: tuple[Any, ...]) -> Outcome:
+        """Write one ride (its `_COLUMNS` values) with whatever else is waiting; its outcome."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._pending.append((row, future))
+        self._start_statements()
+        return await future
+
+    def _start_statements(self) -> None:
+        while self._pending and self._in_flight < self._max_in_flight:
+            batch, self._pending = self._pending[:self._max_batch], self._pending[self._max_batch:]
+            self._in_flight += 1
+            asyncio.get_running_loop().create_task(self._run(batch))
+
+    async def _run(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Outcome]]]) -> None:
+        try:
+            outcomes = await self._execute([row for row, _ in batch])
+        except BaseException as error:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+        else:
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():  # a request cancelled meanwhile: its ride is written all the same
+                    future.set_result(outcome)
+        finally:
+            self._in_flight -= 1
+            self._start_statements()
+
+    async def _execute(self, rows: list[tuple[Any, ...]]) -> list[Outcome]:
+        params: dict[str, Any] = {f"{name}s": [row[i] for row in rows] for i, name in enumerate(_NAMES)}
+        params.update(self._constants)
+        cap = self._settings.limits.open_rides_per_customer
+        self.statements_run += 1
+        if cap:
+            sql: LiteralString = _CREATE_CAPPED_RIDES
+            result = await self._statements.fetch_all_in_transaction([
+                (_OPEN_RIDES_LOCKS, {"lock_keys": [f"open-rides:{row[1]}" for row in rows]}),
+                (sql, {**params, "open_ride_cap": cap}),
+            ])
+        else:
+            result = await self._statements.fetch_all(_CREATE_RIDES, params)
+        by_ord = {int(ord_): Outcome(bool(known), bool(written)) for ord_, known, written in result}
+        return [by_ord[i] for i in range(1, len(rows) + 1)]
+
+
+# --- the service ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Place:
+    lat: float
+    lng: float
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class RideRequest:
+    pickup: Place
+    dropoff: Place
+    vehicle_type: str
+    region: str
+    payment_method: str
+    notes: str | None = None
+
+
+def haversine_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lng2 - lng1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+def ride_row(ride_id: uuid.UUID, customer_id: uuid.UUID, request: RideRequest,
+             now: datetime) -> tuple[Any, ...]:
+    """The `_COLUMNS` values of one ride (with its first round's job and its confirmation)."""
+    pickup, dropoff = request.pickup, request.dropoff
+    note_params = {"rideId": str(ride_id), "vehicleType": request.vehicle_type,
+                   "pickup": place(pickup.address, pickup.lat, pickup.lng)}
+    return (
+        ride_id, customer_id, request.region, request.vehicle_type, request.payment_method,
+        pickup.lat, pickup.lng, pickup.address, dropoff.lat, dropoff.lng, dropoff.address, request.notes,
+        round(haversine_km(pickup.lat, pickup.lng, dropoff.lat, dropoff.lng), 3), now,
+        uuid.uuid4(), msgspec.json.encode([str(ride_id), 0]).decode(),
+        uuid.uuid4(), ride_key(ride_id, "booking_confirmed"), msgspec.json.encode(note_params).decode(),
+        render("booking_confirmed", note_params),
+    )
+
+
+async def create_ride(writer: RideWriter, principal: Principal, request: RideRequest, *,
+                      settings: Settings) -> tuple[Ride, RideEvent]:
+    """Store the ride as PENDING_BIDS (module docstring); the ride and its first history entry."""
+    principal.require_role(CUSTOMER)
+    require_verified_phone(principal, settings)
+    now = datetime.now(UTC)
+    ride_id = uuid.uuid4()
+    row = ride_row(ride_id, principal.id, request, now)
+    outcome = await writer.write(row)
+    if not outcome.region_known:
+        raise ValidationFailed("Unknown region.", details={"region": "unknown region code"})
+    if not outcome.written:
+        cap = settings.limits.open_rides_per_customer
+        log.info("ride.open_ride_limit", customer_id=str(principal.id), limit=cap)
+        raise Conflict(f"You already have {cap} open rides; finish or cancel one first.",
+                       details={"reason": "OPEN_RIDE_LIMIT", "limit": cap})
+    ride = Ride(id=ride_id, customer_id=principal.id, region_code=request.region,
+                vehicle_type=VehicleType(request.vehicle_type),
+                payment_method=PaymentMethod(request.payment_method),
+                pickup_lat=request.pickup.lat, pickup_lng=request.pickup.lng,
+                pickup_address=request.pickup.address, dropoff_lat=request.dropoff.lat,
+                dropoff_lng=request.dropoff.lng, dropoff_address=request.dropoff.address,
+                notes=request.notes, distance_km=row[12], status=RideStatus.PENDING_BIDS,
+                created_at=now, updated_at=now)
+    log.info("ride.created", ride_id=str(ride_id), region=request.region, vehicle_type=request.vehicle_type)
+    event = RideEvent(ride_id=ride_id, from_status=None, to_status=RideStatus.PENDING_BIDS.value,
+                      actor_id=principal.id, actor_role=CUSTOMER, reason=None, at=now)
+    return ride, event
