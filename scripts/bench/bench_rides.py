@@ -42,10 +42,12 @@ from scripts.bench.harness import (
     WorkerProcess,
     WrkResult,
     ensure_wrk,
+    find_py_spy,
     register_user,
     run_paced,
     run_wrk,
     say,
+    start_profiler,
 )
 from scripts.bench.measure import MachineCpu, load_average_text, print_table, split_cpus, verdict
 
@@ -111,14 +113,16 @@ class Phase:
 
 
 class RideCounts:
-    """Rides stored / dispatched (a round started) and outbox rows not yet relayed."""
+    """Rides stored / dispatched (a round started) and first rounds not run yet."""
 
     def __init__(self, dsn: str) -> None:
         self._conn = psycopg.connect(dsn, autocommit=True)
 
     def read(self) -> tuple[int, int, int]:
         total, dispatched = self._conn.execute("SELECT count(*), count(dispatch_round) FROM rides").fetchone()  # type: ignore[misc]
-        outbox = self._conn.execute("SELECT count(*) FROM jobs").fetchone()[0]  # type: ignore[index]
+        outbox = self._conn.execute(  # dispatch jobs not run yet (done rows stay in the ledger a while)
+            "SELECT count(*) FROM jobs WHERE actor = 'dispatch.step' AND state IN ('waiting', 'handed')"
+        ).fetchone()[0]  # type: ignore[index]
         return int(total), int(dispatched), int(outbox)
 
     def close(self) -> None:
@@ -137,6 +141,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-send-variant", action="store_true",
                         help="leave out the Redis-share runs (probe_web.py, outbox vs send())")
     parser.add_argument("--no-pin", action="store_true", help="let the OS place every process")
+    parser.add_argument("--profile", type=Path, metavar="PATH",
+                        help="py-spy the web process during the web-only wrk run (.svg, .txt or .json)")
     parser.add_argument("--fail-under-target", action="store_true")
     args = parser.parse_args(argv)
     if min(args.duration, args.connections, args.threads, args.paced_connections) < 1 or args.rate <= 0:
@@ -208,6 +214,12 @@ class Bench:
         web_cpu, worker_cpu = web.cpu_seconds(), worker.cpu_seconds() if worker else 0.0
         machine = MachineCpu()
         started = time.monotonic()
+        profiler = None
+        if phase.kind == "wrk" and self.args.profile and worker is None and not phase.probe:
+            py_spy = find_py_spy()
+            if py_spy is None:
+                raise BenchError("--profile needs py-spy: pip install --target /tmp/pyspy py-spy")
+            profiler = start_profiler(py_spy, web.pid, self.args.duration, self.args.profile)
         if phase.kind == "wrk":
             phase.wrk = run_wrk(self.wrk, url, SCRIPT, duration_s=self.args.duration,
                                 connections=self.args.connections, threads=self.args.threads,
@@ -222,6 +234,9 @@ class Bench:
             # The generator's warm-up and start-up ran inside the wall-clock window.
             elapsed = time.monotonic() - started
         phase.machine_busy_pct = machine.busy_percent()
+        if profiler is not None:
+            profiler.communicate(timeout=60)
+            say(f"profile of the web process: {self.args.profile}")
         phase.web_cpu_pct = (web.cpu_seconds() - web_cpu) / elapsed * 100
         if worker is not None:
             phase.worker_cpu_pct = (worker.cpu_seconds() - worker_cpu) / elapsed * 100
