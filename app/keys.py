@@ -22,9 +22,13 @@ WORKER_REGISTRY: Final = "__farm_workers__"
 OUTBOX_CHANNEL: Final = "farm_outbox"
 # ... and the one that wakes the dispatchers: a job of one of `DISPATCH_ACTORS` became waiting.
 DISPATCH_CHANNEL: Final = "farm_dispatch"
-# The jobs that the dispatchers (`workers/dispatcher.py`) run in batches straight from the ledger.
-# The same list is in migration 0008 (trigger and partial indexes) and `models.jobs`.
+# ... and the one that wakes the notification senders: a `notifications.send` became waiting.
+NOTIFICATIONS_CHANNEL: Final = "farm_notifications"
+# The jobs that the dispatchers (`workers/dispatcher.py`) and the notification senders
+# (`workers/notifier.py`) run in batches straight from the ledger; the relay hands over the rest.
+# The same lists are in migration 0008 (trigger and partial indexes) and `models.jobs`.
 DISPATCH_ACTORS: Final = ("dispatch.step", "dispatch.check_bids")
+NOTIFICATION_ACTORS: Final = ("notifications.send",)
 
 
 def user_room(user_id: object) -> str:

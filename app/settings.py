@@ -270,6 +270,13 @@ class NotificationSettings:
     lease_s: int = 60
     #: A `queued` row untouched this long (s) has lost its job (Redis restarted empty): re-enqueued.
     stuck_after_s: int = 600
+    #: Sends run in batches by each notifications worker's sender thread (`workers/notifier.py`),
+    #: straight from the ledger; off: one Dramatiq message per notification.
+    batched: bool = True
+    #: At most this many notifications per batch (one claim, one record statement) ...
+    batch_size: int = 100
+    #: ... sent this many at a time (threads of the sender; the Twilio SDK is blocking).
+    send_concurrency: int = 16
 
 
 @dataclass(frozen=True)
@@ -567,6 +574,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             max_attempts=src.positive("NOTIFY_MAX_ATTEMPTS", NotificationSettings.max_attempts),
             lease_s=src.positive("NOTIFY_LEASE", NotificationSettings.lease_s),
             stuck_after_s=src.positive("NOTIFY_STUCK_AFTER", NotificationSettings.stuck_after_s),
+            batched=src.flag("NOTIFY_BATCHED", NotificationSettings.batched),
+            batch_size=src.positive("NOTIFY_BATCH_SIZE", NotificationSettings.batch_size),
+            send_concurrency=src.positive("NOTIFY_SEND_CONCURRENCY", NotificationSettings.send_concurrency),
         ),
         limits=_limit_settings(src, env),
         phone=_phone_settings(src, phone_required),

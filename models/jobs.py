@@ -59,11 +59,14 @@ class Job(Base):
     __table_args__ = (
         CheckConstraint("state IN ('waiting', 'handed', 'done', 'failed')", name="state"),
         Index("ix_jobs_waiting_due_at", "due_at", postgresql_where=text("state = 'waiting'")),
-        # Rounds and bid checks (the dispatchers' rows) and everything else (the relay's): 0008.
+        # The dispatchers' rows, the notification senders' and everything else (the relay's): 0008.
         Index("ix_jobs_waiting_dispatch_due_at", "due_at", postgresql_where=text(
             "state = 'waiting' AND actor IN ('dispatch.step', 'dispatch.check_bids')")),
+        Index("ix_jobs_waiting_notifications_due_at", "due_at", postgresql_where=text(
+            "state = 'waiting' AND actor IN ('notifications.send')")),
         Index("ix_jobs_waiting_relay_due_at", "due_at", postgresql_where=text(
-            "state = 'waiting' AND actor NOT IN ('dispatch.step', 'dispatch.check_bids')")),
+            "state = 'waiting' AND actor NOT IN"
+            " ('dispatch.step', 'dispatch.check_bids', 'notifications.send')")),
         Index("ix_jobs_handed_lease_until", "lease_until", postgresql_where=text("state = 'handed'")),
         Index("ix_jobs_finished_at", "finished_at", postgresql_where=text("state = 'done'")),
         Index("uq_jobs_live_dedupe_key", "dedupe_key", unique=True,

@@ -26,7 +26,7 @@ from workers.ledger import LedgerRetries
 from workers.maintenance import BrokerMaintenance
 from workers.metrics import JobMetrics
 from workers.middleware import (
-    DispatcherMiddleware,
+    BatchesMiddleware,
     FailedJobRecorder,
     LedgerRelayMiddleware,
     LogContext,
@@ -58,7 +58,7 @@ def build_broker(settings: Settings) -> RedisBroker:
         LedgerRetries(max_retries=10, min_backoff=1_000, max_backoff=15 * 60 * 1000),
         SessionPerMessage(settings),
         LedgerRelayMiddleware(settings),
-        DispatcherMiddleware(settings),
+        BatchesMiddleware(settings),
         BrokerMaintenance(settings),
     ):
         broker.add_middleware(middleware)

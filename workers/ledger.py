@@ -111,6 +111,11 @@ def settle_failure(session: Session, *, message_id: str, queue: str, actor: str,
     return "retry"
 
 
+def defer(session: Session, message_id: str, *, due_at: datetime, reason: str) -> None:
+    """Back to waiting until `due_at` without spending an attempt (a provider's circuit is open)."""
+    session.execute(_WAIT, {"message_id": message_id, "error": reason, "due_at": due_at})
+
+
 # --- failed runs ---------------------------------------------------------------------------------
 class Deferred(dramatiq.Retry):
     """A run that didn't start its work because a provider is known to be down (circuit open)."""

@@ -140,31 +140,36 @@ class LedgerRelayMiddleware(Middleware):
             self._relay.stop()
 
 
-class DispatcherMiddleware(Middleware):
-    """Runs the dispatcher thread (`workers/dispatcher.py`) in every worker process that serves the
-    `dispatch` queue, unless `DISPATCH_BATCHED` is off."""
+class BatchesMiddleware(Middleware):
+    """Runs the batch threads (`workers/batches.py`) in every worker process that serves their
+    queue: the dispatcher (`dispatch`, unless `DISPATCH_BATCHED` is off) and the notification
+    sender (`notifications`, unless `NOTIFY_BATCHED` is off)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._dispatcher: Any = None
+        self._threads: list[Any] = []
 
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
-        from app.keys import QUEUE_DISPATCH
+        from app.keys import QUEUE_DISPATCH, QUEUE_NOTIFICATIONS
         from workers.dispatcher import Dispatcher
         from workers.metrics import JobMetrics
+        from workers.notifier import Notifier
 
         whitelist = getattr(worker, "consumer_whitelist", None)
-        if not self.settings.dispatch.batched or (whitelist and QUEUE_DISPATCH not in whitelist):
-            return
         metrics = next((m for m in broker.middleware if isinstance(m, JobMetrics)), None)
+        series = metrics._ensure_series() if metrics is not None else None
 
         def actor_options(name: str) -> dict[str, Any]:
             return dict(broker.get_actor(name).options) if name in broker.actors else {}
 
-        self._dispatcher = Dispatcher(self.settings, actor_options=actor_options,
-                                      series=metrics._ensure_series() if metrics is not None else None)
-        self._dispatcher.start()
+        for runner, queue, enabled in ((Dispatcher, QUEUE_DISPATCH, self.settings.dispatch.batched),
+                                       (Notifier, QUEUE_NOTIFICATIONS, self.settings.notifications.batched)):
+            if enabled and (not whitelist or queue in whitelist):
+                thread = runner(self.settings, actor_options=actor_options, series=series)
+                thread.start()
+                self._threads.append(thread)
 
     def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
-        if self._dispatcher is not None:
-            self._dispatcher.stop()
+        for thread in self._threads:
+            thread.stop()
+        self._threads.clear()

@@ -16,8 +16,8 @@ Every worker process runs one; they cooperate through `FOR UPDATE SKIP LOCKED`. 
    older than `LEDGER_DONE_RETENTION` are deleted, a bounded batch at a time (a message delivered
    after that finds no row, which its claim reads as done).
 
-Rounds and bid checks are not handed over: the dispatchers run them in batches straight from the
-ledger (`workers/dispatcher.py`; unless `DISPATCH_BATCHED` is off).
+Rounds, bid checks and notification sends are not handed over: batch threads run them straight
+from the ledger (`workers/batches.py`; unless `DISPATCH_BATCHED` / `NOTIFY_BATCHED` is off).
 
 It sleeps on `LISTEN` (a trigger notifies when a row becomes waiting) until the next row is due,
 at most `OUTBOX_POLL_INTERVAL` s, so a new job is handed over within milliseconds and a job due
@@ -26,6 +26,7 @@ later is handed over when due: no delayed message waits in Redis or in a worker'
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -37,12 +38,13 @@ import redis
 from dramatiq import Broker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 
 from app.db import libpq_dsn
-from app.keys import DISPATCH_CHANNEL, OUTBOX_CHANNEL
+from app.keys import DISPATCH_CHANNEL, NOTIFICATIONS_CHANNEL, OUTBOX_CHANNEL
 from app.logging import get_logger
 from app.settings import Settings
+from workers.batches import actors_sql, batched_actors
 from workers.ledger import LEDGER_OPTION
 
 log = get_logger("workers.relay")
@@ -54,18 +56,22 @@ EPOCH_KEY: Final = "__farm_epoch__"
 #: A relay that finds due rows all locked by other relays waits this long before looking again.
 BUSY_WAIT_S = 0.05
 
-#: The rows the dispatchers run themselves (`workers/dispatcher.py`), left alone while batching is on
-#: (the same predicate as migration 0008's partial index, so PostgreSQL uses it).
-_NOT_DISPATCH = "AND actor NOT IN ('dispatch.step', 'dispatch.check_bids')"
-
 _DUE_SQL = """
 SELECT id, message_id, queue, actor, args, kwargs, options, attempts FROM jobs
 WHERE state = 'waiting' AND due_at <= now() {only}
 ORDER BY due_at LIMIT :limit
 FOR UPDATE SKIP LOCKED
 """
-_DUE = text(_DUE_SQL.format(only=""))
-_DUE_NOT_DISPATCH = text(_DUE_SQL.format(only=_NOT_DISPATCH))
+_NEXT_DUE_SQL = "SELECT EXTRACT(EPOCH FROM min(due_at) - now()) FROM jobs WHERE state = 'waiting' {only}"
+
+
+@functools.cache
+def _statements(skip: tuple[str, ...]) -> tuple[TextClause, TextClause]:
+    """(due rows, seconds until the next is due), leaving out the rows of the actors in `skip` (the
+    ones batch threads run: `workers.batches`), with the predicate of migration 0008's index."""
+    only = f"AND {actors_sql(skip, negate=True)}" if skip else ""
+    return text(_DUE_SQL.format(only=only)), text(_NEXT_DUE_SQL.format(only=only))
+
 
 _HANDED = text("""
 UPDATE jobs SET state = 'handed', handed_at = now(), lease_until = now() + make_interval(secs => :lease_s),
@@ -103,10 +109,6 @@ DELETE FROM jobs WHERE id IN (
     ORDER BY finished_at LIMIT :limit FOR UPDATE SKIP LOCKED)
 """)
 
-_NEXT_DUE_SQL = "SELECT EXTRACT(EPOCH FROM min(due_at) - now()) FROM jobs WHERE state = 'waiting' {only}"
-_NEXT_DUE = text(_NEXT_DUE_SQL.format(only=""))
-_NEXT_DUE_NOT_DISPATCH = text(_NEXT_DUE_SQL.format(only=_NOT_DISPATCH))
-
 
 def build_message(row: Any) -> dramatiq.Message[Any]:
     """The Dramatiq message for a ledger row: its own message id, a fresh timestamp, its run count."""
@@ -136,10 +138,10 @@ class RedisEpoch:
 
 
 def hand_over(broker: Broker, sessions: Any, *, epoch: str, batch_size: int, lease_s: float,
-              dispatchers: bool = False) -> int:
-    """Hand one batch of due jobs to Redis (with `dispatchers`, not theirs); returns how many."""
+              skip: tuple[str, ...] = ()) -> int:
+    """Hand one batch of due jobs to Redis (not those of the actors in `skip`); returns how many."""
     with sessions.begin() as session:
-        rows = session.execute(_DUE_NOT_DISPATCH if dispatchers else _DUE, {"limit": batch_size}).all()
+        rows = session.execute(_statements(skip)[0], {"limit": batch_size}).all()
         if not rows:
             return 0
         redis_ids = [broker.enqueue(build_message(row)).options["redis_message_id"] for row in rows]
@@ -182,9 +184,9 @@ def prune_done(sessions: Any, *, retention_s: float, limit: int) -> int:
         return int(session.execute(_PRUNE_DONE, {"retention_s": retention_s, "limit": limit}).rowcount or 0)
 
 
-def seconds_until_next_due(sessions: Any, *, dispatchers: bool = False) -> float | None:
+def seconds_until_next_due(sessions: Any, *, skip: tuple[str, ...] = ()) -> float | None:
     with sessions.begin() as session:
-        value = session.execute(_NEXT_DUE_NOT_DISPATCH if dispatchers else _NEXT_DUE).scalar()
+        value = session.execute(_statements(skip)[1]).scalar()
     return None if value is None else float(value)
 
 
@@ -229,7 +231,7 @@ class LedgerRelay(threading.Thread):
         moved = 0
         while not self._stopping.is_set():
             count = hand_over(self.broker, self.sessions, epoch=epoch, batch_size=worker.relay_batch_size,
-                              lease_s=worker.ledger_lease_s, dispatchers=self.settings.dispatch.batched)
+                              lease_s=worker.ledger_lease_s, skip=batched_actors(self.settings))
             moved += count
             if count < worker.relay_batch_size:
                 break
@@ -255,7 +257,7 @@ class LedgerRelay(threading.Thread):
     def _pause(self) -> float:
         """How long to sleep before the next pass: until the next job is due, at most the poll interval."""
         interval = self.settings.worker.relay_poll_interval_s
-        due_in = seconds_until_next_due(self.sessions, dispatchers=self.settings.dispatch.batched)
+        due_in = seconds_until_next_due(self.sessions, skip=batched_actors(self.settings))
         if due_in is None:
             return interval
         return min(interval, max(BUSY_WAIT_S, due_in))
@@ -269,6 +271,8 @@ class LedgerRelay(threading.Thread):
                     listen_conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
                     if not self.settings.dispatch.batched:  # the dispatch jobs are the relay's too
                         listen_conn.execute(f"LISTEN {DISPATCH_CHANNEL}")
+                    if not self.settings.notifications.batched:  # and the notification sends
+                        listen_conn.execute(f"LISTEN {NOTIFICATIONS_CHANNEL}")
                     log.info("ledger.relay_started")
                     pause = 0.0
                     while not self._stopping.is_set():

@@ -19,6 +19,7 @@ send — which also stops a retry after a timeout whose message Twilio had in fa
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
@@ -43,8 +44,8 @@ _SECRET: Final = ",".join(sorted(SECRET_TEMPLATES))
 _CLAIM = text("""
 UPDATE notifications
 SET status = 'sending', attempts = attempts + 1, lease_until = :lease_until, updated_at = :now
-WHERE id = :id AND (status = 'queued' OR (status = 'sending' AND lease_until < :now))
-RETURNING channel, recipient, body, template, attempts
+WHERE id = ANY(CAST(:ids AS uuid[])) AND (status = 'queued' OR (status = 'sending' AND lease_until < :now))
+RETURNING id, channel, recipient, body, template, attempts
 """)
 
 # A status callback may have overtaken us (and moved the row on): keep what it recorded.
@@ -54,8 +55,9 @@ SET status = CASE WHEN status = 'sending' THEN 'sent' ELSE status END,
     body = CASE WHEN template = ANY(string_to_array(:secret_templates, ',')) THEN '[redacted]' ELSE body END,
     error_code = CASE WHEN status = 'sending' THEN NULL ELSE error_code END,
     error_message = CASE WHEN status = 'sending' THEN NULL ELSE error_message END,
-    provider_id = :provider_id, sent_at = COALESCE(sent_at, :now), lease_until = NULL, updated_at = :now
-WHERE id = :id
+    provider_id = sent.provider_id, sent_at = COALESCE(sent_at, :now), lease_until = NULL, updated_at = :now
+FROM unnest(CAST(:ids AS uuid[]), CAST(:provider_ids AS text[])) AS sent(id, provider_id)
+WHERE notifications.id = sent.id
 """)
 
 _GIVE_UP = text("""
@@ -77,59 +79,87 @@ def deliver(session: Session, senders: Senders, twilio: TwilioSettings, settings
             notification_id: uuid.UUID) -> Delivery:
     """Send one notification (see the module docstring) with a session that has not begun yet.
 
-    Each step is one compare-and-set statement that commits on its own (the session's connection
-    runs in autocommit): the claim is durable before the provider is called, whatever becomes of
-    the job afterwards, and a step costs one round trip (no BEGIN, no COMMIT). Raises
+    Raises `CircuitOpen` before the claim while Twilio is paused (no attempt is spent), and
     `ProviderError` (transient) after putting the row back to `queued`, so the job's retry policy
     tries again with backoff; returns `failed` for a permanent error or on the last attempt.
     """
-    circuit = senders.circuit
-    if circuit is not None:
-        circuit.guard()  # Twilio paused: `CircuitOpen` before the claim, so no attempt is spent
+    if senders.circuit is not None:
+        senders.circuit.guard()  # Twilio paused: `CircuitOpen` before the claim, so no attempt is spent
+    result = deliver_many(session, senders, twilio, settings, [notification_id])[notification_id]
+    if isinstance(result, ProviderError):
+        raise result
+    return result
+
+
+Sent = tuple[Any, "str | ProviderError"]
+
+
+def deliver_many(session: Session, senders: Senders, twilio: TwilioSettings, settings: NotificationSettings,
+                 notification_ids: Sequence[uuid.UUID], *,
+                 run_all: Callable[[Callable[[Any], Sent], list[Any]], Iterable[Sent]] = map,
+                 ) -> dict[uuid.UUID, Delivery | ProviderError]:
+    """Send many notifications: one claim statement, the sends through `run_all` (a thread pool's
+    `map` sends them concurrently), one statement recording every accepted one.
+
+    Each step commits on its own (the session's connection runs in autocommit): the claims are
+    durable before the provider is called, whatever becomes of the job afterwards. The caller
+    guards the circuit. Per notification: its `Delivery`, or the transient `ProviderError` after
+    which its row went back to `queued` (the job should retry with backoff).
+    """
     now = datetime.now(UTC)
     session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    claimed = session.execute(_CLAIM, {"id": notification_id, "now": now,
-                                       "lease_until": now + timedelta(seconds=settings.lease_s)}).first()
-    if claimed is None:
+    claimed = session.execute(_CLAIM, {"ids": list(notification_ids), "now": now,
+                                       "lease_until": now + timedelta(seconds=settings.lease_s)}).all()
+    results: dict[uuid.UUID, Delivery | ProviderError] = {i: Delivery("skipped") for i in notification_ids}
+    circuit = senders.circuit
+    if not claimed:
         if circuit is not None:
             circuit.succeeded_or_release()
-        log.info("notification.skipped", notification_id=str(notification_id))
-        return Delivery("skipped")
-    channel, recipient, body, template, attempts = claimed
-    status_callback = (callback_url(twilio.status_callback_url, notification_id)
-                       if channel != "console" and twilio.status_callback_url else None)
-    try:
-        sender = senders.for_channel(channel)
-        if sender is None:
-            raise ProviderError(f"The {channel} channel needs Twilio credentials.", transient=False,
-                                details={"code": "NOT_CONFIGURED"})
-        provider_id = sender.send(channel, recipient, body, status_callback=status_callback,
-                                  template=template)
-    except ProviderError as error:
-        if circuit is not None and channel != "console":
-            circuit.failed(error)
-        return _failed_send(session, settings, notification_id, channel, template, attempts, error)
-    except Exception as error:  # a bug in a sender: the row must not stay `sending`
-        if circuit is not None:
-            circuit.succeeded_or_release()
-        internal = ProviderError(repr(error)[:500], transient=True, details={"code": "INTERNAL"})
+        log.info("notification.skipped", count=len(notification_ids))
+        return results
+
+    def send(row: Any) -> Sent:
+        status_callback = (callback_url(twilio.status_callback_url, row.id)
+                           if row.channel != "console" and twilio.status_callback_url else None)
         try:
-            return _failed_send(session, settings, notification_id, channel, template, attempts, internal)
-        except ProviderError as again:
-            raise again from error
-    if circuit is not None and channel != "console":
-        circuit.succeeded()
-    session.execute(_SENT, {"id": notification_id, "provider_id": provider_id, "now": datetime.now(UTC),
-                            "secret_templates": _SECRET})
-    log.info("notification.sent", notification_id=str(notification_id), channel=channel,
-             template=template, provider_id=provider_id, attempt=attempts)
-    return Delivery("sent", provider_id)
+            sender = senders.for_channel(row.channel)
+            if sender is None:
+                raise ProviderError(f"The {row.channel} channel needs Twilio credentials.", transient=False,
+                                    details={"code": "NOT_CONFIGURED"})
+            return row, sender.send(row.channel, row.recipient, row.body, status_callback=status_callback,
+                                    template=row.template)
+        except ProviderError as error:
+            if circuit is not None and row.channel != "console":
+                circuit.failed(error)
+            return row, error
+        except Exception as error:  # a bug in a sender: the row must not stay `sending`
+            if circuit is not None:
+                circuit.succeeded_or_release()
+            return row, ProviderError(repr(error)[:500], transient=True, details={"code": "INTERNAL"})
+
+    outcomes = list(run_all(send, list(claimed)))
+    accepted = [(row, provider_id) for row, provider_id in outcomes if isinstance(provider_id, str)]
+    if accepted:
+        session.execute(_SENT, {"ids": [row.id for row, _ in accepted],
+                                "provider_ids": [provider_id for _, provider_id in accepted],
+                                "now": datetime.now(UTC), "secret_templates": _SECRET})
+    for row, provider_id in accepted:
+        if circuit is not None and row.channel != "console":
+            circuit.succeeded()
+        log.info("notification.sent", notification_id=str(row.id), channel=row.channel,
+                 template=row.template, provider_id=provider_id, attempt=row.attempts)
+        results[row.id] = Delivery("sent", provider_id)
+    for row, error in outcomes:
+        if isinstance(error, ProviderError):
+            results[row.id] = _failed_send(session, settings, row.id, row.channel, row.template,
+                                           row.attempts, error)
+    return results
 
 
 def _failed_send(session: Session, settings: NotificationSettings, notification_id: uuid.UUID, channel: str,
-                 template: str, attempts: int, error: ProviderError) -> Delivery:
-    """Back to `queued` and raise (the job retries with backoff) while attempts remain for a
-    transient error; `failed` otherwise. One log line either way."""
+                 template: str, attempts: int, error: ProviderError) -> Delivery | ProviderError:
+    """Back to `queued` (the error is returned: the job retries with backoff) while attempts remain
+    for a transient error; `failed` otherwise. One log line either way."""
     again = error.transient and attempts < settings.max_attempts
     _give_up(session, notification_id, error, status="queued" if again else "failed")
     fields = {"notification_id": str(notification_id), "channel": channel, "template": template,
@@ -137,7 +167,7 @@ def _failed_send(session: Session, settings: NotificationSettings, notification_
     error.logged = True
     if again:
         log.warning("notification.retrying", **fields)
-        raise error
+        return error
     log.error("notification.failed", **fields)
     return Delivery("failed")
 

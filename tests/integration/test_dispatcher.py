@@ -82,7 +82,7 @@ def test_a_batch_offers_every_ride_its_nearest_drivers_and_schedules_each_bid_ch
         queue_step(world, ride)
 
     # When one batch runs
-    batch = dispatcher(world, publisher).run_batch()
+    batch = dispatcher(world, publisher).dispatch_batch()
 
     # Then every round started and each ride was offered to all three, nearest first
     assert (batch.jobs, batch.rounds, batch.offers) == (12, 12, 36)
@@ -106,7 +106,7 @@ def test_a_step_delivered_twice_in_one_batch_acts_once(world: World, publisher: 
     queue_step(world, ride)
     queue_step(world, ride)  # a replay, or the reconciler, wrote it again
 
-    batch = dispatcher(world, publisher).run_batch()
+    batch = dispatcher(world, publisher).dispatch_batch()
 
     assert batch.rounds == 1 and world.offers(ride) == {driver: 0}
     assert states(world, "dispatch.step") == ["done", "done"]
@@ -134,7 +134,7 @@ def test_a_batch_of_checks_widens_tells_and_gives_up_each_ride_by_its_own_bids(
         session.execute(update(Job).where(Job.actor == "dispatch.check_bids", Job.state == "waiting")
                         .values(due_at=datetime.now(UTC) - timedelta(seconds=1)))
 
-    batch = dispatcher(world, publisher).run_batch()
+    batch = dispatcher(world, publisher).dispatch_batch()
 
     assert batch.checks == 3
     assert world.emits.rooms("bids:ready") == [f"ride:{with_bid}"]
@@ -156,7 +156,7 @@ def test_one_bad_job_fails_alone_and_the_rest_of_its_batch_is_dispatched(
         add_job(session, "dispatch.step", QUEUE_DISPATCH, "not-a-ride", 0)
     worker = dispatcher(world, publisher, max_retries=1)
 
-    worker.run_batch()
+    worker.dispatch_batch()
 
     assert world.offers(good) == {driver: 0}
     with world.db() as session:
@@ -167,7 +167,7 @@ def test_one_bad_job_fails_alone_and_the_rest_of_its_batch_is_dispatched(
     # Out of retries, it is failed and recorded for the CLI to replay
     with world.db.begin() as session:
         session.execute(update(Job).where(Job.id == bad.id).values(due_at=datetime.now(UTC)))
-    worker.run_batch()
+    worker.dispatch_batch()
     with world.db() as session:
         assert session.get_one(Job, bad.id).state == "failed"
         record = session.scalars(select(FailedJob).where(FailedJob.message_id == str(bad.message_id))).one()
@@ -186,13 +186,13 @@ def test_redis_unreachable_spends_no_retry_and_the_rides_wait_in_the_ledger(
     queue_step(world, ride)
 
     with pytest.raises(redis.ConnectionError):
-        dispatcher(world, publisher, index=DeadIndex()).run_batch()
+        dispatcher(world, publisher, index=DeadIndex()).dispatch_batch()
 
     with world.db() as session:
         job = session.scalars(select(Job).where(Job.actor == "dispatch.step")).one()
     assert (job.state, job.attempts) == ("waiting", 0)
     assert world.ride_row(ride).dispatch_round is None  # the claim rolled back with the batch
-    assert dispatcher(world, publisher).run_batch().rounds == 1  # and runs once Redis is back
+    assert dispatcher(world, publisher).dispatch_batch().rounds == 1  # and runs once Redis is back
 
 
 def test_offers_lost_after_the_commit_are_sent_again_when_the_lease_lapses(
@@ -204,7 +204,7 @@ def test_offers_lost_after_the_commit_are_sent_again_when_the_lease_lapses(
     queue_step(world, ride)
     publisher.fail_next = True
     with pytest.raises(redis.ConnectionError):
-        dispatcher(world, publisher).run_batch()
+        dispatcher(world, publisher).dispatch_batch()
     assert world.offers(ride) == {driver: 0} and world.emits.rooms("ride:offer") == []
     assert states(world, "dispatch.step") == ["handed"]
 
@@ -216,7 +216,7 @@ def test_offers_lost_after_the_commit_are_sent_again_when_the_lease_lapses(
     assert relay.check_leases(broker, world.db, lease_s=30) == (0, 1)  # type: ignore[arg-type]
 
     # Then the next batch re-sends the open offer, and the round is not run twice
-    batch = dispatcher(world, publisher).run_batch()
+    batch = dispatcher(world, publisher).dispatch_batch()
     assert batch.jobs == 1 and batch.rounds == 0
     assert world.emits.rooms("ride:offer") == [f"driver:{driver}"]
     assert world.offers(ride) == {driver: 0} and states(world, "dispatch.step") == ["done"]
@@ -232,7 +232,7 @@ def test_the_relay_leaves_the_dispatchers_rows_alone(world: World) -> None:
         options={"redis_message_id": str(uuid.uuid4())}))
 
     assert relay.hand_over(broker, world.db, epoch="e", batch_size=10, lease_s=30,  # type: ignore[arg-type]
-                           dispatchers=True) == 1
+                           skip=("dispatch.step", "dispatch.check_bids")) == 1
     assert [m.actor_name for m in sent] == ["tokens.cleanup"]
     assert states(world, "dispatch.step") == ["waiting"]
 
@@ -268,7 +268,7 @@ def test_a_batch_is_at_most_the_batch_size_and_the_rest_waits_for_the_next(
         queue_step(world, ride)
     worker = dispatcher(world, publisher, batch_size=2)
 
-    assert [worker.run_batch().jobs for _ in range(4)] == [2, 2, 1, 0]
+    assert [worker.dispatch_batch().jobs for _ in range(4)] == [2, 2, 1, 0]
     with world.db() as session:
         claimed = session.scalars(select(Ride.dispatch_round).where(Ride.id.in_(many_rides))).all()
         assert claimed == [0] * 5

@@ -1,10 +1,11 @@
-"""batched dispatch: its own wake-up channel and due-time indexes
+"""batched jobs: a wake-up channel and a due-time index for each runner of the ledger
 
 Rounds and bid checks (`dispatch.step`, `dispatch.check_bids`) are run in batches by the
-dispatchers straight from `jobs`; every other job is still handed to Redis by the relay. Each
-side gets a partial index of its waiting rows by due time (a backlog of bid checks due minutes
-from now must not slow the relay's "what is due next"), and the trigger wakes only the side
-whose job became waiting: `farm_dispatch` or `farm_outbox`.
+dispatchers, and `notifications.send` by the notification senders, straight from `jobs`; every
+other job is still handed to Redis by the relay. Each gets a partial index of its waiting rows by
+due time (a backlog of bid checks due minutes from now must not slow the relay's "what is due
+next"), and the trigger wakes only the one whose job became waiting: `farm_dispatch`,
+`farm_notifications` or `farm_outbox`.
 
 Revision ID: 0008
 Revises: 0007
@@ -22,12 +23,15 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 DISPATCH = "actor IN ('dispatch.step', 'dispatch.check_bids')"
-OTHERS = "actor NOT IN ('dispatch.step', 'dispatch.check_bids')"
+NOTIFICATIONS = "actor IN ('notifications.send')"
+OTHERS = "actor NOT IN ('dispatch.step', 'dispatch.check_bids', 'notifications.send')"
 
 
 def upgrade() -> None:
     op.create_index('ix_jobs_waiting_dispatch_due_at', 'jobs', ['due_at'], unique=False,
                     postgresql_where=sa.text(f"state = 'waiting' AND {DISPATCH}"))
+    op.create_index('ix_jobs_waiting_notifications_due_at', 'jobs', ['due_at'], unique=False,
+                    postgresql_where=sa.text(f"state = 'waiting' AND {NOTIFICATIONS}"))
     op.create_index('ix_jobs_waiting_relay_due_at', 'jobs', ['due_at'], unique=False,
                     postgresql_where=sa.text(f"state = 'waiting' AND {OTHERS}"))
     op.execute(f"""
@@ -35,6 +39,8 @@ def upgrade() -> None:
         BEGIN
             IF NEW.{DISPATCH} THEN
                 PERFORM pg_notify('farm_dispatch', '');
+            ELSIF NEW.{NOTIFICATIONS} THEN
+                PERFORM pg_notify('farm_notifications', '');
             ELSE
                 PERFORM pg_notify('farm_outbox', '');
             END IF;
@@ -54,4 +60,5 @@ def downgrade() -> None:
         DROP FUNCTION farm_jobs_notify();
     """)
     op.drop_index('ix_jobs_waiting_relay_due_at', table_name='jobs')
+    op.drop_index('ix_jobs_waiting_notifications_due_at', table_name='jobs')
     op.drop_index('ix_jobs_waiting_dispatch_due_at', table_name='jobs')
