@@ -8,8 +8,10 @@ PgBouncer (`DB_PGBOUNCER`, docs/operations.md). Every process logs its own figur
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
+from app.keys import QUEUE_DISPATCH, QUEUE_NOTIFICATIONS
 from app.logging import get_logger
 from app.settings import Settings
 
@@ -17,10 +19,20 @@ from app.settings import Settings
 MIGRATION_CONNECTIONS = 2
 
 
-def worker_pool_size(settings: Settings) -> int:
-    """A worker process's ORM pool: one connection per Dramatiq thread, plus the relay's passes and
-    the maintenance thread."""
-    return max(2, settings.worker.threads + 2)
+def batch_threads(settings: Settings, queues: Collection[str] | None = None) -> int:
+    """The batch threads (`workers/batches.py`) of one worker process serving `queues` (None: all)."""
+    dispatch = settings.dispatch.threads if settings.dispatch.batched else 0
+    notifications = 1 if settings.notifications.batched else 0
+    if queues is not None:
+        dispatch = dispatch if QUEUE_DISPATCH in queues else 0
+        notifications = notifications if QUEUE_NOTIFICATIONS in queues else 0
+    return dispatch + notifications
+
+
+def worker_pool_size(settings: Settings, queues: Collection[str] | None = None) -> int:
+    """A worker process's ORM pool: one connection per Dramatiq thread and per batch thread, plus
+    the relay's passes and the maintenance thread."""
+    return max(2, settings.worker.threads + batch_threads(settings, queues) + 2)
 
 
 @dataclass(frozen=True)
@@ -35,17 +47,20 @@ class ConnectionBudget:
         return sum(self.parts.values())
 
 
-def budget_of(process: str, settings: Settings) -> ConnectionBudget:
-    """`web`, `worker` (one `workers.run`, all its Dramatiq processes) or `clock`."""
+def budget_of(process: str, settings: Settings, queues: Collection[str] | None = None) -> ConnectionBudget:
+    """`web`, `worker` (one `workers.run` serving `queues`, None: all; all its Dramatiq processes)
+    or `clock`."""
     db = settings.db
     if process == "web":
         return ConnectionBudget(process, {"orm pool": db.pool_size, "orm overflow": db.max_overflow,
                                           "statement pool": db.statement_pool_size})
     if process == "worker":
         processes = settings.worker.processes
-        return ConnectionBudget(process, {"orm pool": worker_pool_size(settings) * processes,
+        return ConnectionBudget(process, {"orm pool": worker_pool_size(settings, queues) * processes,
                                           "orm overflow": db.max_overflow * processes,
-                                          "relay listen": processes})
+                                          "relay listen": processes,
+                                          "batch threads listen": batch_threads(settings, queues)
+                                          * processes})
     if process == "clock":
         return ConnectionBudget(process, {"orm pool": 1, "orm overflow": db.max_overflow})
     raise ValueError(f"no connection budget for a {process!r} process")

@@ -186,6 +186,8 @@ class DispatchSettings:
     batched: bool = True
     #: At most this many due rounds and bid checks per batch (one transaction, one GEO pipeline).
     batch_size: int = 200
+    #: Dispatcher threads per worker process: while one waits on PostgreSQL or Redis, another runs.
+    threads: int = 2
 
 
 @dataclass(frozen=True)
@@ -689,6 +691,7 @@ def _dispatch_settings(src: _Source, radii: tuple[float, ...]) -> DispatchSettin
         accept_window_s=src.positive("DISPATCH_ACCEPT_WINDOW", DispatchSettings.accept_window_s),
         batched=src.flag("DISPATCH_BATCHED", DispatchSettings.batched),
         batch_size=src.positive("DISPATCH_BATCH_SIZE", DispatchSettings.batch_size),
+        threads=src.positive("DISPATCH_THREADS", DispatchSettings.threads),
     )
     if dispatch.driver_prune_after_s <= dispatch.driver_stale_after_s:
         raise SettingsError(f"DRIVER_PRUNE_AFTER ({dispatch.driver_prune_after_s}) must be longer than "

@@ -162,12 +162,15 @@ class BatchesMiddleware(Middleware):
         def actor_options(name: str) -> dict[str, Any]:
             return dict(broker.get_actor(name).options) if name in broker.actors else {}
 
-        for runner, queue, enabled in ((Dispatcher, QUEUE_DISPATCH, self.settings.dispatch.batched),
-                                       (Notifier, QUEUE_NOTIFICATIONS, self.settings.notifications.batched)):
+        dispatch, notifications = self.settings.dispatch, self.settings.notifications
+        runners = ((Dispatcher, QUEUE_DISPATCH, dispatch.batched, dispatch.threads),
+                   (Notifier, QUEUE_NOTIFICATIONS, notifications.batched, 1))
+        for runner, queue, enabled, count in runners:
             if enabled and (not whitelist or queue in whitelist):
-                thread = runner(self.settings, actor_options=actor_options, series=series)
-                thread.start()
-                self._threads.append(thread)
+                for _ in range(count):
+                    thread = runner(self.settings, actor_options=actor_options, series=series)
+                    thread.start()
+                    self._threads.append(thread)
 
     def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         for thread in self._threads:

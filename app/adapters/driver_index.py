@@ -260,9 +260,10 @@ class DriverIndexReader(_Layout):
         return self.nearby_many([NearbyQuery(vehicle_type, lat, lng, radius_km, frozenset(exclude))],
                                 limit=limit, seen_after=seen_after)[0]
 
-    def nearby_many(self, queries: Sequence[NearbyQuery], *, limit: int, seen_after: float
-                    ) -> list[list[tuple[uuid.UUID, float]]]:
-        """`nearby` for many searches in one Redis round trip (a batch of dispatch rounds), in order."""
+    def nearby_many(self, queries: Sequence[NearbyQuery], *, limit: int, seen_after: float,
+                    as_text: bool = False) -> list[list[Any]]:
+        """`nearby` for many searches in one Redis round trip (a batch of dispatch rounds), in order;
+        `as_text`: each `(driver_id, distance_km)` as the text Redis answered (nothing parsed)."""
         pipe = self._client.pipeline(transaction=False)
         asked: list[int] = []
         for i, query in enumerate(queries):
@@ -275,12 +276,12 @@ class DriverIndexReader(_Layout):
             self._nearby(keys=[self._keys.driver_geo(query.vehicle_type),
                                self._keys.driver_seen(query.vehicle_type)], args=args, client=pipe)
             asked.append(i)
-        results: list[list[tuple[uuid.UUID, float]]] = [[] for _ in queries]
+        results: list[list[Any]] = [[] for _ in queries]
         if not asked:
             return results
         for i, flat in zip(asked, pipe.execute(), strict=True):
-            found = [(uuid.UUID(_text(flat[j])), float(_text(flat[j + 1]))) for j in range(0, len(flat), 2)]
-            results[i] = found[:limit]
+            pairs = [(_text(flat[j]), _text(flat[j + 1])) for j in range(0, min(len(flat), 2 * limit), 2)]
+            results[i] = pairs if as_text else [(uuid.UUID(d), float(km)) for d, km in pairs]
         return results
 
     def place(self, driver_id: uuid.UUID, vehicle_type: str, lat: float, lng: float, seen_at: float,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -87,7 +87,8 @@ RETURNING rides.id, v.round, rides.vehicle_type, rides.pickup_lat, rides.pickup_
 # batch is offered both, as two rounds run one after the other would).
 _OFFER_ROUNDS = text("""
 WITH candidate AS (
-    SELECT c.ride_id, c.driver_id, c.distance_km, c.rank
+    SELECT c.ride_id, c.driver_id, c.rank,
+           CAST(round(CAST(c.distance_km AS numeric), 3) AS float8) AS distance_km
     FROM unnest(CAST(:cand_rides AS uuid[]), CAST(:cand_drivers AS uuid[]),
                 CAST(:cand_distances AS float8[]), CAST(:cand_ranks AS int[]))
          AS c(ride_id, driver_id, distance_km, rank)
@@ -133,14 +134,23 @@ class _RideForOffers:
     dropoff_address: str | None
 
 
+def _array(values: Iterable[object]) -> str:
+    """A PostgreSQL array literal of uuids or numbers (their text has no quotes, commas or braces):
+    thousands of candidates in one parameter, without dumping each element on its own."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
 def _search(drivers: NearbyDrivers, queries: list[NearbyQuery], *, limit: int,
-            seen_after: float) -> list[list[tuple[uuid.UUID, float]]]:
-    """Every ride's candidates, in one round trip when the index can batch (the Redis one can)."""
+            seen_after: float) -> list[list[tuple[str, str]]]:
+    """Every ride's candidates as text `(driver id, km)`, as Redis answers them (they go straight
+    into the offers statement), in one round trip when the index can batch (the Redis one can)."""
     many = getattr(drivers, "nearby_many", None)
     if many is not None:
-        return list(many(queries, limit=limit, seen_after=seen_after))
-    return [drivers.nearby(q.vehicle_type, q.lat, q.lng, q.radius_km, limit=limit, seen_after=seen_after,
-                           exclude=set(q.exclude)) for q in queries]
+        return list(many(queries, limit=limit, seen_after=seen_after, as_text=True))
+    return [[(str(d), repr(km)) for d, km in drivers.nearby(q.vehicle_type, q.lat, q.lng, q.radius_km,
+                                                            limit=limit, seen_after=seen_after,
+                                                            exclude=set(q.exclude))]
+            for q in queries]
 
 
 def step(session: Session, drivers: NearbyDrivers, settings: DispatchSettings, ride_id: uuid.UUID,
@@ -196,40 +206,46 @@ def _step_wave(session: Session, drivers: NearbyDrivers, settings: DispatchSetti
                                   for ride, round_, already in rides],
                         limit=settings.max_offers_per_round * 2,
                         seen_after=(now - timedelta(seconds=settings.driver_stale_after_s)).timestamp())
-        candidates = [(ride.id, driver_id, round(km, 3), rank)
+        candidates = [(ride_text, driver_id, km, rank)
                       for (ride, _, _), near in zip(rides, found, strict=True)
+                      for ride_text in (str(ride.id),)
                       for rank, (driver_id, km) in enumerate(near, start=1)]
         for ride_id, driver_id, km in session.execute(_OFFER_ROUNDS, {
-            "cand_rides": [c[0] for c in candidates], "cand_drivers": [c[1] for c in candidates],
-            "cand_distances": [c[2] for c in candidates], "cand_ranks": [c[3] for c in candidates],
+            "cand_rides": _array(c[0] for c in candidates),
+            "cand_drivers": _array(c[1] for c in candidates),
+            "cand_distances": _array(c[2] for c in candidates),
+            "cand_ranks": _array(c[3] for c in candidates),
             "max_offers": settings.max_offers_per_round, "expires_at": expires_at, "now": now,
             "ride_ids": [ride.id for ride, _, _ in rides], "rounds": [r for _, r, _ in rides],
             "message_ids": [uuid.uuid4() for _ in rides],
             "args": [json.dumps([str(ride.id), r]) for ride, r, _ in rides],
             "queue": QUEUE_DISPATCH, "check_due_at": expires_at,
-        }):
+        }).all():
             chosen[ride_id].append((driver_id, km))
 
-    events: list[tuple[str, dict[str, Any], str]] = []
+    rounds: list[tuple[dict[str, Any], list[tuple[uuid.UUID, float]]]] = []
     for ride, round_, _ in rides:
         offers = sorted(chosen[ride.id], key=lambda row: row[1])
-        events.extend(("ride:offer", _offer_payload(ride, km, round_, expires_at), driver_room(d))
-                      for d, km in offers)
+        rounds.append((_offer_payload(ride, 0.0, round_, expires_at), offers))
         results[(ride.id, round_)] = StepResult(True, [d for d, _ in offers])
         log.debug("dispatch.round_started", ride_id=str(ride.id), round=round_,
                   radius_km=settings.radii_km[round_], offered=len(offers))
 
     def send_offers() -> None:
+        at = _iso(datetime.now(UTC))  # one `at` for the batch's offers: they are sent together
+        events = [("ride:offer", {**base, "distanceKm": km, "at": at}, driver_room(driver_id))
+                  for base, offers in rounds for driver_id, km in offers]
         if emit_many is not None:
             emit_many(events)
             return
         for event, payload, room in events:
             emit(event, payload, room)
 
-    if events:
+    offered = sum(len(offers) for _, offers in rounds)
+    if offered:
         after_commit(send_offers)
     if rides:
-        log.info("dispatch.rounds_started", rides=len(rides), offers=len(events),
+        log.info("dispatch.rounds_started", rides=len(rides), offers=offered,
                  **({"ride_id": str(rides[0][0].id), "round": rides[0][1]} if len(rides) == 1 else {}))
     return results
 

@@ -8,10 +8,12 @@ On a private database, Redis prefix and Dramatiq namespace:
 1. seeds `--drivers` online drivers spread uniformly over a 40 x 40 km box (~62 per km² at 100k,
    as in PERFORMANCE-NOTES): `users` + `drivers` rows with COPY, and the GEO index with
    `DriverIndexReader.place_many`; all drivers have one vehicle type, so one GEO key holds them all;
-2. stores `--steps` rides (PENDING_BIDS, pickups uniform over the box) and enqueues one
-   `dispatch.step(ride, 0)` message per ride on the `dispatch` queue (the message the outbox relay
-   would send), then starts ONE worker as the Procfile does (`python -m workers.run`,
-   WORKER_PROCESSES=1, other worker settings as configured) and times the drain: steps/s from the
+2. stores `--steps` rides (PENDING_BIDS, pickups uniform over the box) and writes one
+   `dispatch.step(ride, 0)` ledger row per ride (what `POST /rides` writes; the worker's dispatcher
+   runs them in batches of DISPATCH_BATCH_SIZE, or, with `--worker-env DISPATCH_BATCHED=0`, its
+   relay hands each to Redis as one Dramatiq message), then starts ONE worker as the Procfile
+   does (`python -m workers.run`, WORKER_PROCESSES=1, other worker settings as configured) and
+   times the drain: steps/s from the
    rides' `updated_at` (stamped by each step as it claims the round), first to last;
 3. runs `--inline-steps` more steps in this process in a tight loop — the service, its session and
    commit, the index search and the emits exactly as the job runs them, without Dramatiq — timing
@@ -44,10 +46,8 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import dramatiq
 import psycopg
 import redis
-from dramatiq.brokers.redis import RedisBroker
 
 from app.adapters.driver_index import DriverIndexReader
 from app.adapters.realtime import Publisher
@@ -155,17 +155,16 @@ def seed_rides(dsn: str, customer: uuid.UUID, count: int, rng: random.Random) ->
     return ids
 
 
-def enqueue_steps(settings: Settings, ride_ids: list[uuid.UUID]) -> None:
-    """One `dispatch.step(ride, 0)` message per ride: the message the outbox relay would enqueue."""
-    client = redis.Redis.from_url(settings.redis.url)
-    broker = RedisBroker(client=client, namespace=settings.redis.dramatiq_namespace, middleware=[])
-    broker.declare_queue(QUEUE_DISPATCH)
-    try:
-        for ride_id in ride_ids:
-            broker.enqueue(dramatiq.Message(queue_name=QUEUE_DISPATCH, actor_name="dispatch.step",
-                                            args=(str(ride_id), 0), kwargs={}, options={}))
-    finally:
-        client.close()
+def enqueue_steps(settings: Settings, dsn: str, ride_ids: list[uuid.UUID]) -> None:
+    """One `dispatch.step(ride, 0)` ledger row per ride, as `POST /rides` writes it. The worker's
+    dispatcher runs them in batches; with `--per-message` (DISPATCH_BATCHED=0) its relay hands each
+    to Redis as its own Dramatiq message instead."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO jobs (message_id, queue, actor, args, kwargs, options, created_at, due_at) "
+            "SELECT gen_random_uuid(), %s, 'dispatch.step', jsonb_build_array(CAST(r AS text), 0), "
+            "'{}', '{}', now(), now() FROM unnest(CAST(%s AS uuid[])) AS r",
+            (QUEUE_DISPATCH, ride_ids))
 
 
 # --- the worker drain -----------------------------------------------------------------------------------
@@ -414,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"storing {args.steps:,} + {args.inline_steps:,} rides, enqueueing {args.steps:,} dispatch.step")
         worker_rides = seed_rides(stack.libpq_dsn, worker_customer, args.steps, rng)
         inline_rides = seed_rides(stack.libpq_dsn, inline_customer, args.inline_steps, rng)
-        enqueue_steps(settings, worker_rides)
+        enqueue_steps(settings, stack.libpq_dsn, worker_rides)
         seed_s = time.monotonic() - seeding
         load = load_average_text()
         say("starting one worker and timing the drain")

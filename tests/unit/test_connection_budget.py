@@ -18,8 +18,14 @@ def test_each_process_counts_every_pool_it_opens() -> None:
                               "WORKER_THREADS": "3", "WORKER_PROCESSES": "2"}, env_file=NO_FILE)
 
     assert budget_of("web", settings).total == 6 + 2 + 4
-    # per Dramatiq process: a connection per thread + 2, the overflow, and the relay's LISTEN
-    assert budget_of("worker", settings).parts == {"orm pool": 10, "orm overflow": 4, "relay listen": 2}
+    # per Dramatiq process: a connection per thread and per batch thread (2 dispatchers, 1 sender)
+    # + 2, the overflow, and the LISTEN of the relay and of each batch thread
+    assert budget_of("worker", settings).parts == {"orm pool": 16, "orm overflow": 4, "relay listen": 2,
+                                                   "batch threads listen": 6}
+    unbatched = load_settings({"WORKER_THREADS": "3", "DISPATCH_BATCHED": "false", "NOTIFY_BATCHED": "0",
+                               "DB_MAX_OVERFLOW": "0"}, env_file=NO_FILE)
+    assert budget_of("worker", unbatched).parts == {"orm pool": 5, "orm overflow": 0, "relay listen": 1,
+                                                    "batch threads listen": 0}
     assert budget_of("clock", settings).total == 1 + 2
 
 

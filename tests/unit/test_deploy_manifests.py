@@ -129,12 +129,18 @@ def max_replicas() -> dict[str, int]:
 def test_the_manifests_fit_the_stated_postgresql_connection_budget() -> None:
     from app.connection_budget import MIGRATION_CONNECTIONS, budget_of
 
-    settings = load_settings(environ={**environment(), "JWT_SECRET": OPERATOR_SECRET},
-                             env_file=Path("/nonexistent"))
     process_of = {"web": "web", "worker-dispatch": "worker", "worker-background": "worker", "clock": "clock"}
     replicas = max_replicas()
     assert set(replicas) == set(process_of)
-    used = {name: replicas[name] * budget_of(process_of[name], settings).total for name in replicas}
+    deployments = by_kind("Deployment")
+    used = {}
+    for name in replicas:
+        command = container(deployments[name])["command"]
+        queues = command[4:] if name.startswith("worker") else None
+        own = {e["name"]: e["value"] for e in container(deployments[name]).get("env", [])}
+        pod_settings = load_settings(environ={**environment(), **own, "JWT_SECRET": OPERATOR_SECRET},
+                                     env_file=Path("/nonexistent"))
+        used[name] = replicas[name] * budget_of(process_of[name], pod_settings, queues).total
 
     total = sum(used.values()) + MIGRATION_CONNECTIONS
     assert total <= CONNECTION_BUDGET, f"{total} connections at full scale: {used}"
