@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
-from app.settings import RedisSettings
+from app.settings import RedisSettings, Settings
 
 # Dramatiq queues: separate so a notification backlog never delays dispatch.
 QUEUE_DISPATCH: Final = "dispatch"
@@ -29,6 +29,18 @@ NOTIFICATIONS_CHANNEL: Final = "farm_notifications"
 # The same lists are in migration 0008 (trigger and partial indexes) and `models.jobs`.
 DISPATCH_ACTORS: Final = ("dispatch.step", "dispatch.check_bids")
 NOTIFICATION_ACTORS: Final = ("notifications.send",)
+
+
+def batched_actors(settings: Settings) -> tuple[str, ...]:
+    """The actors whose rows batch threads run (the relay hands every other row to Redis)."""
+    return ((DISPATCH_ACTORS if settings.dispatch.batched else ())
+            + (NOTIFICATION_ACTORS if settings.notifications.batched else ()))
+
+
+def actors_sql(actors: tuple[str, ...], *, negate: bool = False) -> str:
+    """`actor [NOT] IN (...)`, written as migration 0008's partial indexes are (so they are used)."""
+    listed = ", ".join(f"'{actor}'" for actor in actors)
+    return f"actor {'NOT IN' if negate else 'IN'} ({listed})"
 
 
 def user_room(user_id: object) -> str:

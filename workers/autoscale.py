@@ -51,8 +51,9 @@ from typing import Literal
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from app.adapters.queue_stats import BrokerSnapshot, QueueInspector
-from app.keys import QUEUE_DISPATCH, QUEUES
+from app.adapters.queue_stats import BrokerSnapshot, LedgerBacklog, QueueInspector
+from app.db import libpq_dsn
+from app.keys import QUEUE_DISPATCH, QUEUES, actors_sql, batched_actors
 from app.logging import configure_logging, get_logger
 from app.redis_conn import create_sync_redis
 from app.settings import AutoscaleSettings, Settings, get_settings
@@ -85,7 +86,7 @@ class Load:
 
     @classmethod
     def of(cls, snapshot: BrokerSnapshot, workers: int) -> Load:
-        return cls(workers=workers, ready=sum(q.ready for q in snapshot.queues),
+        return cls(workers=workers, ready=sum(q.ready + q.in_ledger for q in snapshot.queues),
                    in_flight=sum(q.in_flight for q in snapshot.queues),
                    oldest_ready_age_s=max((q.oldest_ready_age_s for q in snapshot.queues), default=0.0))
 
@@ -402,10 +403,13 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(metrics_dir, exist_ok=True)
     for stale in os.listdir(metrics_dir):  # no worker of ours has started yet
         os.remove(os.path.join(metrics_dir, stale))
+    batched = batched_actors(settings)
+    ledger = LedgerBacklog(libpq_dsn(settings.db.url), actors_sql(batched)) if batched else None
     supervisors = [
         Supervisor(settings, arguments.pool_args(queues),
                    QueueInspector(client, settings.redis.dramatiq_namespace, queues=queues,
-                                  heartbeat_timeout_s=settings.worker.heartbeat_timeout_s), metrics_dir)
+                                  heartbeat_timeout_s=settings.worker.heartbeat_timeout_s, ledger=ledger),
+                   metrics_dir)
         for queues in arguments.pools]
     if settings.worker.metrics_port > 0:
         start_exporter(settings, metrics_dir, SupervisorCollector(supervisors))
@@ -413,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         return Pools(supervisors).run()
     finally:
         client.close()
+        if ledger is not None:
+            ledger.close()
         if not settings.worker.metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 

@@ -36,12 +36,14 @@ from sqlalchemy import TextClause, text
 from sqlalchemy import exc as sa_exc
 
 from app.db import libpq_dsn
-from app.keys import DISPATCH_ACTORS, NOTIFICATION_ACTORS
+from app.keys import actors_sql, batched_actors
 from app.logging import get_logger
 from app.settings import Settings
 from workers import ledger
 
 log = get_logger("workers.batches")
+
+__all__ = ["LedgerBatches", "actors_sql", "batched_actors", "is_outage"]
 
 #: How often a thread waiting for a notification checks whether it was asked to stop (s).
 STOP_CHECK_S: Final = 0.25
@@ -57,18 +59,6 @@ def is_outage(error: BaseException) -> bool:
     if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
         return True
     return isinstance(error, _OUTAGES)
-
-
-def batched_actors(settings: Settings) -> tuple[str, ...]:
-    """The actors whose rows batch threads run (the relay hands every other row to Redis)."""
-    return ((DISPATCH_ACTORS if settings.dispatch.batched else ())
-            + (NOTIFICATION_ACTORS if settings.notifications.batched else ()))
-
-
-def actors_sql(actors: tuple[str, ...], *, negate: bool = False) -> str:
-    """`actor [NOT] IN (...)`, written as migration 0008's partial indexes are (so they are used)."""
-    listed = ", ".join(f"'{actor}'" for actor in actors)
-    return f"actor {'NOT IN' if negate else 'IN'} ({listed})"
 
 
 _DONE = text("""

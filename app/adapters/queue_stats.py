@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
+import psycopg
 import redis
 
 from app.keys import QUEUES, WORKER_REGISTRY
@@ -33,6 +34,9 @@ class QueueStats:
     dead: int
     #: Seconds since the oldest ready message became ready (0 when none is ready).
     oldest_ready_age_s: float
+    #: Jobs of the queue that batch threads run straight from the ledger (not through Redis): due
+    #: or being run (`LedgerBacklog`; 0 without one). Counted with `ready` by the autoscaler.
+    in_ledger: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,15 +98,53 @@ def _ready_since_ms(raw: bytes | str | None) -> float | None:
     return float(max(message.message_timestamp, int(eta) if eta else 0))
 
 
+_LEDGER_BACKLOG = """
+SELECT queue, count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(due_at)), 0)
+FROM jobs WHERE state IN ('waiting', 'handed') AND due_at <= now() AND {actors}
+GROUP BY queue
+"""
+
+
+class LedgerBacklog:
+    """Per queue, the jobs batch threads run from the ledger that are due or running, and how long
+    the oldest has been due: the part of a queue's depth Redis does not hold."""
+
+    def __init__(self, dsn: str, actors_predicate: str) -> None:
+        self._dsn = dsn
+        self._sql = _LEDGER_BACKLOG.format(actors=actors_predicate)
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def read(self) -> dict[str, tuple[int, float]]:
+        """{queue: (jobs, oldest due age s)}; PostgreSQL unreachable: raises (the caller decides)."""
+        for attempt in (1, 2):
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=5)
+                rows = self._conn.execute(self._sql).fetchall()
+                return {str(q): (int(n), float(age)) for q, n, age in rows}
+            except psycopg.OperationalError:
+                self.close()
+                if attempt == 2:
+                    raise
+        return {}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 class QueueInspector:
-    """Reads queue depths, ages and worker heartbeats from the broker's keys."""
+    """Reads queue depths, ages and worker heartbeats from the broker's keys (and, given a
+    `LedgerBacklog`, what batch threads have yet to run)."""
 
     def __init__(self, client: redis.Redis, namespace: str, *, heartbeat_timeout_s: float,
-                 queues: tuple[str, ...] = QUEUES) -> None:
+                 queues: tuple[str, ...] = QUEUES, ledger: LedgerBacklog | None = None) -> None:
         self._redis = client
         self._ns = namespace
         self._heartbeat_timeout_s = heartbeat_timeout_s
         self.queues = queues
+        self._ledger = ledger
 
     def key(self, queue: str, suffix: str = "") -> str:
         return f"{self._ns}:{queue}{suffix}"
@@ -134,12 +176,15 @@ class QueueInspector:
             for queue, head in heads.items():
                 pipe.hget(self.key(queue, ".msgs"), head)
             raw_heads = dict(zip(heads, pipe.execute(), strict=True))
+        backlog = self._ledger.read() if self._ledger is not None else {}
         stats = []
         for queue, ready, unacked, delayed, dead in rows:
             since_ms = _ready_since_ms(raw_heads.get(queue))
             age = max(0.0, now - since_ms / 1000) if since_ms is not None and ready else 0.0
+            in_ledger, ledger_age = backlog.get(queue, (0, 0.0))
             stats.append(QueueStats(queue=queue, ready=ready, in_flight=max(0, unacked - ready),
-                                    delayed=delayed, dead=dead, oldest_ready_age_s=round(age, 3)))
+                                    delayed=delayed, dead=dead, in_ledger=in_ledger,
+                                    oldest_ready_age_s=round(max(age, ledger_age), 3)))
         workers = []
         for member, score in beats:
             age = max(0.0, now - float(score) / 1000)

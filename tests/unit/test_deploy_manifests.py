@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from app.keys import QUEUES
+from app.keys import DISPATCH_ACTORS, NOTIFICATION_ACTORS, QUEUE_DISPATCH, QUEUE_NOTIFICATIONS, QUEUES
 from app.settings import load_settings
+from workers.batches import actors_sql
 
 yaml = pytest.importorskip("yaml")
 
@@ -102,9 +103,18 @@ def test_each_worker_deployment_scales_on_the_in_flight_keys_of_the_queues_it_co
         assert len(targets) == 1, f"{name} needs exactly one ScaledObject"
         spec = targets[0]["spec"]
         assert spec["minReplicaCount"] >= 1  # workers relay the outbox and hold delayed messages
-        keys = [t["metadata"]["listName"] for t in spec["triggers"]]
-        assert all(t["type"] == "redis" for t in spec["triggers"])
+        redis_triggers = [t for t in spec["triggers"] if t["type"] == "redis"]
+        keys = [t["metadata"]["listName"] for t in redis_triggers]
         assert keys == [f"{namespace}:{queue}.msgs" for queue in queues]
+        # the jobs the batch threads take from the ledger are counted there, per queue served
+        ledger = [t for t in spec["triggers"] if t["type"] == "postgresql"]
+        assert {t["type"] for t in spec["triggers"]} <= {"redis", "postgresql"}
+        batched = {QUEUE_DISPATCH: DISPATCH_ACTORS, QUEUE_NOTIFICATIONS: NOTIFICATION_ACTORS}
+        wanted = [actors for queue, actors in batched.items() if queue in queues]
+        assert len(ledger) == len(wanted)
+        for trigger, actors in zip(ledger, wanted, strict=True):
+            assert trigger["authenticationRef"]["name"] == "dispatch-farm-postgres"
+            assert actors_sql(actors) in " ".join(trigger["metadata"]["query"].split())
         assert not any(re.search(r"\.(DQ|XQ)", key) for key in keys)
     assert sorted(consumed) == sorted(QUEUES), "every queue is consumed by exactly one deployment"
 
