@@ -32,11 +32,12 @@ from workers.middleware import (
     LogContext,
     SessionPerMessage,
 )
+from workers.waking import WakingRedisBroker
 
 
 def build_broker(settings: Settings) -> RedisBroker:
     client = create_sync_redis(settings.redis, decode_responses=False)
-    broker = RedisBroker(
+    broker = WakingRedisBroker(
         client=client,
         namespace=settings.redis.dramatiq_namespace,
         heartbeat_timeout=settings.worker.heartbeat_timeout_s * 1000,

@@ -30,6 +30,7 @@ import functools
 import threading
 import time
 import uuid
+from collections import Counter
 from typing import Any, Final
 
 import dramatiq
@@ -147,6 +148,9 @@ def hand_over(broker: Broker, sessions: Any, *, epoch: str, batch_size: int, lea
         redis_ids = [broker.enqueue(build_message(row)).options["redis_message_id"] for row in rows]
         session.execute(_HANDED, {"ids": [row.id for row in rows], "redis_ids": redis_ids,
                                   "epoch": epoch, "lease_s": lease_s})
+    wake = getattr(broker, "wake", None)  # consumers waiting for work start now (workers/waking.py)
+    if wake is not None:
+        wake(Counter(row.queue for row in rows))
     return len(rows)
 
 
