@@ -10,15 +10,18 @@ On a private database, Redis prefix and Dramatiq namespace:
    keep-alive, optional latency per answer, as Twilio's API takes ~100-300 ms);
 2. seeds 1,000 customers with E.164 phones;
 3. for each run of the plan (`LATENCY_MS:THREADS[:PROCESSES]`): writes `--messages` queued SMS
-   notifications and enqueues one `notifications.send` per row (the message the outbox relay would
-   send), starts ONE worker as the Procfile does (`python -m workers.run`, WORKER_PROCESSES=1 —
-   or PROCESSES, shown for comparison and not counted for the target —, WORKER_THREADS and
-   WORKER_QUEUE_PREFETCH = THREADS, Twilio pointed at the fake, LOG_LEVEL=WARNING) and times the
+   notifications and one `notifications.send` ledger row per notification (as `notify()` does),
+   starts ONE worker as the Procfile does (`python -m workers.run`, WORKER_PROCESSES=1 —
+   or PROCESSES, shown for comparison and not counted for the target —, NOTIFY_SEND_CONCURRENCY,
+   WORKER_THREADS and WORKER_QUEUE_PREFETCH = THREADS, Twilio pointed at the fake,
+   LOG_LEVEL=WARNING) and times the
    drain from the rows' `sent_at` (first to last, and over the middle 80 %), for at most
    `--max-seconds`; then stops the worker and empties the queues.
 
-Each message is the whole job: claim (UPDATE + COMMIT), the real twilio SDK's `messages.create`
-over HTTP to the fake, the final UPDATE + COMMIT, plus Dramatiq's fetch and ack.
+The worker's sender thread takes the rows in batches of NOTIFY_BATCH_SIZE: one claim statement,
+the real twilio SDK's `messages.create` over HTTP to the fake on THREADS threads, one statement
+recording the batch. `--worker-env NOTIFY_BATCHED=0` measures the one-Dramatiq-message-per-send
+path instead (claim, send, record and Dramatiq's fetch and ack for each).
 
 Exits 1 if a message failed, 2 if it could not run, 3 with `--fail-under-target` when the best
 run missed the target.
@@ -41,10 +44,8 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import dramatiq
 import psycopg
 import redis
-from dramatiq.brokers.redis import RedisBroker
 
 from app.keys import QUEUE_NOTIFICATIONS
 from scripts.bench.harness import (
@@ -159,17 +160,16 @@ def seed_notifications(dsn: str, tag: str, count: int) -> list[uuid.UUID]:
     return [row[0] for row in rows]
 
 
-def enqueue_sends(redis_url: str, namespace: str, ids: list[uuid.UUID]) -> None:
-    """One `notifications.send` per row: the message the outbox relay would enqueue."""
-    client = redis.Redis.from_url(redis_url)
-    broker = RedisBroker(client=client, namespace=namespace, middleware=[])
-    broker.declare_queue(QUEUE_NOTIFICATIONS)
-    try:
-        for notification_id in ids:
-            broker.enqueue(dramatiq.Message(queue_name=QUEUE_NOTIFICATIONS, actor_name="notifications.send",
-                                            args=(str(notification_id),), kwargs={}, options={}))
-    finally:
-        client.close()
+def enqueue_sends(dsn: str, ids: list[uuid.UUID]) -> None:
+    """One `notifications.send` ledger row per notification, as `notify()` writes it: the worker's
+    sender thread sends them in batches (with `--worker-env NOTIFY_BATCHED=0`, its relay hands each
+    to Redis as one Dramatiq message instead)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO jobs (message_id, queue, actor, args, kwargs, options, created_at, due_at) "
+            "SELECT gen_random_uuid(), %s, 'notifications.send', jsonb_build_array(CAST(n AS text)), "
+            "'{}', '{}', now(), now() FROM unnest(CAST(%s AS uuid[])) AS n",
+            (QUEUE_NOTIFICATIONS, ids))
 
 
 def forget_queues(redis_url: str, namespace: str) -> None:
@@ -239,8 +239,9 @@ def drain(args: argparse.Namespace, stack: BenchStack, run: Run, number: int, fa
     tag = f"bench:{number}"
     namespace = stack.env["DRAMATIQ_NAMESPACE"]
     ids = seed_notifications(stack.libpq_dsn, tag, args.messages)
-    enqueue_sends(stack.redis_url, namespace, ids)
+    enqueue_sends(stack.libpq_dsn, ids)
     env = {**stack.env, "WORKER_PROCESSES": str(run.processes), "WORKER_THREADS": str(run.threads),
+           "NOTIFY_SEND_CONCURRENCY": str(run.threads),
            "WORKER_QUEUE_PREFETCH": str(max(run.threads, 1)), "LOG_LEVEL": "WARNING",
            "TWILIO_ACCOUNT_SID": fake.account_sid, "TWILIO_AUTH_TOKEN": fake.auth_token,
            "TWILIO_SMS_FROM": SMS_FROM, "TWILIO_API_BASE": fake.base_url,
