@@ -20,11 +20,11 @@ from app.keys import QUEUE_DISPATCH, QUEUE_MAINTENANCE
 from app.outbox import add_job
 from models import FailedJob, Job, Offer, Ride
 from tests.integration.test_dispatch import Emits, World, world
-from tests.integration.workers_support import db_fixture, wait_for
+from tests.integration.workers_support import db_fixture, start_worker_fixture, wait_for
 from workers import relay
 from workers.dispatcher import Dispatcher
 
-__all__ = ["db_fixture", "world"]
+__all__ = ["db_fixture", "start_worker_fixture", "world"]
 
 
 class Publisher:
@@ -274,3 +274,26 @@ def test_a_batch_is_at_most_the_batch_size_and_the_rest_waits_for_the_next(
         assert claimed == [0] * 5
         assert session.scalar(select(Offer.ride_id).limit(1)) is None  # no driver anywhere near
     assert states(world, "dispatch.step") == ["done"] * 5
+
+
+def test_with_batching_off_each_round_goes_through_redis_as_its_own_message(
+    world: World, start_worker: Any,
+) -> None:
+    from workers.resources import get_resources
+
+    unbatched = dataclasses.replace(world.settings, dispatch=dataclasses.replace(
+        world.settings.dispatch, batched=False))
+    resources = get_resources()
+    saved, resources.settings = resources.settings, unbatched
+    try:
+        driver = world.driver(1)
+        start_worker(relay=unbatched, batches=unbatched)
+        ride = world.ride(world.customer())
+        queue_step(world, ride)
+        wait_for(lambda: states(world, "dispatch.step") == ["done"], what="the round, run by Dramatiq")
+    finally:
+        resources.settings = saved
+    assert world.offers(ride) == {driver: 0}
+    with world.db() as session:
+        job = session.scalars(select(Job).where(Job.actor == "dispatch.step")).one()
+    assert job.redis_message_id is not None  # handed to Redis by the relay, not claimed by a dispatcher

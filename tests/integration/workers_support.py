@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 import jobs
 from app.settings import Settings
 from models import FailedJob
-from workers.middleware import LedgerRelayMiddleware
+from workers.middleware import BatchesMiddleware, LedgerRelayMiddleware
 
 T = TypeVar("T")
 
@@ -100,14 +100,16 @@ def start_worker_fixture(clean: None) -> Iterator[WorkerFactory]:
     """Starts a real `dramatiq.Worker` on the farm's broker; stops it when the test ends.
 
     `relay` is `None` (no outbox relay in the worker) or the settings the worker's
-    `LedgerRelayMiddleware` runs with. The broker's middleware list is restored afterwards (a
+    `LedgerRelayMiddleware` runs with; `batches`, the settings of its batch threads
+    (`BatchesMiddleware`; default: the run's). The broker's middleware list is restored afterwards (a
     started worker adds its own middleware to the broker).
     """
     broker = jobs.broker
     saved = broker.middleware
     started: list[dramatiq.Worker] = []
 
-    def start(*, relay: Settings | None = None, threads: int = 2) -> dramatiq.Worker:
+    def start(*, relay: Settings | None = None, threads: int = 2,
+              batches: Settings | None = None) -> dramatiq.Worker:
         assert not started, "one worker per test"
         middleware = []
         for item in saved:
@@ -115,6 +117,8 @@ def start_worker_fixture(clean: None) -> Iterator[WorkerFactory]:
                 if relay is None:
                     continue
                 item = LedgerRelayMiddleware(relay)
+            if isinstance(item, BatchesMiddleware) and batches is not None:
+                item = BatchesMiddleware(batches)
             middleware.append(item)
         broker.middleware = middleware
         worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=threads)
