@@ -111,14 +111,17 @@ class Phase:
 
 
 class RideCounts:
-    """Rides stored / dispatched (a round started) and outbox rows not yet relayed."""
+    """Rides stored / dispatched (a round started) and due outbox rows not yet relayed."""
 
     def __init__(self, dsn: str) -> None:
         self._conn = psycopg.connect(dsn, autocommit=True)
 
     def read(self) -> tuple[int, int, int]:
         total, dispatched = self._conn.execute("SELECT count(*), count(dispatch_round) FROM rides").fetchone()  # type: ignore[misc]
-        outbox = self._conn.execute("SELECT count(*) FROM jobs").fetchone()[0]  # type: ignore[index]
+        # Jobs stay rows of the ledger until done, and every step writes a check_bids due after the
+        # bid window: only due rows not yet handed to Redis are the relay's backlog.
+        outbox = self._conn.execute("SELECT count(*) FROM jobs WHERE state = 'waiting' AND due_at <= now()"
+                                    ).fetchone()[0]  # type: ignore[index]
         return int(total), int(dispatched), int(outbox)
 
     def close(self) -> None:
