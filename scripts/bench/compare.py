@@ -160,6 +160,12 @@ class SideRun:
     errors: list[str] = field(default_factory=list)
     load: str = ""
     seconds: float = 0.0
+    #: How busy the machine's CPUs were (%) in a short window before each of its benches, while
+    #: nothing of ours ran: another session's work, which depresses the figures.
+    background: list[float] = field(default_factory=list)
+
+    def note_background(self) -> None:
+        self.background.append(background_busy())
 
     def add(self, extracted: Extracted, note: str = "") -> None:
         values, flags = extracted
@@ -414,6 +420,15 @@ def load_average_text() -> str:
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
 
 
+def background_busy(window_s: float = 2.0) -> float:
+    """% of all CPUs busy over `window_s` (/proc/stat), taken while none of our processes run."""
+    from scripts.bench.measure import MachineCpu
+
+    meter = MachineCpu()
+    time.sleep(window_s)
+    return meter.busy_percent()
+
+
 def run_logged(argv: list[str], *, log: Path, env: Mapping[str, str], cwd: Path, timeout_s: float,
                preexec_fn: Callable[[], None] | None = None) -> tuple[int, str]:
     """Run a command to completion with its output appended to `log`; returns (exit code, output).
@@ -505,6 +520,7 @@ def run_farm(params: Params, skip: set[str], logdir: Path, run: int) -> SideRun:
         results.unlink(missing_ok=True)
         argv = [sys.executable, str(REPO / "scripts" / "bench" / bench.script), *bench.args]
         say(f"farm: {bench.name} {' '.join(bench.args)}")
+        side.note_background()
         t0 = time.monotonic()
         code, output = run_logged(argv, log=log, env={**os.environ, RESULTS_ENV: str(results)}, cwd=REPO,
                                   timeout_s=bench.timeout_s)
@@ -601,8 +617,11 @@ def free_redis_db(redis_url: str, avoid: set[int]) -> int:
 class TwinSession:
     """One sitting of the twin: its copy, database, Redis DB index, web and worker processes."""
 
-    def __init__(self, params: Params, logdir: Path, run: int, source: Path = TWIN_SOURCE) -> None:
+    def __init__(self, params: Params, logdir: Path, run: int, source: Path = TWIN_SOURCE,
+                 on_idle: Callable[[], None] | None = None) -> None:
         self.params = params
+        #: Called after each reset, while the twin's processes are idle (compare samples the CPUs).
+        self.on_idle = on_idle
         self.logdir = logdir
         self.run = run
         self.source = source
@@ -641,16 +660,13 @@ class TwinSession:
         (self.workdir / "node_modules").symlink_to(modules, target_is_directory=True)
 
         settings = load_settings()
-        farm_db = make_url(settings.db.url)
         self.database = f"peer_twin_{secrets.token_hex(4)}"
-        user = farm_db.username or "postgres"
-        auth = f"{user}:{farm_db.password}@" if farm_db.password else f"{user}@"
-        host, port = farm_db.host or "127.0.0.1", farm_db.port or 5432
+        database_url = make_url(settings.db.url).set(drivername="postgres", database=self.database)
         self.redis_db = free_redis_db(settings.redis.url, {redis_db_of(settings.redis.url)})
         self.env = {
             **os.environ,
             "PORT": str(free_port()),
-            "DATABASE_URL": f"postgres://{auth}{host}:{port}/{self.database}",
+            "DATABASE_URL": database_url.render_as_string(hide_password=False),
             "REDIS_URL": redis_url_with_db(settings.redis.url, self.redis_db),
             "JWT_SECRET": secrets.token_hex(32),
             "SOCKET_IO_KEY": f"{self.database}:socket.io",
@@ -683,7 +699,7 @@ class TwinSession:
     def close(self) -> None:
         for process in (self.worker, self.web):
             if process is not None:
-                process.stop(keep_log=False)
+                self.stop(process)
         self.worker = self.web = None
         if self.database is not None:
             try:
@@ -703,6 +719,13 @@ class TwinSession:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     # --- processes
+    def stop(self, process: Any) -> None:
+        """Stop a process we started (by its PID), its output kept in the twin's log."""
+        output = process.output()
+        process.stop(keep_log=False)
+        with self.log.open("a") as out:
+            out.write(f"--- {process.name} (pid {process.pid}) output\n{output}\n")
+
     def node(self, script: str, *, env: Mapping[str, str] | None = None, timeout_s: float = 120) -> str:
         assert self.workdir is not None
         code, output = run_logged(["node", script], log=self.log, env={**self.env, **(env or {})},
@@ -734,7 +757,7 @@ class TwinSession:
         from scripts.bench.harness import FarmProcess
 
         if self.worker is not None:
-            self.worker.stop(keep_log=False)
+            self.stop(self.worker)
         env = {**self.env, "GEO_PROBE_KM": f"{probe_km:g}"}
         self.worker = FarmProcess.launch("twin-worker", ["node", "src/worker.js"], env, cwd=self.workdir)
         deadline = time.monotonic() + 30
@@ -761,11 +784,13 @@ class TwinSession:
             try:
                 with psycopg.connect(self.env["DATABASE_URL"], autocommit=True) as conn:
                     conn.execute("TRUNCATE rides, ride_history, offers, bids")
-                return
+                break
             except psycopg.errors.DeadlockDetected:  # a last step still writing its offers
                 if attempt == 2:
                     raise
                 time.sleep(1)
+        if self.on_idle is not None:
+            self.on_idle()
 
     def queue(self, *command: str) -> None:
         assert self.workdir is not None
@@ -836,7 +861,8 @@ def run_twin(params: Params, skip: set[str], logdir: Path, run: int) -> SideRun:
     side = SideRun(load=load_average_text())
     say(f"twin, run {run}: load average {side.load}")
     started = time.monotonic()
-    twin = TwinSession(params, logdir, run)
+    twin = TwinSession(params, logdir, run, on_idle=side.note_background)
+    side.note_background()
 
     def attempt(name: str, step: Callable[[], None]) -> None:
         say(f"twin: {name}")
@@ -979,6 +1005,17 @@ def report(params: Params, args: argparse.Namespace, farm: list[SideRun], twin: 
     return "\n".join(lines)
 
 
+#: Other work above this share of the machine's CPUs before a bench makes its run suspect.
+BUSY_PCT = 25.0
+
+
+def busy_runs(runs: Mapping[str, list[SideRun]], threshold_pct: float = BUSY_PCT) -> list[str]:
+    """`side run N: X % busy` for the runs with another session's work on the CPUs before a bench."""
+    return [f"{side} run {number}: up to {max(run.background):.0f} % of the CPUs"
+            for side, side_runs in runs.items() for number, run in enumerate(side_runs, 1)
+            if run.background and max(run.background) > threshold_pct]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     params = QUICK if args.quick else FULL
@@ -1001,7 +1038,13 @@ def main(argv: list[str] | None = None) -> int:
     print(report(params, args, runs.get("farm", []), runs.get("twin", [])))
     for side in sides:
         for number, result in enumerate(runs[side], 1):
-            print(f"{side} run {number}: load average before {result.load}, {result.seconds:.0f} s")
+            print(f"{side} run {number}: load average before {result.load}, {result.seconds:.0f} s"
+                  + (f"; CPUs busy with other work before its benches: up to {max(result.background):.0f} %"
+                     if result.background else ""))
+    busy = busy_runs(runs)
+    if busy:
+        print(f"NOTE: other work was using the machine ({'; '.join(busy)}): those figures are depressed; "
+              "run again on a quiet machine.")
     total = time.monotonic() - started
     print(f"total time {total / 60:.1f} min; logs in {logdir}")
 

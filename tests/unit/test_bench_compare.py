@@ -247,3 +247,10 @@ def test_skip_takes_figure_groups_and_farm_benches_follow_it() -> None:
     assert "--skip-no-worker" in rides.args and "--drivers" in rides.args
     with pytest.raises(SystemExit):
         compare.parse_args(["--skip", "nonsense"])
+
+
+def test_busy_runs_names_the_runs_that_shared_the_machine() -> None:
+    quiet, busy = SideRun(background=[3.0, 8.0]), SideRun(background=[2.0, 61.0])
+    named = compare.busy_runs({"farm": [quiet], "twin": [quiet, busy]})
+    assert named == ["twin run 2: up to 61 % of the CPUs"]
+    assert compare.busy_runs({"farm": [SideRun()]}) == []
