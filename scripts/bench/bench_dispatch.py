@@ -61,6 +61,7 @@ from scripts.bench.harness import (
     BenchStack,
     WorkerProcess,
     find_py_spy,
+    record_result,
     say,
     start_profiler,
 )
@@ -429,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.close()
 
     report(args, drained, inline, load, seed_s)
+    record_result("dispatch", {"drivers": args.drivers, "steps": args.steps, "worker_env": args.worker_env,
+                               "drain": drained, "inline_steps_per_s": inline.rate if inline else None})
     if drained.timed_out or drained.failed_jobs:
         print("\nFAILED: steps failed or the drain did not finish", file=sys.stderr)
         return 1

@@ -54,6 +54,7 @@ from scripts.bench.harness import (
     FarmProcess,
     WorkerProcess,
     find_py_spy,
+    record_result,
     say,
     start_profiler,
 )
@@ -361,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.close()
 
     report(args, drains, load)
+    record_result("notifications", {"messages": args.messages, "runs": drains})
     if any(d.failed for d in drains):
         print("\nFAILED: notifications failed", file=sys.stderr)
         return 1

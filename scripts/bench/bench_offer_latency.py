@@ -48,6 +48,7 @@ from scripts.bench.harness import (
     BenchStack,
     WebProcess,
     WorkerProcess,
+    record_result,
     register_user,
     say,
 )
@@ -351,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.close()
 
     offers, problems = report(args, run, stamps, load_before, cpu)
+    record_result("offer_latency", {"rate": args.rate, "rides": args.rides, "drivers": args.drivers,
+                                    "offer_ms": offers, "problems": problems, **cpu})
     if problems:
         print("\nFAILED: rides failed or got no offer", file=sys.stderr)
         return 1

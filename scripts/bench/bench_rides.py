@@ -1,13 +1,16 @@
 """Benchmark: `POST /api/v1/rides` (customer JWT + validation + ride, history and outbox rows).
 
     .venv/bin/python scripts/bench/bench_rides.py [--duration 10] [--connections 64] [--rate 1000]
+    .venv/bin/python scripts/bench/bench_rides.py --drivers 100000   # the worker's steps find drivers
 
 One web process from the Procfile's `web` line, on a private database, Redis prefix and Dramatiq
 namespace, driven from loopback (web pinned to CPU 0, the load generator to CPU 1):
 
 1. with a worker running as the Procfile runs it (outbox relay + `dispatch.step` for every ride;
-   no drivers are indexed, so each step finds nobody): latency at a fixed rate (`loadgen.py`,
-   latency from each request's scheduled time), then the maximum throughput (wrk, `rides.lua`);
+   no drivers are indexed, so each step finds nobody — `--drivers N` seeds N online drivers over a
+   40 x 40 km box around the pickup, so each step searches and offers as in `bench_dispatch.py`):
+   latency at a fixed rate (`loadgen.py`, latency from each request's scheduled time), then the
+   maximum throughput (wrk, `rides.lua`);
 2. the same without the worker (`--skip-no-worker` to leave out);
 3. where the request's time goes on Redis: the web app wrapped by `probe_web.py` (Redis calls timed
    per request), with the outbox and with a variant that enqueues through the actor's `send()`
@@ -24,7 +27,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ if __package__ in (None, ""):
 import httpx
 import psycopg
 
+from scripts.bench.driver_seed import FRESH_ENV, seed_online_drivers
 from scripts.bench.harness import (
     BenchError,
     BenchStack,
@@ -43,6 +47,7 @@ from scripts.bench.harness import (
     WrkResult,
     ensure_wrk,
     find_py_spy,
+    record_result,
     register_user,
     run_paced,
     run_wrk,
@@ -55,6 +60,8 @@ SCRIPT = Path(__file__).resolve().with_name("rides.lua")
 TARGET_RPS = 3_000
 TARGET_P99_MS = 50.0
 REGION = "BNCH"
+PICKUP = (52.5219, 13.4132)
+VEHICLE = "van"
 WARM_UP_S = 2
 #: Waiting for the worker to dispatch the check ride (its first job includes importing everything).
 WORKER_READY_S = 45.0
@@ -62,9 +69,9 @@ WORKER_READY_S = 45.0
 
 def ride_body() -> bytes:
     return json.dumps({
-        "pickup": {"lat": 52.5219, "lng": 13.4132, "address": "Alexanderplatz 1, Berlin"},
+        "pickup": {"lat": PICKUP[0], "lng": PICKUP[1], "address": "Alexanderplatz 1, Berlin"},
         "dropoff": {"lat": 52.5076, "lng": 13.3904, "address": "Checkpoint Charlie, Berlin"},
-        "vehicleType": "van", "region": REGION, "paymentMethod": "cash",
+        "vehicleType": VEHICLE, "region": REGION, "paymentMethod": "cash",
     }, separators=(",", ":")).encode()
 
 
@@ -137,6 +144,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=1000.0, help="paced rides/s (default 1000)")
     parser.add_argument("--paced-connections", type=int, default=64,
                         help="keep-alive connections of the paced generator (default 64)")
+    parser.add_argument("--drivers", type=int, default=0,
+                        help="online drivers seeded over a 40 km box around the pickup, so the worker's "
+                             "steps search and offer (default 0: every step finds nobody)")
     parser.add_argument("--skip-no-worker", action="store_true", help="only the runs with a worker")
     parser.add_argument("--skip-send-variant", action="store_true",
                         help="leave out the Redis-share runs (probe_web.py, outbox vs send())")
@@ -147,6 +157,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.duration, args.connections, args.threads, args.paced_connections) < 1 or args.rate <= 0:
         parser.error("durations, connections, threads and --rate must be positive")
+    if args.drivers < 0:
+        parser.error("--drivers must not be negative")
     return args
 
 
@@ -158,8 +170,9 @@ class Bench:
         self.web_cpus, self.client_cpus = split_cpus(args.no_pin)
         self.body = ride_body()
         self.counts = RideCounts(stack.libpq_dsn)
+        self.fresh_env = FRESH_ENV if args.drivers else {}
         self.web_env = {**stack.env, "LOG_LEVEL": "WARNING", "ACCESS_TOKEN_TTL": "7200",
-                        "AUTH_RATE_LIMIT": "1000"}
+                        "AUTH_RATE_LIMIT": "1000", **self.fresh_env}
         self.token = ""
 
     # --- processes
@@ -186,7 +199,7 @@ class Bench:
             raise BenchError(f"POST /api/v1/rides answered {response.status_code}: {response.text[:500]}")
 
     def start_worker(self) -> WorkerProcess:
-        worker = WorkerProcess.start({**self.stack.env, "LOG_LEVEL": "WARNING"})
+        worker = WorkerProcess.start({**self.stack.env, "LOG_LEVEL": "WARNING", **self.fresh_env})
         deadline = time.monotonic() + WORKER_READY_S
         while time.monotonic() < deadline:
             worker.check_alive()
@@ -294,6 +307,9 @@ def report(args: argparse.Namespace, phases: list[Phase], load_before: str) -> N
           f"{args.paced_connections} connections")
     print(f"machine: {os.cpu_count()} CPUs, load average before the runs {load_before}; web pinned to "
           f"CPU 0, load generator to CPU 1 (unless --no-pin); worker, PostgreSQL and Redis unpinned")
+    print(f"{args.drivers:,} online drivers indexed over a 40 x 40 km box around the pickup (the worker's "
+          f"steps search and offer)" if args.drivers else
+          "no drivers indexed: the worker's steps find nobody (--drivers N to seed them)")
     print("latency: wrk = from send; paced = from each request's scheduled send time (coordinated-omission "
           "corrected)\n")
     header = (f"{'run':34}{'kind':>6}{'rides/s':>9}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'errors':>8}"
@@ -364,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average_text()
     try:
         stack.add_region(REGION)
+        if args.drivers:
+            say(f"seeding {args.drivers:,} online drivers (PostgreSQL COPY + GEO index)")
+            seed_online_drivers(stack.libpq_dsn, stack.settings(**FRESH_ENV), args.drivers,
+                                vehicle_type=VEHICLE, center=PICKUP)
         bench = Bench(args, stack, wrk)
         phases += bench.farm_runs()
         if not args.skip_send_variant:
@@ -377,6 +397,12 @@ def main(argv: list[str] | None = None) -> int:
         stack.close()
 
     report(args, phases, load_before)
+    record_result("rides", {
+        "duration_s": args.duration, "connections": args.connections, "rate": args.rate,
+        "drivers": args.drivers,
+        "phases": [{**asdict(p), "rate": p.rate, "errors": p.errors, "unanswered": p.unanswered,
+                    "p50_ms": p.latency("p50"), "p99_ms": p.latency("p99")} for p in phases],
+    })
     if any(p.errors for p in phases):
         print("\nFAILED: a run had errors", file=sys.stderr)
         return 1

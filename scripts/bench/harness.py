@@ -9,6 +9,8 @@
   session we create) and stops it by its PID, then its own process group if anything outlives it.
 - `run_wrk()` runs wrk with a Lua script whose `done` callback prints a `BENCH_RESULT {json}` line.
 - `run_paced()` runs `loadgen.py` (a fixed request rate, latency from each request's scheduled time).
+- `record_result()` appends a bench's figures as one JSON line to `$BENCH_RESULTS` when it is set
+  (what `compare.py` reads; without the variable it does nothing).
 
 CPU meters, percentiles and the report table are in `measure.py`.
 """
@@ -16,6 +18,7 @@ CPU meters, percentiles and the report table are in `measure.py`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -54,6 +57,30 @@ class BenchError(RuntimeError):
 
 def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+#: When set, every bench appends its figures to this file as JSON lines (see `record_result`).
+RESULTS_ENV = "BENCH_RESULTS"
+
+
+def record_result(bench: str, figures: Mapping[str, Any]) -> None:
+    """Append `{"bench": bench, "figures": figures}` as one JSON line to `$BENCH_RESULTS`, if set.
+
+    Called where a bench prints its table, with the figures the table shows; dataclasses in
+    `figures` are turned into dicts. A bench run without the variable writes nothing.
+    """
+    path = os.environ.get(RESULTS_ENV)
+    if not path:
+        return
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        return str(value)
+
+    line = json.dumps({"bench": bench, "figures": figures}, default=plain)
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(line + "\n")
 
 
 # --- wrk ------------------------------------------------------------------------------------------
@@ -295,10 +322,11 @@ class FarmProcess:
         return self.popen.pid
 
     @classmethod
-    def launch(cls, name: str, argv: list[str], env: Mapping[str, str]) -> FarmProcess:
+    def launch(cls, name: str, argv: list[str], env: Mapping[str, str], *,
+               cwd: Path | None = None) -> FarmProcess:
         log_path = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
         with log_path.open("wb") as log_file:
-            popen = subprocess.Popen(argv, cwd=REPO, env=dict(env), stdin=subprocess.DEVNULL,
+            popen = subprocess.Popen(argv, cwd=cwd or REPO, env=dict(env), stdin=subprocess.DEVNULL,
                                      stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         say(f"{name} pid {popen.pid}: {shlex.join(argv)}")
         return cls(name=name, popen=popen, argv=argv, log_path=log_path)
