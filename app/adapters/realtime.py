@@ -22,6 +22,17 @@ from app.settings import RedisSettings
 log = get_logger("realtime")
 
 
+#: KEYS: the channel. ARGV: messages, published in order. Returns how many.
+_PUBLISH_MANY = """
+for i = 1, #ARGV do
+  redis.call('PUBLISH', KEYS[1], ARGV[i])
+end
+return #ARGV
+"""
+#: Messages per script call (its arguments are held in Redis's memory while it runs).
+PUBLISH_CHUNK = 1000
+
+
 class BusJson:
     """JSON for the Redis bus: msgspec, so ids, times and structs encode without glue."""
 
@@ -59,6 +70,7 @@ class Publisher:
         )
         # Our own client for batched publishes: it retries once and raises, never drops silently.
         self._redis = create_sync_redis(settings, decode_responses=False)
+        self._publish_many = self._redis.register_script(_PUBLISH_MANY)
 
     def emit(self, event: str, payload: dict[str, Any], room: str | list[str]) -> None:
         self._manager.emit(event, stamp(payload), room=room, namespace="/")
@@ -73,13 +85,15 @@ class Publisher:
         """
         if not events:
             return
-        pipe = self._redis.pipeline(transaction=False)
-        for event, payload, room in events:
-            message = {"method": "emit", "event": event, "data": [stamp(payload)], "binary": False,
-                       "namespace": "/", "room": room, "skip_sid": None, "callback": None,
-                       "host_id": self._manager.host_id}
-            pipe.publish(self._channel, BusJson.dumps(message))
-        pipe.execute()
+        host_id = self._manager.host_id
+        encode = msgspec.json.encode
+        messages = [encode({"method": "emit", "event": event, "data": [stamp(payload)], "binary": False,
+                            "namespace": "/", "room": room, "skip_sid": None, "callback": None,
+                            "host_id": host_id}) for event, payload, room in events]
+        # One script call publishes a chunk in order: one command to build and one reply to parse
+        # per chunk, not per event (a dispatch batch is thousands of offers).
+        for first in range(0, len(messages), PUBLISH_CHUNK):
+            self._publish_many(keys=[self._channel], args=messages[first:first + PUBLISH_CHUNK])
         log.debug("realtime.emitted_many", count=len(events))
 
     def disconnect(self, sid: str) -> None:

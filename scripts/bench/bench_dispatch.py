@@ -60,6 +60,7 @@ from scripts.bench.harness import (
     BenchError,
     BenchStack,
     WorkerProcess,
+    busiest,
     find_py_spy,
     record_result,
     say,
@@ -220,8 +221,7 @@ def drain(args: argparse.Namespace, stack: BenchStack, customer: uuid.UUID, env:
                 py_spy = find_py_spy()
                 if py_spy is None:
                     raise BenchError("--profile needs py-spy: pip install --target /tmp/pyspy py-spy")
-                children = worker.pids()[1:]
-                profiler = start_profiler(py_spy, children[0] if children else worker.pid,
+                profiler = start_profiler(py_spy, busiest(worker.pids()),
                                           int(args.timeout) + 5, args.profile,
                                           () if args.profile_wall else ("--gil",))
             meter = CpuMeter({"worker": worker})

@@ -53,6 +53,7 @@ from scripts.bench.harness import (
     BenchStack,
     FarmProcess,
     WorkerProcess,
+    busiest,
     find_py_spy,
     record_result,
     say,
@@ -221,18 +222,6 @@ def send_rates(conn: psycopg.Connection[Any], tag: str) -> tuple[float, float]:
     first_last = (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9)
     low, high = int(len(stamps) * 0.1), int(len(stamps) * 0.9)
     return first_last, (high - low) / max(stamps[high] - stamps[low], 1e-9)
-
-
-def busiest(pids: list[int]) -> int:
-    """The process of the tree that has used the most CPU (Dramatiq's worker, not its forks' parent)."""
-    def cpu(pid: int) -> int:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return -1
-        return int(fields[11]) + int(fields[12])
-
-    return max(pids, key=cpu)
 
 
 def drain(args: argparse.Namespace, stack: BenchStack, run: Run, number: int, fake: Fake,

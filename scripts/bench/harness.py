@@ -168,6 +168,19 @@ def find_py_spy() -> str | None:
     return str(fallback) if fallback.exists() else None
 
 
+def busiest(pids: list[int]) -> int:
+    """The process of the tree that has used the most CPU (Dramatiq's worker, not its forks' parent
+    nor the metrics exporter)."""
+    def cpu(pid: int) -> int:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return -1
+        return int(fields[11]) + int(fields[12])
+
+    return max(pids, key=cpu)
+
+
 def start_profiler(py_spy: str, pid: int, duration_s: int, out: Path,
                    extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     """Sample `pid` with py-spy for `duration_s` into `out` (.svg flame graph, .txt collapsed, .json).
