@@ -27,13 +27,17 @@ TOKEN_TTL_S: Final = 60
 
 class WakingConsumer(_RedisConsumer):
     def __next__(self) -> Any:
-        # After an empty fetch (misses > 0), wait for a token (or the timeout) before the next one.
+        # After an empty fetch (misses > 0), wait for a token (or the timeout) instead of sleeping,
+        # then return None as the sleep does: the worker's consumer thread checks whether it was
+        # asked to stop before the next call fetches (a fetch after a stop would leave its messages
+        # in this worker's acks until its heartbeat expires).
         if self.misses and not self.message_cache and self.outstanding_message_count < self.prefetch:
             try:
                 self.broker.client.blpop([self.broker.wake_key(self.queue_name)], timeout=self.timeout / 1000)
             except redis.ConnectionError as error:
                 raise ConnectionClosed(error) from None
             self.misses = 0
+            return None
         return super().__next__()
 
 

@@ -27,7 +27,8 @@ def test_an_idle_consumer_takes_a_job_as_soon_as_it_is_handed_over(settings: Set
     try:
         assert next(consumer) is None  # an empty fetch: from now on it waits on its wake-up list
         got: list[Any] = []
-        waiting = threading.Thread(target=lambda: got.append(next(consumer)), daemon=True)
+        # woken, it returns None (the worker's thread checks for a stop), and the next call fetches
+        waiting = threading.Thread(target=lambda: got.extend([next(consumer), next(consumer)]), daemon=True)
         waiting.start()
         wait_for(lambda: any(c.get("cmd") == "blpop" for c in client.client_list()),
                  what="the consumer to wait on its wake-up list")
@@ -38,7 +39,7 @@ def test_an_idle_consumer_takes_a_job_as_soon_as_it_is_handed_over(settings: Set
         waiting.join(timeout=10)
 
         assert not waiting.is_alive(), "the consumer slept on instead of waking"
-        assert got and got[0] is not None and got[0].actor_name == "probe"
+        assert len(got) == 2 and got[0] is None and got[1] is not None and got[1].actor_name == "probe"
         assert time.monotonic() - handed_at < 10  # far inside the 30 s it would have slept
     finally:
         consumer.close()
