@@ -12,10 +12,13 @@ retry) are still found as before.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any, Final
 
 import redis
+from dramatiq import Message
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.errors import ConnectionClosed
 
@@ -39,6 +42,17 @@ class WakingConsumer(_RedisConsumer):
             self.misses = 0
             return None
         return super().__next__()
+
+
+    def close(self) -> None:
+        """Give back what was fetched but never handed to a worker thread: Dramatiq's consumer leaves
+        it in this worker's acks, to run only once the worker's heartbeat has expired."""
+        cached = [MessageProxy(Message.decode(data)) for data in self.message_cache if data is not None]
+        self.message_cache = []
+        if cached:
+            with contextlib.suppress(redis.RedisError):  # Redis away: the heartbeat recovery then
+                self.requeue(cached)
+        super().close()
 
 
 class WakingRedisBroker(RedisBroker):

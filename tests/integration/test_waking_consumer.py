@@ -64,3 +64,22 @@ def test_a_token_with_no_job_behind_it_costs_one_empty_fetch(settings: Settings)
         for key in client.scan_iter(match=f"{broker.namespace}:*"):
             client.delete(key)
         client.close()
+
+
+def test_messages_fetched_but_never_handed_out_go_back_to_the_queue_on_close(settings: Settings) -> None:
+    client = redis.Redis.from_url(settings.redis.url)
+    namespace = f"{settings.redis.dramatiq_namespace}-{uuid.uuid4().hex}"
+    broker = WakingRedisBroker(client=client, namespace=namespace, middleware=[])
+    broker.declare_queue(QUEUE)
+    for _ in range(3):
+        broker.enqueue(dramatiq.Message(queue_name=QUEUE, actor_name="probe", args=(), kwargs={}, options={}))
+    consumer = broker.consume(QUEUE, prefetch=3, timeout=1_000)
+    try:
+        first = next(consumer)  # one handed out, two held in the consumer's cache
+        assert first is not None and client.llen(f"{namespace}:{QUEUE}") == 0
+        consumer.close()  # a worker stopping: what it never handed to a thread is given back
+        assert client.llen(f"{namespace}:{QUEUE}") == 2
+    finally:
+        for key in client.scan_iter(match=f"{namespace}:*"):
+            client.delete(key)
+        client.close()
