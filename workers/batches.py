@@ -26,6 +26,7 @@ What every such thread shares, here:
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar, Final
@@ -71,7 +72,7 @@ _HANDED = """UPDATE jobs SET state = 'handed', handed_at = now(), epoch = NULL, 
 _RETURNING = "RETURNING id, message_id, queue, actor, args, kwargs, options, created_at"
 
 
-class LedgerBatches(threading.Thread):
+class LedgerBatches(threading.Thread, ABC):
     """A thread that runs the ledger rows of `actors` in batches (see the module docstring)."""
 
     actors: ClassVar[tuple[str, ...]]
@@ -96,12 +97,13 @@ WHERE id IN (SELECT id FROM jobs WHERE state = 'waiting' AND {predicate} AND due
                                           f" WHERE state = 'waiting' AND {predicate}")
 
     # --- what a subclass provides -------------------------------------------------------------------
+    @abstractmethod
     def batch_size(self) -> int:
-        raise NotImplementedError
+        """At most this many jobs per batch."""
 
+    @abstractmethod
     def run_batch(self) -> int:
         """Claim and run one batch; how many jobs it held (0: none was due)."""
-        raise NotImplementedError
 
     # --- shared steps -------------------------------------------------------------------------------
     @property
