@@ -30,7 +30,6 @@ Exits 1 if steps failed or did not finish in `--timeout`, 2 if it could not run,
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import random
 import signal
@@ -56,6 +55,7 @@ from app.keys import QUEUE_DISPATCH, RedisKeys
 from app.logging import configure_logging
 from app.services import dispatch
 from app.settings import Settings
+from scripts.bench import driver_seed
 from scripts.bench.harness import (
     BenchError,
     BenchStack,
@@ -113,31 +113,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # --- seeding --------------------------------------------------------------------------------------
 def box_point(rng: random.Random) -> tuple[float, float]:
-    half_lat = BOX_KM / 2 / 110.574
-    half_lng = BOX_KM / 2 / (111.320 * math.cos(math.radians(CENTER[0])))
-    return CENTER[0] + rng.uniform(-half_lat, half_lat), CENTER[1] + rng.uniform(-half_lng, half_lng)
+    return driver_seed.box_point(rng, CENTER, BOX_KM)
 
 
 def seed_people(dsn: str, drivers: list[tuple[uuid.UUID, float, float]], customers: list[uuid.UUID]) -> None:
-    """`users` for everyone and `drivers` rows (online, fresh position) with COPY."""
-    now = datetime.now(UTC)
-    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
-        with cur.copy("COPY users (id, email, password_hash, full_name, phone, role, whatsapp_opt_in, "
-                      "is_active, token_generation, created_at, updated_at) FROM STDIN") as copy:
-            for number, (user_id, _, _) in enumerate(drivers):
-                copy.write_row((user_id, f"bench-driver-{number}@example.com", "!", f"Driver {number}",
-                                "+491700000000", "driver", False, True, 0, now, now))
-            for number, user_id in enumerate(customers):
-                copy.write_row((user_id, f"bench-customer-{number}@example.com", "!", f"Customer {number}",
-                                "+491700000000", "customer", False, True, 0, now, now))
-        with cur.copy("COPY drivers (user_id, vehicle_type, availability, last_lat, last_lng, last_seen_at, "
-                      "created_at) FROM STDIN") as copy:
-            for user_id, lat, lng in drivers:
-                copy.write_row((user_id, VEHICLE, "online", lat, lng, now, now))
-        conn.commit()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("ANALYZE users")
-        conn.execute("ANALYZE drivers")
+    driver_seed.copy_people(dsn, drivers, customers, vehicle_type=VEHICLE)
 
 
 def seed_rides(dsn: str, customer: uuid.UUID, count: int, rng: random.Random) -> list[uuid.UUID]:

@@ -6,8 +6,8 @@ indexes every driver with `DriverIndexReader.place_many`, spread uniformly over 
 to them must run with a `DRIVER_STALE_AFTER` longer than the bench (`FRESH_ENV`), or the seeded
 positions go stale mid-run.
 
-`bench_dispatch.py` seeds the same way with its own copy of this code (its internals are being
-reworked on another branch; it can switch to this module afterwards).
+`copy_people()` is the COPY part alone, for a bench that indexes its drivers itself
+(`bench_dispatch.py`).
 """
 
 from __future__ import annotations
@@ -37,18 +37,19 @@ def box_point(rng: random.Random, center: tuple[float, float], box_km: float) ->
     return center[0] + rng.uniform(-half_lat, half_lat), center[1] + rng.uniform(-half_lng, half_lng)
 
 
-def seed_online_drivers(dsn: str, settings: Settings, count: int, *, vehicle_type: str,
-                        center: tuple[float, float], box_km: float = 40.0, seed: int = 20261122) -> None:
-    """`count` online drivers of `vehicle_type` over the box: rows with COPY, then the GEO index."""
-    rng = random.Random(seed)
-    drivers = [(uuid.uuid4(), *box_point(rng, center, box_km)) for _ in range(count)]
+def copy_people(dsn: str, drivers: list[tuple[uuid.UUID, float, float]], customers: list[uuid.UUID], *,
+                vehicle_type: str) -> None:
+    """`users` for everyone and `drivers` rows (online, fresh position) with COPY, then ANALYZE."""
     now = datetime.now(UTC)
     with psycopg.connect(dsn) as conn, conn.cursor() as cur:
         with cur.copy("COPY users (id, email, password_hash, full_name, phone, role, whatsapp_opt_in, "
                       "is_active, token_generation, created_at, updated_at) FROM STDIN") as copy:
             for number, (user_id, _, _) in enumerate(drivers):
-                copy.write_row((user_id, f"bench-seeded-driver-{number}@example.com", "!", f"Driver {number}",
+                copy.write_row((user_id, f"bench-driver-{number}@example.com", "!", f"Driver {number}",
                                 "+491700000000", "driver", False, True, 0, now, now))
+            for number, user_id in enumerate(customers):
+                copy.write_row((user_id, f"bench-customer-{number}@example.com", "!", f"Customer {number}",
+                                "+491700000000", "customer", False, True, 0, now, now))
         with cur.copy("COPY drivers (user_id, vehicle_type, availability, last_lat, last_lng, last_seen_at, "
                       "created_at) FROM STDIN") as copy:
             for user_id, lat, lng in drivers:
@@ -57,6 +58,14 @@ def seed_online_drivers(dsn: str, settings: Settings, count: int, *, vehicle_typ
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("ANALYZE users")
         conn.execute("ANALYZE drivers")
+
+
+def seed_online_drivers(dsn: str, settings: Settings, count: int, *, vehicle_type: str,
+                        center: tuple[float, float], box_km: float = 40.0, seed: int = 20261122) -> None:
+    """`count` online drivers of `vehicle_type` over the box: rows with COPY, then the GEO index."""
+    rng = random.Random(seed)
+    drivers = [(uuid.uuid4(), *box_point(rng, center, box_km)) for _ in range(count)]
+    copy_people(dsn, drivers, [], vehicle_type=vehicle_type)
     client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     try:
         seen = time.time()
