@@ -6,9 +6,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
+import pytest
 import redis
 
 from app.settings import Settings
@@ -18,11 +20,21 @@ from workers.waking import WakingRedisBroker
 QUEUE = "wake-probe"
 
 
-def test_an_idle_consumer_takes_a_job_as_soon_as_it_is_handed_over(settings: Settings) -> None:
+@pytest.fixture
+def broker(settings: Settings) -> Iterator[WakingRedisBroker]:
+    """A waking broker on a namespace of its own (its keys are deleted afterwards)."""
     client = redis.Redis.from_url(settings.redis.url)
     namespace = f"{settings.redis.dramatiq_namespace}-{uuid.uuid4().hex}"
-    broker = WakingRedisBroker(client=client, namespace=namespace, middleware=[])
-    broker.declare_queue(QUEUE)
+    made = WakingRedisBroker(client=client, namespace=namespace, middleware=[])
+    made.declare_queue(QUEUE)
+    yield made
+    for key in client.scan_iter(match=f"{namespace}:*"):
+        client.delete(key)
+    client.close()
+
+
+def test_an_idle_consumer_takes_a_job_as_soon_as_it_is_handed_over(broker: WakingRedisBroker) -> None:
+    client = broker.client
     consumer = broker.consume(QUEUE, prefetch=1, timeout=30_000)  # idle timeout: 30 s
     try:
         assert next(consumer) is None  # an empty fetch: from now on it waits on its wake-up list
@@ -43,16 +55,10 @@ def test_an_idle_consumer_takes_a_job_as_soon_as_it_is_handed_over(settings: Set
         assert time.monotonic() - handed_at < 10  # far inside the 30 s it would have slept
     finally:
         consumer.close()
-        for key in client.scan_iter(match=f"{broker.namespace}:*"):
-            client.delete(key)
-        client.close()
 
 
-def test_a_token_with_no_job_behind_it_costs_one_empty_fetch(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis.url)
-    namespace = f"{settings.redis.dramatiq_namespace}-{uuid.uuid4().hex}"
-    broker = WakingRedisBroker(client=client, namespace=namespace, middleware=[])
-    broker.declare_queue(QUEUE)
+def test_a_token_with_no_job_behind_it_costs_one_empty_fetch(broker: WakingRedisBroker) -> None:
+    client = broker.client
     consumer = broker.consume(QUEUE, prefetch=1, timeout=30_000)
     try:
         assert next(consumer) is None
@@ -61,25 +67,15 @@ def test_a_token_with_no_job_behind_it_costs_one_empty_fetch(settings: Settings)
         assert client.llen(broker.wake_key(QUEUE)) == 2
     finally:
         consumer.close()
-        for key in client.scan_iter(match=f"{broker.namespace}:*"):
-            client.delete(key)
-        client.close()
 
 
-def test_messages_fetched_but_never_handed_out_go_back_to_the_queue_on_close(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis.url)
-    namespace = f"{settings.redis.dramatiq_namespace}-{uuid.uuid4().hex}"
-    broker = WakingRedisBroker(client=client, namespace=namespace, middleware=[])
-    broker.declare_queue(QUEUE)
+def test_messages_fetched_but_never_handed_out_go_back_to_the_queue_on_close(
+        broker: WakingRedisBroker) -> None:
+    client = broker.client
     for _ in range(3):
         broker.enqueue(dramatiq.Message(queue_name=QUEUE, actor_name="probe", args=(), kwargs={}, options={}))
     consumer = broker.consume(QUEUE, prefetch=3, timeout=1_000)
-    try:
-        first = next(consumer)  # one handed out, two held in the consumer's cache
-        assert first is not None and client.llen(f"{namespace}:{QUEUE}") == 0
-        consumer.close()  # a worker stopping: what it never handed to a thread is given back
-        assert client.llen(f"{namespace}:{QUEUE}") == 2
-    finally:
-        for key in client.scan_iter(match=f"{namespace}:*"):
-            client.delete(key)
-        client.close()
+    first = next(consumer)  # one handed out, two held in the consumer's cache
+    assert first is not None and client.llen(f"{broker.namespace}:{QUEUE}") == 0
+    consumer.close()  # a worker stopping: what it never handed to a thread is given back
+    assert client.llen(f"{broker.namespace}:{QUEUE}") == 2
