@@ -259,6 +259,20 @@ class BusTap:
         await self._pubsub.aclose()
         await self._client.aclose()
 
+    async def until(self, event: str) -> list[Emitted]:
+        """Every emit published so far, waiting (up to 30 s) until one of them is `event`.
+
+        An effect committed to PostgreSQL is published just after the commit, so a test that saw
+        the row waits here for its emit instead of assuming it is already on the bus.
+        """
+        seen: list[Emitted] = []
+        async with asyncio.timeout(30):
+            while True:
+                seen += await self.emitted()
+                if any(e.event == event for e in seen):
+                    return seen
+                await asyncio.sleep(0.02)
+
     async def emitted(self) -> list[Emitted]:
         """Every emit published so far: a marker published now arrives after all of them."""
         await self._client.publish(self._channel, msgspec.json.encode({"method": self._marker}))

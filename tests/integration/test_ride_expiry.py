@@ -174,7 +174,7 @@ async def test_the_acceptance_window_runs_through_a_real_worker(
                     return session.get_one(Ride, uuid.UUID(ride["id"])).status == RideStatus.CANCELLED
 
             wait_for(cancelled, what="the acceptance window to close")
-            statuses = [e.payload for e in await tap.emitted() if e.event == "ride:status"]
+            statuses = [e.payload for e in await tap.until("ride:status") if e.event == "ride:status"]
     finally:
         resources.settings = saved
     assert [(p["status"], p["by"]) for p in statuses] == [("CANCELLED", SYSTEM)]
