@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Final
+from typing import Final, NamedTuple
 
 from app.settings import RedisSettings, Settings
 
@@ -13,6 +13,40 @@ QUEUE_PAYMENTS: Final = "payments"
 QUEUE_NOTIFICATIONS: Final = "notifications"
 QUEUE_MAINTENANCE: Final = "maintenance"
 QUEUES: Final = (QUEUE_DISPATCH, QUEUE_PAYMENTS, QUEUE_NOTIFICATIONS, QUEUE_MAINTENANCE)
+
+
+
+class JobKind(NamedTuple):
+    """What a job row names: the actor that runs it and the queue that actor listens on."""
+
+    actor: str
+    queue: str
+
+    @property
+    def sql(self) -> str:
+        """`'<queue>', '<actor>'`: the two literals in `app.outbox.INSERT_JOB`'s column order, for
+        hot-path statements that write job rows with `INSERT_JOB SELECT ...`."""
+        assert "'" not in self.actor + self.queue
+        return f"'{self.queue}', '{self.actor}'"
+
+
+# Every job the farm writes, beside the queue it runs on (`jobs/` declares an actor for each).
+DISPATCH_STEP: Final = JobKind("dispatch.step", QUEUE_DISPATCH)
+DISPATCH_CHECK_BIDS: Final = JobKind("dispatch.check_bids", QUEUE_DISPATCH)
+RIDES_EXPIRE_BIDS: Final = JobKind("rides.expire_bids", QUEUE_DISPATCH)
+RIDES_EXPIRE_HOLD: Final = JobKind("rides.expire_hold", QUEUE_DISPATCH)
+PAYMENTS_AUTHORIZE: Final = JobKind("payments.authorize", QUEUE_PAYMENTS)
+PAYMENTS_CAPTURE: Final = JobKind("payments.capture", QUEUE_PAYMENTS)
+PAYMENTS_CANCEL: Final = JobKind("payments.cancel", QUEUE_PAYMENTS)
+PAYMENTS_REFUND: Final = JobKind("payments.refund", QUEUE_PAYMENTS)
+PAYMENTS_HANDLE_EVENT: Final = JobKind("payments.handle_event", QUEUE_PAYMENTS)
+NOTIFICATIONS_SEND: Final = JobKind("notifications.send", QUEUE_NOTIFICATIONS)
+NOTIFICATIONS_RECONCILE: Final = JobKind("notifications.reconcile", QUEUE_MAINTENANCE)
+RIDES_RECONCILE: Final = JobKind("rides.reconcile", QUEUE_MAINTENANCE)
+SESSIONS_END_SOCKETS: Final = JobKind("sessions.end_sockets", QUEUE_MAINTENANCE)
+TOKENS_CLEANUP: Final = JobKind("tokens.cleanup", QUEUE_MAINTENANCE)
+DRIVERS_PRUNE_STALE: Final = JobKind("drivers.prune_stale", QUEUE_MAINTENANCE)
+RETENTION_PRUNE: Final = JobKind("retention.prune", QUEUE_MAINTENANCE)
 
 # Inside the Dramatiq namespace (`<ns>:` + this): a hash of the worker processes alive, by broker
 # id. Dramatiq's own `__heartbeats__` also lists every process that only enqueues (web, clock).
@@ -27,8 +61,8 @@ NOTIFICATIONS_CHANNEL: Final = "farm_notifications"
 # The jobs that the dispatchers (`workers/dispatcher.py`) and the notification senders
 # (`workers/notifier.py`) run in batches straight from the ledger; the relay hands over the rest.
 # The same lists are in migration 0008 (trigger and partial indexes) and `models.jobs`.
-DISPATCH_ACTORS: Final = ("dispatch.step", "dispatch.check_bids")
-NOTIFICATION_ACTORS: Final = ("notifications.send",)
+DISPATCH_ACTORS: Final = (DISPATCH_STEP.actor, DISPATCH_CHECK_BIDS.actor)
+NOTIFICATION_ACTORS: Final = (NOTIFICATIONS_SEND.actor,)
 
 
 def batched_actors(settings: Settings) -> tuple[str, ...]:

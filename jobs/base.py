@@ -31,7 +31,7 @@ from dramatiq.middleware import CurrentMessage
 from app.adapters.realtime import Publisher
 from app.db import UnitOfWork
 from app.errors import CircuitOpen, ProviderError
-from app.keys import RedisKeys
+from app.keys import JobKind, RedisKeys
 from app.logging import get_logger
 from app.settings import Settings
 from workers import ledger
@@ -60,10 +60,15 @@ def _provider_code(error: ProviderError) -> str:
 
 
 def job(
-    name: str, *, queue: str, max_retries: int = 10, min_backoff_ms: int = 1_000,
+    kind: JobKind | str, *, queue: str | None = None, max_retries: int = 10, min_backoff_ms: int = 1_000,
     max_backoff_ms: int = 15 * 60 * 1000, time_limit_ms: int = 60_000, claim_first: bool = True,
     **options: Any,
 ) -> Callable[[Callable[..., None]], dramatiq.Actor[..., None]]:
+    """Declare `fn` as the actor of `kind` (a constant of `app/keys.py`); a one-off actor (a test's
+    probe) gives its name and `queue` instead."""
+    name, queue = kind if isinstance(kind, JobKind) else (kind, queue)
+    assert queue is not None, "an actor named by a string needs its queue"
+
     def decorator(fn: Callable[..., None]) -> dramatiq.Actor[..., None]:
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from app.keys import QUEUE_DISPATCH, QUEUE_MAINTENANCE
+from app.keys import DISPATCH_CHECK_BIDS, DISPATCH_STEP, RIDES_RECONCILE
 from app.services import dispatch, dispatch_reconcile
 from jobs.base import JobContext, job
 from workers.resources import get_resources
 
 
-@job("dispatch.step", queue=QUEUE_DISPATCH, max_retries=8, min_backoff_ms=200, time_limit_ms=30_000,
+@job(DISPATCH_STEP, max_retries=8, min_backoff_ms=200, time_limit_ms=30_000,
      claim_first=False)  # a redelivered step re-sends its round's open offers (see dispatch.step)
 def step(ctx: JobContext, ride_id: str, round_: int) -> None:
     dispatch.step(
@@ -21,7 +21,7 @@ def step(ctx: JobContext, ride_id: str, round_: int) -> None:
     )
 
 
-@job("dispatch.check_bids", queue=QUEUE_DISPATCH, max_retries=8, min_backoff_ms=200, time_limit_ms=30_000)
+@job(DISPATCH_CHECK_BIDS, max_retries=8, min_backoff_ms=200, time_limit_ms=30_000)
 def check_bids(ctx: JobContext, ride_id: str, round_: int) -> None:
     dispatch.check_bids(
         ctx.uow.session, ctx.settings.dispatch, uuid.UUID(ride_id), int(round_),
@@ -29,6 +29,6 @@ def check_bids(ctx: JobContext, ride_id: str, round_: int) -> None:
     )
 
 
-@job("rides.reconcile", queue=QUEUE_MAINTENANCE, max_retries=3)
+@job(RIDES_RECONCILE, max_retries=3)
 def reconcile(ctx: JobContext) -> None:
     dispatch_reconcile.reconcile(ctx.uow.session, ctx.settings, now=datetime.now(UTC))

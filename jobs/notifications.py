@@ -13,12 +13,12 @@ import uuid
 from datetime import UTC, datetime
 
 from app.adapters.twilio_sender import senders_for
-from app.keys import QUEUE_MAINTENANCE, QUEUE_NOTIFICATIONS
+from app.keys import NOTIFICATIONS_RECONCILE, NOTIFICATIONS_SEND
 from app.services import notification_delivery
 from jobs.base import JobContext, job
 
 
-@job("notifications.send", queue=QUEUE_NOTIFICATIONS, max_retries=20, min_backoff_ms=1_000,
+@job(NOTIFICATIONS_SEND, max_retries=20, min_backoff_ms=1_000,
      max_backoff_ms=5 * 60 * 1000, time_limit_ms=60_000, priority=10, claim_first=False)
 def send(ctx: JobContext, notification_id: str) -> None:
     notification_delivery.deliver(
@@ -27,6 +27,6 @@ def send(ctx: JobContext, notification_id: str) -> None:
     )
 
 
-@job("notifications.reconcile", queue=QUEUE_MAINTENANCE, max_retries=3)
+@job(NOTIFICATIONS_RECONCILE, max_retries=3)
 def reconcile(ctx: JobContext) -> None:
     notification_delivery.requeue_stuck(ctx.uow.session, ctx.settings.notifications, now=datetime.now(UTC))

@@ -12,7 +12,13 @@ import uuid
 from typing import Any
 
 from app.errors import ProviderError
-from app.keys import QUEUE_PAYMENTS
+from app.keys import (
+    PAYMENTS_AUTHORIZE,
+    PAYMENTS_CANCEL,
+    PAYMENTS_CAPTURE,
+    PAYMENTS_HANDLE_EVENT,
+    PAYMENTS_REFUND,
+)
 from app.services import payments
 from jobs.base import JobContext, job
 from workers.resources import get_resources
@@ -34,26 +40,26 @@ _OPTIONS: dict[str, Any] = {"min_backoff_ms": 1_000, "max_backoff_ms": 10 * 60 *
                             "time_limit_ms": 120_000, "retry_when": _retry_when}
 
 
-@job("payments.authorize", queue=QUEUE_PAYMENTS, **_OPTIONS)
+@job(PAYMENTS_AUTHORIZE, **_OPTIONS)
 def authorize(ctx: JobContext, ride_id: str) -> None:
     payments.authorize(ctx.uow.session, _env(ctx), uuid.UUID(ride_id))
 
 
-@job("payments.capture", queue=QUEUE_PAYMENTS, **_OPTIONS)
+@job(PAYMENTS_CAPTURE, **_OPTIONS)
 def capture(ctx: JobContext, ride_id: str) -> None:
     payments.capture(ctx.uow.session, _env(ctx), uuid.UUID(ride_id))
 
 
-@job("payments.cancel", queue=QUEUE_PAYMENTS, **_OPTIONS)
+@job(PAYMENTS_CANCEL, **_OPTIONS)
 def cancel(ctx: JobContext, ride_id: str) -> None:
     payments.cancel(ctx.uow.session, _env(ctx), uuid.UUID(ride_id))
 
 
-@job("payments.refund", queue=QUEUE_PAYMENTS, **_OPTIONS)
+@job(PAYMENTS_REFUND, **_OPTIONS)
 def refund(ctx: JobContext, ride_id: str, request_id: str, amount: int | None = None) -> None:
     payments.refund(ctx.uow.session, _env(ctx), uuid.UUID(ride_id), request_id, amount)
 
 
-@job("payments.handle_event", queue=QUEUE_PAYMENTS, **_OPTIONS)
+@job(PAYMENTS_HANDLE_EVENT, **_OPTIONS)
 def handle_event(ctx: JobContext, event_id: str) -> None:
     payments.handle_event(ctx.uow.session, _env(ctx), event_id)

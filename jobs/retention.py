@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from app.keys import QUEUE_MAINTENANCE
+from app.keys import RETENTION_PRUNE
 from app.logging import get_logger
 from app.services import retention
 from jobs.base import JobContext, job
@@ -19,7 +19,7 @@ log = get_logger("jobs.retention")
 
 # claim_first=False: it commits batch by batch, so its ledger row is marked done after the last one
 # (a run cut short is simply run again; a batch deleted twice deletes nothing).
-@job("retention.prune", queue=QUEUE_MAINTENANCE, max_retries=3, time_limit_ms=10 * 60_000, claim_first=False)
+@job(RETENTION_PRUNE, max_retries=3, time_limit_ms=10 * 60_000, claim_first=False)
 def prune(ctx: JobContext) -> None:
     deleted: Counter[str] = Counter()
     for batch in retention.prune(ctx.uow.session, ctx.settings.retention, now=datetime.now(UTC)):

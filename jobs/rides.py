@@ -9,18 +9,18 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from app.keys import QUEUE_DISPATCH
+from app.keys import RIDES_EXPIRE_BIDS, RIDES_EXPIRE_HOLD
 from app.services import ride_expiry
 from jobs.base import JobContext, job
 
 
-@job(ride_expiry.EXPIRE_BIDS, queue=QUEUE_DISPATCH, max_retries=8, min_backoff_ms=200, time_limit_ms=30_000)
+@job(RIDES_EXPIRE_BIDS, max_retries=8, min_backoff_ms=200, time_limit_ms=30_000)
 def expire_bids(ctx: JobContext, ride_id: str, round_: int) -> None:
     ride_expiry.expire_bids(ctx.uow.session, ctx.settings, uuid.UUID(ride_id), int(round_),
                             now=datetime.now(UTC), after_commit=ctx.uow.after_commit, emit=ctx.publisher.emit)
 
 
-@job(ride_expiry.EXPIRE_HOLD, queue=QUEUE_DISPATCH, max_retries=8, min_backoff_ms=200, time_limit_ms=30_000)
+@job(RIDES_EXPIRE_HOLD, max_retries=8, min_backoff_ms=200, time_limit_ms=30_000)
 def expire_hold(ctx: JobContext, ride_id: str) -> None:
     ride_expiry.expire_hold(ctx.uow.session, ctx.settings, uuid.UUID(ride_id), now=datetime.now(UTC),
                             after_commit=ctx.uow.after_commit, emit=ctx.publisher.emit)

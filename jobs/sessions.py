@@ -14,7 +14,7 @@ import uuid
 
 import redis
 
-from app.keys import QUEUE_MAINTENANCE, RedisKeys
+from app.keys import SESSIONS_END_SOCKETS, RedisKeys
 from app.logging import get_logger
 from app.realtime.sessions import SERVER_TTL_S, EndRequest, encode
 from jobs.base import JobContext, job
@@ -38,7 +38,7 @@ def live_servers(client: redis.Redis, keys: RedisKeys) -> set[str]:
 
 # claim_first=False: no transaction is held while waiting for acks (the job is idempotent: a
 # second run ends nothing twice), and its ledger row is marked done once every server acked.
-@job("sessions.end_sockets", queue=QUEUE_MAINTENANCE, max_retries=5, min_backoff_ms=500, claim_first=False)
+@job(SESSIONS_END_SOCKETS, max_retries=5, min_backoff_ms=500, claim_first=False)
 def end_sockets(ctx: JobContext, user_id: str, reason: str, session_id: str | None = None) -> None:
     # One request id per message: acks from an earlier attempt still count on a retry.
     end_everywhere(ctx.redis, ctx.keys, user_id, reason, session_id, request_id=ctx.message_id or None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from app.keys import QUEUE_MAINTENANCE
+from app.keys import TOKENS_CLEANUP
 from app.logging import get_logger
 from app.services.tokens import purge_expired
 from jobs.base import JobContext, job
@@ -12,7 +12,7 @@ from jobs.base import JobContext, job
 log = get_logger("jobs.tokens")
 
 
-@job("tokens.cleanup", queue=QUEUE_MAINTENANCE, max_retries=3)
+@job(TOKENS_CLEANUP, max_retries=3)
 def cleanup(ctx: JobContext) -> None:
     report = purge_expired(
         ctx.uow.session,

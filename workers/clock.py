@@ -19,6 +19,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.connection_budget import log_budget
 from app.db import create_sync_engine, sync_session_factory
+from app.keys import (
+    DRIVERS_PRUNE_STALE,
+    NOTIFICATIONS_RECONCILE,
+    RETENTION_PRUNE,
+    RIDES_RECONCILE,
+    TOKENS_CLEANUP,
+    JobKind,
+)
 from app.logging import configure_logging, freeze_startup_objects, get_logger
 from app.outbox import add_job
 from app.settings import Settings, get_settings
@@ -40,7 +48,7 @@ def send(actor_name: str, sessions: sessionmaker[Session] | None = None) -> None
     try:
         queue = jobs.broker.get_actor(actor_name).queue_name
         with (sessions or _sessions()).begin() as session:
-            message_id = add_job(session, actor_name, queue, dedupe_key=f"clock:{actor_name}")
+            message_id = add_job(session, JobKind(actor_name, queue), dedupe_key=f"clock:{actor_name}")
         log.info("clock.sent", actor=actor_name, message_id=str(message_id))
     except Exception as error:
         log.error("clock.send_failed", actor=actor_name, error=repr(error))
@@ -50,15 +58,15 @@ def build_scheduler(settings: Settings) -> BlockingScheduler:
     scheduler = BlockingScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1,
                                                                  "misfire_grace_time": 60})
     periodic = (
-        ("tokens.cleanup", settings.clock.tokens_cleanup_interval_s),
-        ("rides.reconcile", settings.clock.reconcile_interval_s),
-        ("notifications.reconcile", settings.clock.reconcile_interval_s),
-        ("drivers.prune_stale", settings.clock.driver_prune_interval_s),
-        ("retention.prune", settings.clock.retention_interval_s),
+        (TOKENS_CLEANUP, settings.clock.tokens_cleanup_interval_s),
+        (RIDES_RECONCILE, settings.clock.reconcile_interval_s),
+        (NOTIFICATIONS_RECONCILE, settings.clock.reconcile_interval_s),
+        (DRIVERS_PRUNE_STALE, settings.clock.driver_prune_interval_s),
+        (RETENTION_PRUNE, settings.clock.retention_interval_s),
     )
-    for actor_name, interval_s in periodic:
-        scheduler.add_job(send, IntervalTrigger(seconds=interval_s), args=[actor_name], id=actor_name,
-                          name=actor_name, next_run_time=datetime.now(UTC))
+    for kind, interval_s in periodic:
+        scheduler.add_job(send, IntervalTrigger(seconds=interval_s), args=[kind.actor], id=kind.actor,
+                          name=kind.actor, next_run_time=datetime.now(UTC))
     return scheduler
 
 

@@ -33,7 +33,7 @@ from app.errors import (
     TokenRevoked,
     ValidationFailed,
 )
-from app.keys import QUEUE_MAINTENANCE
+from app.keys import SESSIONS_END_SOCKETS
 from app.logging import get_logger
 from app.outbox import add_job_async
 from app.security import (
@@ -188,7 +188,7 @@ class AuthService:
             # Spent while this refresh waited for it: revoke under the share lock. A token a sibling
             # refresh issues meanwhile is refused by the revoked-session check above.
             await self._revoke_family(uow, user.id, row.family_id, "refresh_reuse")
-            await add_job_async(uow.session, "sessions.end_sockets", QUEUE_MAINTENANCE, str(user.id),
+            await add_job_async(uow.session, SESSIONS_END_SOCKETS, str(user.id),
                                 "refresh_reuse", str(row.family_id))
             uow.session.add(
                 AuditEntry(actor_id=None, actor_role="system", action="auth.refresh_reuse_detected",
@@ -220,7 +220,7 @@ class AuthService:
         for family_id in families:
             await self._revoke_family(uow, principal.id, family_id, "logout")
             # That session's sockets only (the user's other sessions keep theirs).
-            await add_job_async(uow.session, "sessions.end_sockets", QUEUE_MAINTENANCE, str(principal.id),
+            await add_job_async(uow.session, SESSIONS_END_SOCKETS, str(principal.id),
                                 "logout", str(family_id))
         log.info("auth.logged_out", user_id=str(principal.id))
 
@@ -270,7 +270,7 @@ async def revoke_all_tokens(uow: AsyncUnitOfWork, user_id: uuid.UUID, *, reason:
         .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason)
     )
-    await add_job_async(uow.session, "sessions.end_sockets", QUEUE_MAINTENANCE, str(user_id), reason)
+    await add_job_async(uow.session, SESSIONS_END_SOCKETS, str(user_id), reason)
     await uow.session.flush()
     vehicle_type = await uow.session.scalar(select(Driver.vehicle_type).where(Driver.user_id == user_id))
     snapshot = snapshot_of(user, vehicle_type.value if vehicle_type else None)

@@ -24,7 +24,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app.adapters.driver_index import NearbyQuery
-from app.keys import QUEUE_DISPATCH, driver_room, ride_room
+from app.keys import DISPATCH_CHECK_BIDS, DISPATCH_STEP, driver_room, ride_room
 from app.logging import get_logger
 from app.outbox import INSERT_JOB, add_job
 from app.services import ride_expiry
@@ -114,7 +114,7 @@ WITH candidate AS (
     RETURNING ride_id, driver_id, distance_km
 ), bid_check AS (
     """ + INSERT_JOB + """
-    SELECT r.message_id, :queue, 'dispatch.check_bids', CAST(r.args AS jsonb), '{}'::jsonb, '{}'::jsonb,
+    SELECT r.message_id, """ + DISPATCH_CHECK_BIDS.sql + """, CAST(r.args AS jsonb), '{}'::jsonb, '{}'::jsonb,
            :now, :check_due_at
     FROM claimed r
 )
@@ -219,7 +219,7 @@ def _step_wave(session: Session, drivers: NearbyDrivers, settings: DispatchSetti
             "ride_ids": [ride.id for ride, _, _ in rides], "rounds": [r for _, r, _ in rides],
             "message_ids": [uuid.uuid4() for _ in rides],
             "args": [json.dumps([str(ride.id), r]) for ride, r, _ in rides],
-            "queue": QUEUE_DISPATCH, "check_due_at": expires_at,
+            "check_due_at": expires_at,
         }).all():
             chosen[ride_id].append((driver_id, km))
 
@@ -355,7 +355,7 @@ def _after_check(session: Session, settings: DispatchSettings, ride_id: uuid.UUI
         return CheckResult("bids_ready", live_bids)
 
     if round_ + 1 < len(settings.radii_km):
-        add_job(session, "dispatch.step", QUEUE_DISPATCH, str(ride_id), round_ + 1)
+        add_job(session, DISPATCH_STEP, str(ride_id), round_ + 1)
         log.info("dispatch.widening", ride_id=str(ride_id), next_round=round_ + 1)
         return CheckResult("next_round")
 

@@ -30,11 +30,10 @@ from typing import Any
 from sqlalchemy import Select, and_, exists, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from app.keys import QUEUE_DISPATCH
+from app.keys import DISPATCH_CHECK_BIDS, DISPATCH_STEP, RIDES_EXPIRE_BIDS, RIDES_EXPIRE_HOLD
 from app.logging import get_logger
 from app.outbox import add_job
 from app.services.payments import HOLD_SECURED
-from app.services.ride_expiry import EXPIRE_BIDS, EXPIRE_HOLD
 from app.settings import Settings
 from models import Bid, BidStatus, Payment, PaymentMethod, Ride, RideStatus
 
@@ -56,19 +55,19 @@ def reconcile(session: Session, settings: Settings, *, now: datetime | None = No
     for ride_id, round_, checked, live, _ in _pages(session, _stalled_dispatch(settings, now, grace_s),
                                                   page_size, max_pages):
         if round_ is None:
-            add_job(session, "dispatch.step", QUEUE_DISPATCH, str(ride_id), 0)
+            add_job(session, DISPATCH_STEP, str(ride_id), 0)
             steps += 1
         elif checked is None or checked < round_:
-            add_job(session, "dispatch.check_bids", QUEUE_DISPATCH, str(ride_id), round_)
+            add_job(session, DISPATCH_CHECK_BIDS, str(ride_id), round_)
             checks += 1
         elif live:
-            add_job(session, EXPIRE_BIDS, QUEUE_DISPATCH, str(ride_id), round_)
+            add_job(session, RIDES_EXPIRE_BIDS, str(ride_id), round_)
             expiries += 1
         else:
-            add_job(session, "dispatch.step", QUEUE_DISPATCH, str(ride_id), round_ + 1)
+            add_job(session, DISPATCH_STEP, str(ride_id), round_ + 1)
             steps += 1
     for ride_id, *_ in _pages(session, _overdue_holds(settings, now, grace_s), page_size, max_pages):
-        add_job(session, EXPIRE_HOLD, QUEUE_DISPATCH, str(ride_id))
+        add_job(session, RIDES_EXPIRE_HOLD, str(ride_id))
         expiries += 1
     if steps or checks or expiries:
         log.warning("dispatch.reconciled", steps=steps, checks=checks, expiries=expiries)

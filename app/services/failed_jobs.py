@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from app.db import UnitOfWork
 from app.errors import NotFound, ValidationFailed
+from app.keys import JobKind
 from app.logging import get_logger
 from app.outbox import job_insert
 from app.services import audit
@@ -253,8 +254,9 @@ def replay(uow: UnitOfWork, failed_job_id: uuid.UUID, *, by: str, enqueue: Enque
     forced = job.replay_count > 0
     message = replay_message(job)
     if enqueue is None:
-        statement, _ = job_insert(message.actor_name, message.queue_name, message.args, message.kwargs,
-                                  options=message.options, message_id=uuid.UUID(message.message_id))
+        kind = JobKind(message.actor_name, message.queue_name)
+        statement, _ = job_insert(kind, message.args, message.kwargs, options=message.options,
+                                  message_id=uuid.UUID(message.message_id))
         uow.session.execute(statement)
         sent = message
     else:

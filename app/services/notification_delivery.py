@@ -30,10 +30,10 @@ from sqlalchemy.orm import Session
 
 from app.adapters.twilio_sender import Senders, callback_url
 from app.errors import ProviderError
-from app.keys import QUEUE_NOTIFICATIONS
+from app.keys import NOTIFICATIONS_SEND
 from app.logging import get_logger
 from app.outbox import INSERT_JOB
-from app.services.notifications import SECRET_TEMPLATES, SEND_ACTOR
+from app.services.notifications import SECRET_TEMPLATES
 from app.settings import NotificationSettings, TwilioSettings
 
 log = get_logger("notifications")
@@ -241,8 +241,8 @@ WITH stuck AS (
     UPDATE notifications n SET updated_at = :now FROM stuck WHERE n.id = stuck.id RETURNING n.id
 )
 """ + INSERT_JOB + """
-SELECT gen_random_uuid(), :queue, :actor, jsonb_build_array(CAST(id AS text)), '{}'::jsonb, '{}'::jsonb, :now,
-       :now
+SELECT gen_random_uuid(), """ + NOTIFICATIONS_SEND.sql + """, jsonb_build_array(CAST(id AS text)),
+       '{}'::jsonb, '{}'::jsonb, :now, :now
 FROM touched
 """)
 
@@ -255,7 +255,7 @@ def requeue_stuck(session: Session, settings: NotificationSettings, *, now: date
     claim's compare-and-set makes a duplicate job harmless."""
     now = now or datetime.now(UTC)
     params: dict[str, Any] = {"quiet_since": now - timedelta(seconds=settings.stuck_after_s), "now": now,
-                              "limit": limit, "queue": QUEUE_NOTIFICATIONS, "actor": SEND_ACTOR}
+                              "limit": limit}
     count = cast(CursorResult[Any], session.execute(_REQUEUE_STUCK, params)).rowcount or 0
     if count:
         log.warning("notifications.requeued", count=count)

@@ -27,13 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from app import currencies
-from app.keys import QUEUE_NOTIFICATIONS
+from app.keys import NOTIFICATIONS_SEND
 from app.outbox import INSERT_JOB
 from app.settings import TwilioSettings
 from models import Bid, Ride, RideStatus
 from models.ride_states import ADMIN, CUSTOMER
-
-SEND_ACTOR: Final = "notifications.send"
 
 # --- templates ---------------------------------------------------------------------------------------
 #: Short bodies in the GSM-7 alphabet (one SMS segment is 160 of them; an em dash would halve it).
@@ -142,7 +140,7 @@ def notification_ctes(name: str) -> str:
     RETURNING id, status
 ), {name}_job AS (
     {INSERT_JOB}
-    SELECT gen_random_uuid(), :{p}_queue, :{p}_actor, jsonb_build_array(CAST(id AS text)),
+    SELECT gen_random_uuid(), {NOTIFICATIONS_SEND.sql}, jsonb_build_array(CAST(id AS text)),
            '{{}}'::jsonb, '{{}}'::jsonb, :{p}_now, :{p}_now
     FROM {name} WHERE status = 'queued'
 )"""
@@ -161,7 +159,7 @@ def notification_params(name: str, *, user_id: uuid.UUID, template: str, dedupe_
         "params": msgspec.json.encode(dict(params)).decode(),
         "body": render(template, {**params, **(secret or {})}),
         "opt_in_channel": opt_in_channel, "channel": channel, "now": now or datetime.now(UTC),
-        "queue": QUEUE_NOTIFICATIONS, "actor": SEND_ACTOR, "verified_only": verified_only,
+        "verified_only": verified_only,
     }
     return {f"{name}_{key}": value for key, value in values.items()}
 

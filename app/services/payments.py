@@ -47,7 +47,15 @@ from sqlalchemy.orm import Session
 from app import currencies
 from app.adapters.stripe_gateway import IntentState, StripeGateway
 from app.errors import Conflict, NotFound, PaymentsDisabled, ProviderError, ValidationFailed
-from app.keys import QUEUE_DISPATCH, QUEUE_PAYMENTS, ride_room
+from app.keys import (
+    PAYMENTS_AUTHORIZE,
+    PAYMENTS_CANCEL,
+    PAYMENTS_CAPTURE,
+    PAYMENTS_HANDLE_EVENT,
+    PAYMENTS_REFUND,
+    RIDES_EXPIRE_HOLD,
+    ride_room,
+)
 from app.logging import get_logger
 from app.outbox import INSERT_JOB, add_job, add_job_async
 from app.services.notifications import payment_failed
@@ -180,8 +188,8 @@ async def open_payment(session: AsyncSession, ride: Ride, *, driver_id: uuid.UUI
         stripe_account_id=account if card else None, created_at=now, updated_at=now,
     ))
     if card:
-        await add_job_async(session, "payments.authorize", QUEUE_PAYMENTS, str(ride.id))
-        await add_job_async(session, "rides.expire_hold", QUEUE_DISPATCH, str(ride.id),
+        await add_job_async(session, PAYMENTS_AUTHORIZE, str(ride.id))
+        await add_job_async(session, RIDES_EXPIRE_HOLD, str(ride.id),
                             delay_ms=hold_timeout_s * 1000)
 
 
@@ -206,11 +214,11 @@ async def after_ride_move(session: AsyncSession, ride: Ride, before: RideStatus,
     if ride.accepted_bid_id is None:
         return
     if target == RideStatus.COMPLETED:
-        await add_job_async(session, "payments.capture", QUEUE_PAYMENTS, str(ride.id))
+        await add_job_async(session, PAYMENTS_CAPTURE, str(ride.id))
     elif target == RideStatus.CANCELLED:
         await session.execute(update(Payment).where(Payment.ride_id == ride.id)
                               .values(cancelled_from=before.value, updated_at=datetime.now(UTC)))
-        await add_job_async(session, "payments.cancel", QUEUE_PAYMENTS, str(ride.id))
+        await add_job_async(session, PAYMENTS_CANCEL, str(ride.id))
 
 
 def cancelled_by_system(session: Session, ride_id: uuid.UUID, before: RideStatus) -> None:
@@ -218,7 +226,7 @@ def cancelled_by_system(session: Session, ride_id: uuid.UUID, before: RideStatus
     cancelled from (release vs fee) and enqueue `payments.cancel`."""
     session.execute(update(Payment).where(Payment.ride_id == ride_id)
                     .values(cancelled_from=before.value, updated_at=datetime.now(UTC)))
-    add_job(session, "payments.cancel", QUEUE_PAYMENTS, str(ride_id))
+    add_job(session, PAYMENTS_CANCEL, str(ride_id))
 
 
 def hold_key(ride_id: uuid.UUID | str) -> str:
@@ -272,7 +280,7 @@ WITH stored AS (
     RETURNING id
 )
 """ + INSERT_JOB + """
-SELECT %(message_id)s, %(queue)s, 'payments.handle_event', jsonb_build_array(stored.id), '{}'::jsonb,
+SELECT %(message_id)s, """ + PAYMENTS_HANDLE_EVENT.sql + """, jsonb_build_array(stored.id), '{}'::jsonb,
        '{}'::jsonb, %(now)s, %(now)s
 FROM stored
 RETURNING 1
@@ -291,7 +299,7 @@ async def store_event(statements: StatementPool, payload: bytes) -> bool:
         raise ValidationFailed("The event is not a Stripe event.", details={"body": str(exc)}) from exc
     row = await statements.fetch_one(_STORE_EVENT, {
         "id": head.id, "type": head.type, "account": head.account, "payload": payload.decode("utf-8"),
-        "now": datetime.now(UTC), "message_id": uuid.uuid4(), "queue": QUEUE_PAYMENTS,
+        "now": datetime.now(UTC), "message_id": uuid.uuid4(),
     })
     return row is not None
 
@@ -633,7 +641,7 @@ async def request_refund(session: AsyncSession, ride_id: uuid.UUID, amount: int 
         raise Conflict("Nothing captured is left to refund.",
                        details={"captured": payment.amount_captured, "refunded": payment.amount_refunded})
     request_id = uuid.uuid4().hex
-    await add_job_async(session, "payments.refund", QUEUE_PAYMENTS, str(ride_id), request_id, amount)
+    await add_job_async(session, PAYMENTS_REFUND, str(ride_id), request_id, amount)
     return request_id
 
 

@@ -31,11 +31,11 @@ from typing import Any, Final, LiteralString
 import msgspec
 
 from app.errors import Conflict, ValidationFailed
-from app.keys import QUEUE_DISPATCH, QUEUE_NOTIFICATIONS
+from app.keys import DISPATCH_STEP, NOTIFICATIONS_SEND
 from app.logging import get_logger
 from app.outbox import INSERT_JOB
 from app.services.access import Principal
-from app.services.notifications import SEND_ACTOR, SKIPPED_UNVERIFIED, channels, place, render, ride_key
+from app.services.notifications import SKIPPED_UNVERIFIED, channels, place, render, ride_key
 from app.services.phone_verification import require_verified_phone
 from app.settings import Settings
 from app.statements import StatementPool, psycopg_named
@@ -103,12 +103,12 @@ WITH input AS (
     RETURNING id, status, created_at
 ), note_job AS (
     {INSERT_JOB}
-    SELECT gen_random_uuid(), :note_queue, :note_actor, jsonb_build_array(CAST(id AS text)),
+    SELECT gen_random_uuid(), {NOTIFICATIONS_SEND.sql}, jsonb_build_array(CAST(id AS text)),
            '{{}}'::jsonb, '{{}}'::jsonb, created_at, created_at
     FROM note WHERE status = 'queued'
 ), step_job AS (
     {INSERT_JOB}
-    SELECT message_id, :queue, 'dispatch.step', CAST(args AS jsonb), '{{}}'::jsonb, '{{}}'::jsonb,
+    SELECT message_id, {DISPATCH_STEP.sql}, CAST(args AS jsonb), '{{}}'::jsonb, '{{}}'::jsonb,
            created_at, created_at
     FROM written
 )
@@ -153,7 +153,6 @@ class RideWriter:
             "status": RideStatus.PENDING_BIDS.value, "role": CUSTOMER, "template": "booking_confirmed",
             "opt_in_channel": opt_in_channel, "channel": channel,
             "verified_only": bool(twilio and twilio.verified_numbers_only),
-            "note_queue": QUEUE_NOTIFICATIONS, "note_actor": SEND_ACTOR, "queue": QUEUE_DISPATCH,
         }
 
     async def write(self, row: tuple[Any, ...]) -> Outcome:

@@ -33,7 +33,7 @@ from typing import Any, Final
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
-from app.keys import QUEUE_DISPATCH
+from app.keys import RIDES_EXPIRE_BIDS
 from app.logging import get_logger
 from app.outbox import add_job
 from app.services import notifications, payments
@@ -47,8 +47,6 @@ log = get_logger("ride_expiry")
 Emit = Callable[[str, dict[str, Any], "str | list[str]"], None]
 AfterCommit = Callable[[Callable[[], None]], None]
 
-EXPIRE_BIDS: Final = "rides.expire_bids"
-EXPIRE_HOLD: Final = "rides.expire_hold"
 #: The reasons the ride's history gives (`history[].reason`).
 NO_ACCEPT_REASON: Final = "no bid was accepted in time"
 NO_HOLD_REASON: Final = "payment was not authorized in time"
@@ -91,7 +89,7 @@ def _reject_live_bids(session: Session, ride_id: uuid.UUID) -> None:
 def schedule_acceptance_window(session: Session, settings: DispatchSettings, ride_id: uuid.UUID,
                                round_: int) -> None:
     """In the transaction of the bid check that found bids: the window's end, as a delayed job."""
-    add_job(session, EXPIRE_BIDS, QUEUE_DISPATCH, str(ride_id), round_,
+    add_job(session, RIDES_EXPIRE_BIDS, str(ride_id), round_,
             delay_ms=settings.accept_window_s * 1000)
 
 

@@ -51,8 +51,9 @@ import redis
 from app.adapters.driver_index import DriverIndexReader
 from app.adapters.realtime import Publisher
 from app.db import UnitOfWork, create_sync_engine, sync_session_factory
-from app.keys import QUEUE_DISPATCH, RedisKeys
+from app.keys import DISPATCH_STEP, RedisKeys
 from app.logging import configure_logging
+from app.outbox import INSERT_JOB
 from app.services import dispatch
 from app.settings import Settings
 from scripts.bench import driver_seed
@@ -143,10 +144,10 @@ def enqueue_steps(settings: Settings, dsn: str, ride_ids: list[uuid.UUID]) -> No
     to Redis as its own Dramatiq message instead."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO jobs (message_id, queue, actor, args, kwargs, options, created_at, due_at) "
-            "SELECT gen_random_uuid(), %s, 'dispatch.step', jsonb_build_array(CAST(r AS text), 0), "
-            "'{}', '{}', now(), now() FROM unnest(CAST(%s AS uuid[])) AS r",
-            (QUEUE_DISPATCH, ride_ids))
+            INSERT_JOB + f" SELECT gen_random_uuid(), {DISPATCH_STEP.sql}, "
+            "jsonb_build_array(CAST(r AS text), 0), '{}', '{}', now(), now() "
+            "FROM unnest(CAST(%s AS uuid[])) AS r",
+            (ride_ids,))
 
 
 # --- the worker drain -----------------------------------------------------------------------------------

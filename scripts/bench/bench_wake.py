@@ -35,6 +35,8 @@ if __package__ in (None, ""):
 
 import psycopg
 
+from app.keys import DISPATCH_STEP, NOTIFICATIONS_SEND
+from app.outbox import INSERT_JOB
 from scripts.bench.harness import BenchError, BenchStack, WorkerProcess, say
 from scripts.bench.measure import load_average_text, percentiles, print_table, verdict
 
@@ -53,8 +55,8 @@ _RIDE = """WITH ride AS (
     VALUES (%(ride)s, %(user)s, 'BNCH', 'van', 'cash', 52.52, 13.40, 52.50, 13.45, 3.0, 'PENDING_BIDS',
             now(), now())
     RETURNING id)
-INSERT INTO jobs (message_id, queue, actor, args, kwargs, options, created_at, due_at)
-SELECT gen_random_uuid(), 'dispatch', 'dispatch.step', jsonb_build_array(CAST(id AS text), 0), '{}', '{}',
+""" + INSERT_JOB + """
+SELECT gen_random_uuid(), """ + DISPATCH_STEP.sql + """, jsonb_build_array(CAST(id AS text), 0), '{}', '{}',
        now(), now() FROM ride"""
 _RIDE_STARTED = "SELECT extract(epoch FROM updated_at) FROM rides WHERE id = %s AND dispatch_round = 0"
 
@@ -64,8 +66,8 @@ _NOTE = """WITH note AS (
     VALUES (%(note)s, %(user)s, 'payment_failed', %(key)s, '{}', 'console', '+4917012345678', 'bench',
             'queued', 0, now(), now())
     RETURNING id)
-INSERT INTO jobs (message_id, queue, actor, args, kwargs, options, created_at, due_at)
-SELECT gen_random_uuid(), 'notifications', 'notifications.send', jsonb_build_array(CAST(id AS text)), '{}',
+""" + INSERT_JOB + """
+SELECT gen_random_uuid(), """ + NOTIFICATIONS_SEND.sql + """, jsonb_build_array(CAST(id AS text)), '{}',
        '{}', now(), now() FROM note"""
 _NOTE_STARTED = ("SELECT extract(epoch FROM updated_at) FROM notifications"
                  " WHERE id = %s AND status <> 'queued'")

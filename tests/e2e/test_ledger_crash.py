@@ -21,6 +21,7 @@ import redis
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.keys import JobKind
 from app.outbox import add_job
 from app.settings import Settings
 from models import AuditEntry, Job, JobState
@@ -72,7 +73,7 @@ def test_jobs_of_a_sigkilled_worker_act_exactly_once(db: sessionmaker[Session], 
     # Given six ledger jobs of two seconds each
     with db.begin() as session:
         for marker in MARKERS:
-            add_job(session, "probe.ledger_effect", probe_jobs.QUEUE, marker, 2.0)
+            add_job(session, JobKind("probe.ledger_effect", probe_jobs.QUEUE), marker, 2.0)
     first = start_worker()
     second: subprocess.Popen[bytes] | None = None
     try:

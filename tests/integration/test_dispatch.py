@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.adapters.driver_index import DriverIndexReader
-from app.keys import RedisKeys
+from app.keys import DISPATCH_STEP, RedisKeys
 from app.outbox import add_job
 from app.redis_conn import create_sync_redis
 from app.services import dispatch
@@ -322,7 +322,7 @@ def test_the_whole_chain_runs_through_a_real_worker_until_no_drivers(
         # When a ride's first round is committed to the outbox
         ride = world.ride(world.customer())
         with world.db.begin() as session:
-            add_job(session, "dispatch.step", "dispatch", str(ride), 0)
+            add_job(session, DISPATCH_STEP, str(ride), 0)
 
         # Then the ride walks rounds 0 → 1 → 2 and ends with no drivers after three bid windows
         wait_for(
@@ -354,7 +354,7 @@ def test_a_step_handed_over_before_redis_restarted_empty_offers_each_driver_once
         near, far = world.driver(1.0), world.driver(3.0)
         ride = world.ride(world.customer())
         with world.db.begin() as session:
-            message_id = add_job(session, "dispatch.step", "dispatch", str(ride), 0)
+            message_id = add_job(session, DISPATCH_STEP, str(ride), 0)
         relay.drain()
         # When Redis restarts empty before any worker took the message
         redis_server.kill()

@@ -16,7 +16,7 @@ import pytest
 import redis
 from sqlalchemy import select, text, update
 
-from app.keys import QUEUE_DISPATCH, QUEUE_MAINTENANCE
+from app.keys import DISPATCH_STEP, TOKENS_CLEANUP
 from app.outbox import add_job
 from models import FailedJob, Job, Offer, Ride
 from tests.integration.test_dispatch import Emits, World, world
@@ -64,7 +64,7 @@ def dispatcher(world: World, publisher: Publisher, *, index: Any = None, max_ret
 
 def queue_step(world: World, ride_id: uuid.UUID, round_: int = 0) -> None:
     with world.db.begin() as session:
-        add_job(session, "dispatch.step", QUEUE_DISPATCH, str(ride_id), round_)
+        add_job(session, DISPATCH_STEP, str(ride_id), round_)
 
 
 def states(world: World, actor: str) -> list[str]:
@@ -153,7 +153,7 @@ def test_one_bad_job_fails_alone_and_the_rest_of_its_batch_is_dispatched(
     good = world.ride(world.customer())
     queue_step(world, good)
     with world.db.begin() as session:  # a job no round can run (a hand-edited or corrupted row)
-        add_job(session, "dispatch.step", QUEUE_DISPATCH, "not-a-ride", 0)
+        add_job(session, DISPATCH_STEP, "not-a-ride", 0)
     worker = dispatcher(world, publisher, max_retries=1)
 
     worker.dispatch_batch()
@@ -226,7 +226,7 @@ def test_the_relay_leaves_the_dispatchers_rows_alone(world: World) -> None:
     ride = world.ride(world.customer())
     queue_step(world, ride)
     with world.db.begin() as session:
-        add_job(session, "tokens.cleanup", QUEUE_MAINTENANCE)
+        add_job(session, TOKENS_CLEANUP)
     sent: list[Any] = []
     broker = types.SimpleNamespace(enqueue=lambda message: sent.append(message) or types.SimpleNamespace(
         options={"redis_message_id": str(uuid.uuid4())}))

@@ -22,6 +22,7 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 import jobs
+from app.keys import JobKind
 from app.settings import Settings
 from jobs.base import JobContext, job
 from scripts.farmctl import main
@@ -149,11 +150,11 @@ def test_queues_shows_what_the_job_ledger_holds(
     # in an hour, one handed over and past its lease, and one done
     now = datetime.now(UTC)
     with db.begin() as session:
-        add_job(session, "test.farmctl.idle", IDLE, "due")
-        add_job(session, "test.farmctl.idle", IDLE, "late", due_at=now - timedelta(minutes=1))
-        add_job(session, "test.farmctl.idle", IDLE, "later", delay_ms=3_600_000)
-        handed = add_job(session, "test.farmctl.idle", IDLE, "handed")
-        done = add_job(session, "test.farmctl.idle", IDLE, "done")
+        add_job(session, JobKind("test.farmctl.idle", IDLE), "due")
+        add_job(session, JobKind("test.farmctl.idle", IDLE), "late", due_at=now - timedelta(minutes=1))
+        add_job(session, JobKind("test.farmctl.idle", IDLE), "later", delay_ms=3_600_000)
+        handed = add_job(session, JobKind("test.farmctl.idle", IDLE), "handed")
+        done = add_job(session, JobKind("test.farmctl.idle", IDLE), "done")
         session.execute(update(Job).where(Job.message_id == handed)
                         .values(state="handed", lease_until=now - timedelta(seconds=1)))
         session.execute(update(Job).where(Job.message_id == done).values(state="done"))

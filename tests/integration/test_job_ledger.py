@@ -21,6 +21,7 @@ from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.keys import JobKind
 from app.outbox import add_job
 from app.settings import Settings
 from jobs.base import JobContext, job
@@ -73,7 +74,7 @@ def relay_settings(settings: Settings, *, poll_s: float = 30.0, batch: int | Non
 
 def commit_job(db: sessionmaker[Session], marker: str, **options: Any) -> uuid.UUID:
     with db.begin() as session:
-        return add_job(session, ACTOR, QUEUE, marker, **options)
+        return add_job(session, JobKind(ACTOR, QUEUE), marker, **options)
 
 
 def effects(db: sessionmaker[Session], marker: str) -> int:
@@ -119,7 +120,7 @@ def test_a_rolled_back_job_never_exists(
     start_worker(relay=relay_settings(settings))
     # When one transaction writes a job and rolls back, and a later one writes a job and commits
     with db() as session:
-        add_job(session, ACTOR, QUEUE, "rolled-back")
+        add_job(session, JobKind(ACTOR, QUEUE), "rolled-back")
         session.rollback()
     commit_job(db, "committed-after")
     # Then the later job runs and the rolled-back one never does (and has no row)
@@ -423,7 +424,7 @@ def test_a_job_for_an_actor_the_farm_no_longer_declares_fails_once_for_replay(
     # Given a job of an actor that was renamed away, on a queue the worker serves
     start_worker(relay=relay_settings(settings))
     with db.begin() as session:
-        message_id = add_job(session, "test.renamed_away", QUEUE, "x")
+        message_id = add_job(session, JobKind("test.renamed_away", QUEUE), "x")
     # Then it is failed (not handed again forever) and in the registry
     wait_for(lambda: state(db, message_id) == JobState.FAILED, what="the job to fail")
     with db() as session:

@@ -8,12 +8,19 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 import redis
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.adapters.queue_stats import LedgerBacklog, QueueInspector
 from app.db import libpq_dsn
-from app.keys import DISPATCH_ACTORS, QUEUE_DISPATCH, QUEUE_NOTIFICATIONS, actors_sql
+from app.keys import (
+    DISPATCH_ACTORS,
+    DISPATCH_STEP,
+    QUEUE_DISPATCH,
+    QUEUE_NOTIFICATIONS,
+    TOKENS_CLEANUP,
+    actors_sql,
+)
 from app.outbox import add_job
 from app.settings import Settings
 from models import Job
@@ -26,11 +33,13 @@ __all__ = ["db_fixture"]
 def test_due_and_running_batch_jobs_count_as_the_queues_depth(
     db: sessionmaker[Session], settings: Settings,
 ) -> None:
-    # Given 5 rounds due for a minute, one being run, one due only later, and a job of another kind
+    # Given a ledger holding only: 5 rounds due for a minute, one being run, one due only later, and
+    # a job of another kind
     with db.begin() as session:
+        session.execute(delete(Job))  # what earlier tests of this run left
         for i in range(7):
-            add_job(session, "dispatch.step", QUEUE_DISPATCH, f"ride-{i}", 0)
-        add_job(session, "tokens.cleanup", "maintenance")
+            add_job(session, DISPATCH_STEP, f"ride-{i}", 0)
+        add_job(session, TOKENS_CLEANUP)
         session.execute(update(Job).where(Job.actor == "dispatch.step")
                         .values(due_at=datetime.now(UTC) - timedelta(seconds=60)))
         session.execute(update(Job).where(Job.args[0].astext == "ride-5").values(state="handed"))

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.keys import QUEUE_NOTIFICATIONS
+from app.keys import NOTIFICATIONS_SEND
 from app.outbox import add_job
 from app.settings import Settings
 from models import Job, NotificationRequest
@@ -67,7 +67,7 @@ def test_a_send_job_written_twice_sends_once(
 ) -> None:
     [notification_id] = queued(db, twilio_settings, customer, 1)
     with db.begin() as session:  # a second job for it (the stuck-row sweep, a replay)
-        add_job(session, "notifications.send", QUEUE_NOTIFICATIONS, str(notification_id))
+        add_job(session, NOTIFICATIONS_SEND, str(notification_id))
     worker = sender(db, twilio_settings)
     try:
         assert worker.run_batch() == 2
