@@ -18,6 +18,7 @@ from app.keys import RedisKeys
 from app.logging import get_logger
 from app.redis_conn import create_sync_redis
 from app.settings import RedisSettings
+from app.timestamps import rfc3339
 
 log = get_logger("realtime")
 
@@ -58,7 +59,7 @@ def disconnect_message(sid: str, host_id: str) -> dict[str, Any]:
 def stamp(payload: dict[str, Any]) -> dict[str, Any]:
     """Every payload carries `at` (RFC 3339 UTC) unless the caller set it."""
     if "at" not in payload:
-        payload = {**payload, "at": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
+        payload = {**payload, "at": rfc3339(datetime.now(UTC))}
     return payload
 
 

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from app.api.schemas import Response
+from app.timestamps import rfc3339
 from models import AuditEntry
 from models.jobs import FailedJob, FailedJobReplay
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 class FailedJobOut(Response):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -12,6 +11,7 @@ from app.api.schemas import Request, Response, VehicleTypeName
 from app.services.bids import BidRequest
 from app.services.ride_creation import Place, RideRequest
 from app.services.rides import RideView
+from app.timestamps import rfc3339
 from models import Bid, Region, RideEvent, RideStatus
 
 Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
@@ -20,9 +20,6 @@ Address = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 RegionCode = Annotated[str, msgspec.Meta(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_-]+\Z")]
 Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}\Z")]
 
-
-def rfc3339(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 class PlaceIn(Request):

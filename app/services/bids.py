@@ -32,6 +32,7 @@ from app.services import notifications, payments
 from app.services.access import Principal
 from app.services.rides import RideView, load_ride, move_ride, rowcount, view_of
 from app.settings import Settings
+from app.timestamps import rfc3339
 from models import (
     Bid,
     BidStatus,
@@ -55,9 +56,6 @@ class BidRequest:
     currency: str
     eta_minutes: int
 
-
-def rfc3339(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def bid_payload(bid: Bid) -> dict[str, Any]:

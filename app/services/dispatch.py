@@ -30,6 +30,7 @@ from app.outbox import INSERT_JOB, add_job
 from app.services import ride_expiry
 from app.services.notifications import notify, ride_key
 from app.settings import DispatchSettings, TwilioSettings
+from app.timestamps import rfc3339
 from models import Offer, Ride, RideStatus
 
 log = get_logger("dispatch")
@@ -51,9 +52,6 @@ class StepResult:
     offered: list[uuid.UUID]
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
 
 def _offer_payload(ride: Any, distance_km: float, round_: int, expires_at: datetime) -> dict[str, Any]:
     return {
@@ -63,7 +61,7 @@ def _offer_payload(ride: Any, distance_km: float, round_: int, expires_at: datet
         "vehicleType": str(ride.vehicle_type),
         "distanceKm": round(distance_km, 3),
         "round": round_,
-        "expiresAt": _iso(expires_at),
+        "expiresAt": rfc3339(expires_at),
     }
 
 
@@ -232,7 +230,7 @@ def _step_wave(session: Session, drivers: NearbyDrivers, settings: DispatchSetti
                   radius_km=settings.radii_km[round_], offered=len(offers))
 
     def send_offers() -> None:
-        at = _iso(datetime.now(UTC))  # one `at` for the batch's offers: they are sent together
+        at = rfc3339(datetime.now(UTC))  # one `at` for the batch's offers: they are sent together
         events = [("ride:offer", {**base, "distanceKm": km, "at": at}, driver_room(driver_id))
                   for base, offers in rounds for driver_id, km in offers]
         if emit_many is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import func, select, update
@@ -27,6 +27,7 @@ from app.db import AsyncUnitOfWork
 from app.errors import AccountDeactivated, NotFound
 from app.keys import ride_room
 from app.logging import get_logger
+from app.timestamps import rfc3339
 from models import Driver, DriverAvailability, User
 
 log = get_logger("drivers")
@@ -37,9 +38,6 @@ class RidePublisher(Protocol):
 
     async def emit(self, event: str, payload: dict[str, Any], room: str | list[str]) -> None: ...
 
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 async def update_location(uow: AsyncUnitOfWork, index: DriverIndex, driver_id: uuid.UUID, lat: float,
@@ -69,7 +67,7 @@ async def update_location(uow: AsyncUnitOfWork, index: DriverIndex, driver_id: u
             uow.after_commit(functools.partial(index.remove, driver_id, vehicle_type.value, version=version))
     if ride_id is not None:
         payload = {"rideId": str(ride_id), "driverId": str(driver_id), "lat": lat, "lng": lng,
-                   "at": _iso(seen_at)}
+                   "at": rfc3339(seen_at)}
         uow.after_commit(functools.partial(publisher.emit, "driver:location_update", payload,
                                            ride_room(ride_id)))
 

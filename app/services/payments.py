@@ -61,6 +61,7 @@ from app.outbox import INSERT_JOB, add_job, add_job_async
 from app.services.notifications import payment_failed
 from app.settings import Settings
 from app.statements import StatementPool
+from app.timestamps import rfc3339
 from models import (
     Driver,
     LedgerEntry,
@@ -127,15 +128,12 @@ def split_refund(*, refunded_before: int, refunded_total: int, captured: int, fe
     return RefundSplit(driver=step - platform, platform=platform)
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
 
 def payment_event(payment: Payment, *, status: str | None = None) -> dict[str, Any]:
     """The `payment:update` payload: `{rideId, status, amount, currency}` (+ `at`, `captured`, `refunded`)."""
     return {"rideId": str(payment.ride_id), "status": status or payment.status, "amount": payment.amount,
             "currency": payment.currency, "captured": payment.amount_captured,
-            "refunded": payment.amount_refunded, "at": _iso(datetime.now(UTC))}
+            "refunded": payment.amount_refunded, "at": rfc3339(datetime.now(UTC))}
 
 
 def _fee_taken(state: IntentState, payment: Payment) -> int:

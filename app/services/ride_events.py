@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Insert, insert
 
 from app.keys import ride_room, user_room
+from app.timestamps import rfc3339
 from models import RideEvent
 
 
@@ -33,7 +34,7 @@ def status_event(ride_id: uuid.UUID, before: str | None, after: str, *, actor_id
         "status": after,
         "from": before,
         "by": {"id": str(actor_id) if actor_id else None, "role": role},
-        "at": moment.isoformat().replace("+00:00", "Z"),
+        "at": rfc3339(moment),
     }
 
 

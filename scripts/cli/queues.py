@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy.exc
 
 from app.settings import get_settings
+from app.timestamps import rfc3339
 from scripts.cli import output
 from scripts.cli.arguments import command, seconds
 from scripts.cli.connections import broker_redis, database_sessions
@@ -40,7 +41,7 @@ def _queue_report(queues: Sequence[str]) -> dict[str, Any]:
         print_error(f"the job ledger and failed-jobs registry are unavailable ({first_line(error)})")
         failed = ledger = None
     return {
-        "at": datetime.fromtimestamp(snapshot.taken_at, UTC).isoformat().replace("+00:00", "Z"),
+        "at": rfc3339(datetime.fromtimestamp(snapshot.taken_at, UTC)),
         "queues": [{"queue": q.queue, "ready": q.ready, "delayed": q.delayed, "inFlight": q.in_flight,
                     "dead": q.dead, "failed": None if failed is None else failed.get(q.queue, 0),
                     "oldestReadyAgeS": q.oldest_ready_age_s,
