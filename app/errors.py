@@ -3,11 +3,17 @@
 The API maps every `AppError` to `{"error": {"code", "message", "details"}}`; workers and the CLI
 use the same classes so a business failure reads the same everywhere. Codes (and their statuses) are
 exactly the contract's list (`CONTRACT_CODES`); a finer cause is told in `details.reason`.
+
+The root (`AppError`) and the state machines' `InvalidTransition` live in `models/errors.py`, so
+the models raise them without importing `app/`; they are re-exported here with the rest.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
+
+from models.errors import AppError as AppError
+from models.errors import InvalidTransition as InvalidTransition
 
 #: The public contract's error codes and the HTTP statuses each is answered with (API.md, "Errors").
 CONTRACT_CODES: dict[str, frozenset[int]] = {
@@ -25,24 +31,6 @@ CONTRACT_CODES: dict[str, frozenset[int]] = {
     "INVALID_SIGNATURE": frozenset({400, 403}),
     "SERVICE_UNAVAILABLE": frozenset({503}),
 }
-
-
-class AppError(Exception):
-    """Base of every expected failure (the root's own code is only ever seen for a bug: a 500)."""
-
-    status_code: ClassVar[int] = 500
-    code: ClassVar[str] = "INTERNAL_ERROR"
-    default_message: ClassVar[str] = "Internal error."
-    #: The unit of work commits (instead of rolling back) before this error reaches the caller.
-    keeps_changes: ClassVar[bool] = False
-
-    def __init__(self, message: str | None = None, *, details: Any = None) -> None:
-        self.message = message or self.default_message
-        self.details = details
-        super().__init__(self.message)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
 
 # --- input -----------------------------------------------------------------------------------
@@ -129,20 +117,6 @@ class Conflict(AppError):
     status_code = 409
     code = "CONFLICT"
     default_message = "The request conflicts with the current state."
-
-
-class InvalidTransition(AppError):
-    """A state machine refused a move; `details` carries `from` and `to`."""
-
-    status_code = 409
-    code = "INVALID_TRANSITION"
-    default_message = "This status change is not allowed."
-
-    def __init__(self, from_status: str | None, to_status: str, message: str | None = None) -> None:
-        super().__init__(
-            message or f"Cannot move from {from_status} to {to_status}.",
-            details={"from": from_status, "to": to_status},
-        )
 
 
 # --- limits and faults -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from typing import Final
 
-from app.errors import InvalidTransition
+from models.errors import InvalidTransition
 from models.rides import RideStatus as S
 
 CUSTOMER: Final = "customer"
