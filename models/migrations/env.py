@@ -1,15 +1,27 @@
-"""Alembic environment: migrates the database named by DATABASE_URL (or the config's url)."""
+"""Alembic environment: migrates the database at the config's `sqlalchemy.url`.
+
+`farmctl db upgrade` (and `models.migrate.upgrade`) set it from the farm's settings; the models
+don't read settings or the environment themselves.
+"""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from app.settings import get_settings
 from models import Base
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url") or get_settings().db.url
+
+
+def _url() -> str:
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise SystemExit("no database URL: run `farmctl db upgrade`, which migrates DATABASE_URL")
+    return url
+
+
+url = _url()
 
 
 def run_migrations_offline() -> None:
