@@ -1,115 +1,14 @@
-"""Bodies of the admin routes about failed jobs (also the JSON `farmctl jobs` prints)."""
+"""Bodies of the admin routes about failed jobs and the audit log (pages of `app/records.py`)."""
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
-
 from app.api.schemas import Response
-from app.timestamps import rfc3339
-from models import AuditEntry
-from models.jobs import FailedJob, FailedJobReplay
-
-
-class FailedJobOut(Response):
-    """One failed job of the registry (without its traceback: see `FailedJobDetail`)."""
-
-    id: uuid.UUID
-    message_id: str
-    queue: str
-    actor: str
-    args: list[Any]
-    kwargs: dict[str, Any]
-    options: dict[str, Any]
-    attempts: int
-    exception_type: str
-    exception_message: str
-    enqueued_at: str | None
-    failed_at: str
-    #: `worker` (recorded by the worker) or `dead-letter` (imported from Redis).
-    source: str
-    replay_count: int
-    replayed_at: str | None
-    replayed_by: str | None
-    replay_message_id: str | None
-
-    @classmethod
-    def fields_of(cls, job: FailedJob) -> dict[str, Any]:
-        return {
-            "id": job.id, "message_id": job.message_id, "queue": job.queue, "actor": job.actor,
-            "args": list(job.args), "kwargs": dict(job.kwargs), "options": dict(job.options),
-            "attempts": job.attempts, "exception_type": job.exception_type,
-            "exception_message": job.exception_message,
-            "enqueued_at": rfc3339(job.enqueued_at) if job.enqueued_at else None,
-            "failed_at": rfc3339(job.failed_at), "source": job.source, "replay_count": job.replay_count,
-            "replayed_at": rfc3339(job.replayed_at) if job.replayed_at else None,
-            "replayed_by": job.replayed_by, "replay_message_id": job.replay_message_id,
-        }
-
-    @classmethod
-    def of(cls, job: FailedJob) -> FailedJobOut:
-        return cls(**cls.fields_of(job))
+from app.records import AuditEntryOut, FailedJobOut
 
 
 class FailedJobList(Response):
     items: list[FailedJobOut]
     next_cursor: str | None
-
-
-class ReplayOut(Response):
-    message_id: str
-    replayed_at: str
-    replayed_by: str
-    forced: bool
-    #: The failed job recorded for this replay, if it failed again.
-    failed_again: uuid.UUID | None = None
-
-    @classmethod
-    def of(cls, replay: FailedJobReplay, failed_again: uuid.UUID | None) -> ReplayOut:
-        return cls(message_id=replay.message_id, replayed_at=rfc3339(replay.replayed_at),
-                   replayed_by=replay.replayed_by, forced=replay.forced, failed_again=failed_again)
-
-
-class FailedJobDetail(FailedJobOut):
-    """A failed job with its full traceback and every replay."""
-
-    traceback: str
-    replays: list[ReplayOut]
-
-    @classmethod
-    def of_detail(cls, job: FailedJob, replays: list[ReplayOut]) -> FailedJobDetail:
-        return cls(**cls.fields_of(job), traceback=job.traceback, replays=replays)
-
-
-class AuditActor(Response):
-    id: uuid.UUID | None
-    #: `admin` (an account over the API), `cli` (a person at a terminal) or `system`.
-    role: str
-
-
-class AuditTarget(Response):
-    type: str
-    id: str | None
-
-
-class AuditEntryOut(Response):
-    """One row of the audit log (also the JSON `farmctl audit --json` prints)."""
-
-    id: str
-    at: str
-    action: str
-    actor: AuditActor
-    #: The person: the admin's email, or `farmctl --by` (default `user@host`).
-    operator: str | None
-    target: AuditTarget | None
-    details: dict[str, Any]
-
-    @classmethod
-    def of(cls, entry: AuditEntry) -> AuditEntryOut:
-        target = AuditTarget(type=entry.target_type, id=entry.target_id) if entry.target_type else None
-        return cls(id=str(entry.id), at=rfc3339(entry.at), action=entry.action,
-                   actor=AuditActor(id=entry.actor_id, role=entry.actor_role), operator=entry.operator,
-                   target=target, details=dict(entry.details or {}))
 
 
 class AuditEntryList(Response):

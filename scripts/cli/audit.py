@@ -23,7 +23,7 @@ def _actor_id(text: str | None) -> uuid.UUID | None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from app.api.schemas_admin import AuditEntryOut
+    from app.records import AuditEntryOut
     from app.services import audit
     from app.services.failed_jobs import parse_since
 

@@ -43,7 +43,7 @@ def _error_cell(job: FailedJob) -> str:
 
 
 def cmd_jobs_failed(args: argparse.Namespace) -> int:
-    from app.api.schemas_admin import FailedJobOut
+    from app.records import FailedJobOut
     from app.services import failed_jobs
 
     where = _job_filter(args)
@@ -70,7 +70,7 @@ def cmd_jobs_failed(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_show(args: argparse.Namespace) -> int:
-    from app.api.schemas_admin import FailedJobDetail, ReplayOut
+    from app.records import FailedJobDetail, ReplayOut
     from app.services import failed_jobs
 
     with database_sessions() as sessions, sessions() as session:

@@ -12,8 +12,9 @@ from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from app.api.dependencies import CallerDep, UnitOfWorkDep, caller_with_role, web_context
 from app.api.schemas import ReasonIn
-from app.api.schemas_admin import AuditEntryList, AuditEntryOut, FailedJobList, FailedJobOut
+from app.api.schemas_admin import AuditEntryList, FailedJobList
 from app.api.schemas_payments import RefundIn, RefundOut
+from app.records import AuditEntryOut, FailedJobOut
 from app.services import accounts, audit, failed_jobs, payments
 from models import Role
 
