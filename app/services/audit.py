@@ -7,7 +7,6 @@ Rows are only ever added (a trigger refuses UPDATE and DELETE, migration 0006). 
 
 from __future__ import annotations
 
-import base64
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +16,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from app.errors import ValidationFailed
+from app.cursors import decode_cursor, encode_cursor
 from models import AuditEntry
 
 if TYPE_CHECKING:
@@ -87,24 +86,13 @@ class AuditFilter:
         return found
 
 
-def _encode_cursor(entry: AuditEntry) -> str:
-    return base64.urlsafe_b64encode(str(entry.id).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationFailed("The cursor is not valid.", details={"cursor": "malformed"}) from exc
-
-
 def list_entries(session: Session, where: AuditFilter, *, limit: int,
                  cursor: str | None = None) -> tuple[list[AuditEntry], str | None]:
     """Rows matching `where`, newest first (by id: the order they were written), and the next
     page's cursor (None on the last page)."""
     query = select(AuditEntry).where(*where.clauses())
     if cursor:
-        query = query.where(AuditEntry.id < _decode_cursor(cursor))
+        query = query.where(AuditEntry.id < decode_cursor(cursor, int))
     rows = list(session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit + 1)))
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor

@@ -16,7 +16,6 @@ Services don't commit: the caller's unit of work does (the CLI commits each repl
 
 from __future__ import annotations
 
-import base64
 import functools
 import re
 import time
@@ -28,12 +27,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dramatiq
-import msgspec
 import redis
 from sqlalchemy import ColumnElement, String, and_, cast, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from app.cursors import Position, decode_cursor, encode_cursor
 from app.db import UnitOfWork
 from app.errors import NotFound, ValidationFailed
 from app.keys import JobKind
@@ -112,33 +111,18 @@ def _escape_like(text: str) -> str:
 
 
 # --- reading -----------------------------------------------------------------------------------
-class _Cursor(msgspec.Struct, array_like=True):
-    failed_at: datetime
-    id: uuid.UUID
-
-
-def _encode_cursor(job: FailedJob) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(_Cursor(job.failed_at, job.id))).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> _Cursor:
-    try:
-        return msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)), type=_Cursor)
-    except (ValueError, msgspec.DecodeError) as exc:
-        raise ValidationFailed("The cursor is not valid.", details={"cursor": "malformed"}) from exc
-
-
 def list_failed(session: Session, where: JobFilter, *, limit: int,
                 cursor: str | None = None) -> tuple[list[FailedJob], str | None]:
     """Failed jobs matching `where`, newest first, `limit` per page; the next page's cursor or None."""
     query = select(FailedJob).where(*where.clauses())
     if cursor:
-        after = _decode_cursor(cursor)
-        query = query.where(or_(FailedJob.failed_at < after.failed_at,
-                                and_(FailedJob.failed_at == after.failed_at, FailedJob.id < after.id)))
+        after = decode_cursor(cursor, Position)
+        query = query.where(or_(FailedJob.failed_at < after.at,
+                                and_(FailedJob.failed_at == after.at, FailedJob.id < after.id)))
     rows = list(session.scalars(query.order_by(FailedJob.failed_at.desc(), FailedJob.id.desc())
                                 .limit(limit + 1)))
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    last = rows[limit - 1] if len(rows) > limit else None
+    next_cursor = encode_cursor(Position(last.failed_at, last.id)) if last else None
     return rows[:limit], next_cursor
 
 
