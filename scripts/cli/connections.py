@@ -17,8 +17,8 @@ from app.settings import get_settings
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
+    from app.adapters.dead_letters import DeadLetters
     from app.db import UnitOfWork
-    from app.services.failed_jobs import DeadLetters
 
 T = TypeVar("T")
 
@@ -82,6 +82,6 @@ def broker_redis() -> redis.Redis:
 
 
 def dead_letters(client: redis.Redis) -> DeadLetters:
-    from app.services.failed_jobs import DeadLetters
+    from app.adapters.dead_letters import DeadLetters
 
     return DeadLetters(client, get_settings().redis.dramatiq_namespace)

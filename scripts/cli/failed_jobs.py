@@ -18,7 +18,8 @@ from scripts.cli.outcomes import EXIT_NOTHING, EXIT_OK, NothingMatched, UsageErr
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
-    from app.services.failed_jobs import DeadLetters, JobFilter
+    from app.adapters.dead_letters import DeadLetters
+    from app.services.failed_jobs import JobFilter
     from models.jobs import FailedJob
 
 
