@@ -46,19 +46,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from app.adapters.queue_stats import BrokerSnapshot, LedgerBacklog, QueueInspector
+from app.adapters.queue_stats import LedgerBacklog, QueueInspector
 from app.db import libpq_dsn
 from app.keys import QUEUE_DISPATCH, QUEUES, actors_sql, batched_actors
 from app.logging import configure_logging, get_logger
 from app.redis_conn import create_sync_redis
-from app.settings import AutoscaleSettings, Settings, get_settings
+from app.settings import Settings, get_settings
 from workers.metrics import start_exporter
 from workers.run import dramatiq_command
+from workers.scale_policy import Load, ScalePolicy
 
 log = get_logger("worker.autoscale")
 
@@ -71,64 +71,6 @@ MAX_RESTART_BACKOFF_S = 60.0
 _PR_SET_PDEATHSIG = 1
 #: Looked up here, in the parent: the forked child only calls it (no dlopen between fork and exec).
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
-
-Action = Literal["add", "remove", "hold"]
-
-
-@dataclass(frozen=True)
-class Load:
-    """The figures a decision is made from."""
-
-    workers: int
-    ready: int
-    in_flight: int
-    oldest_ready_age_s: float
-
-    @classmethod
-    def of(cls, snapshot: BrokerSnapshot, workers: int) -> Load:
-        return cls(workers=workers, ready=sum(q.ready + q.in_ledger for q in snapshot.queues),
-                   in_flight=sum(q.in_flight for q in snapshot.queues),
-                   oldest_ready_age_s=max((q.oldest_ready_age_s for q in snapshot.queues), default=0.0))
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: Action
-    reason: str
-
-
-@dataclass
-class ScalePolicy:
-    """When to add or remove a worker (pure: the clock is passed in)."""
-
-    settings: AutoscaleSettings
-    threads: int
-    idle_since: float | None = None
-
-    def decide(self, load: Load, now: float) -> Decision:
-        scale, n = self.settings, load.workers
-        if n < scale.min_workers:
-            return Decision("add", "below_minimum")
-        behind = []
-        if load.oldest_ready_age_s > scale.target_age_s:
-            behind.append("oldest_ready_age")
-        if load.ready > scale.target_depth * n:
-            behind.append("ready_per_worker")
-        if behind:
-            self.idle_since = None
-            if n >= scale.max_workers:
-                return Decision("hold", "at_maximum")
-            return Decision("add", "+".join(behind))
-        idle = load.ready == 0 and load.in_flight <= (n - 1) * self.threads / 2
-        if not idle or n <= scale.min_workers:
-            self.idle_since = None
-            return Decision("hold", "busy" if not idle else "at_minimum")
-        if self.idle_since is None:
-            self.idle_since = now
-        if now - self.idle_since < scale.cooldown_s:
-            return Decision("hold", "cooling_down")
-        self.idle_since = now  # the next removal waits a full cool-down again
-        return Decision("remove", "idle")
 
 
 @dataclass

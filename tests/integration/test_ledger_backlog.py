@@ -25,7 +25,7 @@ from app.outbox import add_job
 from app.settings import Settings
 from models import Job
 from tests.integration.workers_support import db_fixture
-from workers.autoscale import Load
+from workers.scale_policy import Load
 
 __all__ = ["db_fixture"]
 

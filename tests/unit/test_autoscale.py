@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from app.settings import AutoscaleSettings, SettingsError, load_settings
-from workers.autoscale import Load, ScalePolicy, parse_arguments, worker_command
+from workers.autoscale import parse_arguments, worker_command
+from workers.scale_policy import Load, ScalePolicy
 
 SCALE = AutoscaleSettings(min_workers=1, max_workers=3, interval_s=1, target_age_s=10, target_depth=100,
                           cooldown_s=60)
