@@ -57,16 +57,7 @@ from app.outbox import INSERT_JOB
 from app.services import dispatch
 from app.settings import Settings
 from scripts.bench import driver_seed
-from scripts.bench.harness import (
-    BenchError,
-    BenchStack,
-    WorkerProcess,
-    busiest,
-    find_py_spy,
-    record_result,
-    say,
-    start_profiler,
-)
+from scripts.bench.harness import BenchError, BenchStack, record_result, say
 from scripts.bench.measure import (
     CpuMeter,
     load_average_text,
@@ -75,6 +66,8 @@ from scripts.bench.measure import (
     redis_cpu_seconds,
     verdict,
 )
+from scripts.bench.processes import WorkerProcess, busiest
+from scripts.bench.profiling import find_py_spy, start_profiler
 
 TARGET_STEPS_PER_S = 1_000
 REGION = "BNCH"

@@ -30,7 +30,8 @@ from typing import Any
 import dramatiq
 import psycopg
 
-from scripts.bench.harness import BenchError, BenchStack, WorkerProcess, say
+from scripts.bench.harness import BenchError, BenchStack, say
+from scripts.bench.processes import WorkerProcess
 
 ACTOR = "sessions.end_sockets"
 QUEUE = "maintenance"

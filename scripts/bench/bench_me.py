@@ -21,18 +21,11 @@ if __package__ in (None, ""):
 
 import httpx
 
-from scripts.bench.harness import (
-    BenchError,
-    BenchStack,
-    WebProcess,
-    WrkResult,
-    ensure_wrk,
-    find_py_spy,
-    run_wrk,
-    say,
-    start_profiler,
-)
+from scripts.bench.generators import WrkResult, ensure_wrk, run_wrk
+from scripts.bench.harness import BenchError, BenchStack, say
 from scripts.bench.measure import split_cpus
+from scripts.bench.processes import WebProcess
+from scripts.bench.profiling import find_py_spy, start_profiler
 
 SCRIPT = Path(__file__).resolve().with_name("me.lua")
 TARGET_RPS = 5_000

@@ -48,18 +48,10 @@ import psycopg
 import redis
 
 from app.keys import QUEUE_NOTIFICATIONS
-from scripts.bench.harness import (
-    BenchError,
-    BenchStack,
-    FarmProcess,
-    WorkerProcess,
-    busiest,
-    find_py_spy,
-    record_result,
-    say,
-    start_profiler,
-)
+from scripts.bench.harness import BenchError, BenchStack, record_result, say
 from scripts.bench.measure import CpuMeter, load_average_text, print_table, redis_cpu_seconds, verdict
+from scripts.bench.processes import FarmProcess, WorkerProcess, busiest
+from scripts.bench.profiling import find_py_spy, start_profiler
 
 TARGET_PER_S = 500
 CUSTOMERS = 1_000

@@ -43,17 +43,10 @@ import httpx
 import psycopg
 import socketio
 
-from scripts.bench.harness import (
-    BenchError,
-    BenchStack,
-    WebProcess,
-    WorkerProcess,
-    record_result,
-    register_user,
-    say,
-)
+from scripts.bench.harness import BenchError, BenchStack, record_result, register_user, say
 from scripts.bench.loadgen import ConnectionPool, Sample, Samples, build_request, pace
 from scripts.bench.measure import CpuMeter, load_average_text, percentiles, print_table, split_cpus, verdict
+from scripts.bench.processes import WebProcess, WorkerProcess
 
 TARGET_P95_MS = 30.0
 REGION = "BNCH"

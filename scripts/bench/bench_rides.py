@@ -38,23 +38,11 @@ import httpx
 import psycopg
 
 from scripts.bench.driver_seed import FRESH_ENV, seed_online_drivers
-from scripts.bench.harness import (
-    BenchError,
-    BenchStack,
-    PacedResult,
-    WebProcess,
-    WorkerProcess,
-    WrkResult,
-    ensure_wrk,
-    find_py_spy,
-    record_result,
-    register_user,
-    run_paced,
-    run_wrk,
-    say,
-    start_profiler,
-)
+from scripts.bench.generators import PacedResult, WrkResult, ensure_wrk, run_paced, run_wrk
+from scripts.bench.harness import BenchError, BenchStack, record_result, register_user, say
 from scripts.bench.measure import MachineCpu, load_average_text, print_table, split_cpus, verdict
+from scripts.bench.processes import WebProcess, WorkerProcess
+from scripts.bench.profiling import find_py_spy, start_profiler
 
 SCRIPT = Path(__file__).resolve().with_name("rides.lua")
 TARGET_RPS = 3_000

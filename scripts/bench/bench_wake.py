@@ -37,8 +37,9 @@ import psycopg
 
 from app.keys import DISPATCH_STEP, NOTIFICATIONS_SEND
 from app.outbox import INSERT_JOB
-from scripts.bench.harness import BenchError, BenchStack, WorkerProcess, say
+from scripts.bench.harness import BenchError, BenchStack, say
 from scripts.bench.measure import load_average_text, percentiles, print_table, verdict
+from scripts.bench.processes import WorkerProcess
 
 TARGET_P50_MS = 5.0
 REGION = "BNCH"

@@ -54,20 +54,11 @@ import httpx
 import psycopg
 import stripe
 
-from scripts.bench.harness import (
-    BenchError,
-    BenchStack,
-    PacedResult,
-    WebProcess,
-    WorkerProcess,
-    WrkResult,
-    ensure_wrk,
-    find_py_spy,
-    free_port,
-    say,
-    start_profiler,
-)
+from scripts.bench.generators import PacedResult, WrkResult, ensure_wrk
+from scripts.bench.harness import BenchError, BenchStack, say
 from scripts.bench.measure import MachineCpu, load_average_text, print_table, split_cpus, verdict
+from scripts.bench.processes import WebProcess, WorkerProcess, free_port
+from scripts.bench.profiling import find_py_spy, start_profiler
 
 LUA = Path(__file__).resolve().with_name("webhooks.lua")
 PACED = Path(__file__).resolve().with_name("webhooks_paced.py")

@@ -641,7 +641,7 @@ class TwinSession:
         from sqlalchemy.engine import make_url
 
         from app.settings import load_settings
-        from scripts.bench.harness import free_port
+        from scripts.bench.processes import free_port
 
         if shutil.which("node") is None:
             raise TwinError("node is not on PATH")
@@ -737,7 +737,7 @@ class TwinSession:
     def start_web(self) -> None:
         import httpx
 
-        from scripts.bench.harness import FarmProcess
+        from scripts.bench.processes import FarmProcess
 
         self.web = FarmProcess.launch("twin-web", ["node", "src/web.js"], self.env, cwd=self.workdir)
         deadline = time.monotonic() + 30
@@ -754,7 +754,7 @@ class TwinSession:
         raise TwinError("the twin's web did not answer /api/v1/health in 30 s")
 
     def start_worker(self, probe_km: float) -> None:
-        from scripts.bench.harness import FarmProcess
+        from scripts.bench.processes import FarmProcess
 
         if self.worker is not None:
             self.stop(self.worker)
@@ -800,7 +800,7 @@ class TwinSession:
             raise TwinError(f"queue_ctl.js {' '.join(command)} exited {code}: {last_lines(output)}")
 
     def wrk(self, duration_s: int) -> dict[str, Any]:
-        from scripts.bench.harness import ensure_wrk
+        from scripts.bench.generators import ensure_wrk
         from scripts.bench.measure import split_cpus
 
         assert self.workdir is not None
@@ -819,7 +819,8 @@ class TwinSession:
         return twin_result(output, "create_rides")
 
     def paced(self) -> Extracted:
-        from scripts.bench.harness import BenchError, run_paced
+        from scripts.bench.generators import run_paced
+        from scripts.bench.harness import BenchError
         from scripts.bench.measure import split_cpus
 
         _, client_cpus = split_cpus(False)

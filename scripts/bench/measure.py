@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from scripts.bench.harness import FarmProcess
+from scripts.bench.processes import FarmProcess
 
 
 # --- machine --------------------------------------------------------------------------------------
