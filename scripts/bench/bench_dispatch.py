@@ -60,10 +60,10 @@ from scripts.bench import driver_seed
 from scripts.bench.harness import BenchError, BenchStack, record_result, say
 from scripts.bench.measure import (
     CpuMeter,
+    RedisCpu,
     load_average_text,
     percentiles,
     print_table,
-    redis_cpu_seconds,
     verdict,
 )
 from scripts.bench.processes import WorkerProcess, busiest
@@ -200,7 +200,7 @@ def drain(args: argparse.Namespace, stack: BenchStack, customer: uuid.UUID, env:
                                           () if args.profile_wall else ("--gil",))
             meter = CpuMeter({"worker": worker})
             meter.start()
-            redis_before = redis_cpu_seconds(redis_client)
+            redis_before = RedisCpu(redis_client).cpu_seconds()
             started = time.monotonic()
             while count_steps(conn, customer) < args.steps:
                 worker.check_alive()
@@ -210,7 +210,8 @@ def drain(args: argparse.Namespace, stack: BenchStack, customer: uuid.UUID, env:
                 time.sleep(POLL_S)
             meter.stop()
             result.wall_s = time.monotonic() - started
-            result.redis_cpu_pct = (redis_cpu_seconds(redis_client) - redis_before) / meter.elapsed_s * 100
+            redis_s = RedisCpu(redis_client).cpu_seconds() - redis_before
+            result.redis_cpu_pct = redis_s / meter.elapsed_s * 100
             result.worker_cpu_pct, result.machine_busy_pct = meter.percent["worker"], meter.machine_busy
             result.done = count_steps(conn, customer)
             result.rate_first_last, result.rate_middle = step_rates(conn, customer)

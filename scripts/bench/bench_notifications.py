@@ -49,7 +49,7 @@ import redis
 
 from app.keys import QUEUE_NOTIFICATIONS
 from scripts.bench.harness import BenchError, BenchStack, record_result, say
-from scripts.bench.measure import CpuMeter, load_average_text, print_table, redis_cpu_seconds, verdict
+from scripts.bench.measure import CpuMeter, RedisCpu, load_average_text, print_table, verdict
 from scripts.bench.processes import FarmProcess, WorkerProcess, busiest
 from scripts.bench.profiling import find_py_spy, start_profiler
 
@@ -247,7 +247,7 @@ def drain(args: argparse.Namespace, stack: BenchStack, run: Run, number: int, fa
                                           profile, ("--gil",))
             meter = CpuMeter({"worker": worker, "fake": fake.process})
             meter.start()
-            redis_before = redis_cpu_seconds(redis_client)
+            redis_before = RedisCpu(redis_client).cpu_seconds()
             scripts_before = redis_script_calls(redis_client)
             sent_before = counts(conn, tag)[0]
             started = time.monotonic()
@@ -261,7 +261,8 @@ def drain(args: argparse.Namespace, stack: BenchStack, run: Run, number: int, fa
             result.wall_s = time.monotonic() - started
             result.worker_cpu_pct, result.fake_cpu_pct = meter.percent["worker"], meter.percent["fake"]
             result.machine_busy_pct = meter.machine_busy
-            result.redis_cpu_pct = (redis_cpu_seconds(redis_client) - redis_before) / meter.elapsed_s * 100
+            redis_s = RedisCpu(redis_client).cpu_seconds() - redis_before
+            result.redis_cpu_pct = redis_s / meter.elapsed_s * 100
             result.sent, result.failed = counts(conn, tag)
             result.scripts_per_msg = ((redis_script_calls(redis_client) - scripts_before)
                                       / max(result.sent - sent_before, 1))
