@@ -24,14 +24,16 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import dramatiq
 import psycopg
 
 from scripts.bench.harness import BenchError, BenchStack, say
-from scripts.bench.processes import WorkerProcess
+from scripts.bench.measure import MachineCpu
+from scripts.bench.processes import WorkerProcess, wait_until
+from scripts.bench.session import BenchSession, run_on_stack
 
 ACTOR = "sessions.end_sockets"
 QUEUE = "maintenance"
@@ -58,30 +60,9 @@ class Round:
         return self.machine_cpu_s * 1000 / self.jobs
 
 
-class MachineCpuSeconds:
-    """Busy CPU seconds of the whole machine between `start` and `stop` (from /proc/stat)."""
-
-    def __init__(self) -> None:
-        self._start = self._busy()
-
-    @staticmethod
-    def _busy() -> float:
-        with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:]]
-        idle = fields[3] + fields[4]
-        return (sum(fields[:8]) - idle) / 100.0  # USER_HZ
-
-    def elapsed(self) -> float:
-        return self._busy() - self._start
-
-
-def wait_until(check: Any, *, what: str, timeout_s: float, worker: WorkerProcess) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        worker.check_alive()
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+def wait_for(check: Callable[[], bool], *, what: str, worker: WorkerProcess) -> None:
+    if not wait_until(check, timeout_s=600, process=worker, poll_s=0.02):
+        raise BenchError(f"timed out waiting for {what}")
 
 
 def direct_round(stack: BenchStack, worker: WorkerProcess, jobs: int) -> Round:
@@ -93,15 +74,14 @@ def direct_round(stack: BenchStack, worker: WorkerProcess, jobs: int) -> Round:
     client = redis.Redis.from_url(stack.redis_url)
     ns = f"{stack.prefix}-dramatiq"
     try:
-        cpu0, machine = worker.cpu_seconds(), MachineCpuSeconds()
+        cpu0, machine = worker.cpu_seconds(), MachineCpu()
         started = time.perf_counter()
         for _ in range(jobs):
             broker.enqueue(dramatiq.Message(queue_name=QUEUE, actor_name=ACTOR,
                                             args=(str(uuid.uuid4()), "bench"), kwargs={}, options={}))
-        wait_until(lambda: client.hlen(f"{ns}:{QUEUE}.msgs") == 0, what="the direct jobs", timeout_s=600,
-                   worker=worker)
+        wait_for(lambda: client.hlen(f"{ns}:{QUEUE}.msgs") == 0, what="the direct jobs", worker=worker)
         return Round("direct", jobs, time.perf_counter() - started, worker.cpu_seconds() - cpu0,
-                     machine.elapsed())
+                     machine.busy_seconds())
     finally:
         broker.client.close()
         client.close()
@@ -109,7 +89,7 @@ def direct_round(stack: BenchStack, worker: WorkerProcess, jobs: int) -> Round:
 
 def ledger_round(stack: BenchStack, worker: WorkerProcess, jobs: int) -> Round:
     with psycopg.connect(stack.libpq_dsn, autocommit=True) as conn:
-        cpu0, machine = worker.cpu_seconds(), MachineCpuSeconds()
+        cpu0, machine = worker.cpu_seconds(), MachineCpu()
         started = time.perf_counter()
         conn.execute(
             "INSERT INTO jobs (message_id, queue, actor, args, kwargs, options, created_at, due_at) "
@@ -120,14 +100,32 @@ def ledger_round(stack: BenchStack, worker: WorkerProcess, jobs: int) -> Round:
             row = conn.execute("SELECT count(*) FROM jobs WHERE state IN ('waiting', 'handed')").fetchone()
             return row is not None and row[0] == 0
 
-        wait_until(done, what="the ledger jobs", timeout_s=600, worker=worker)
+        wait_for(done, what="the ledger jobs", worker=worker)
         elapsed = time.perf_counter() - started
         failed = conn.execute("SELECT count(*) FROM jobs WHERE state = 'failed'").fetchone()
         if failed and failed[0]:
             raise BenchError(f"{failed[0]} ledger jobs failed")
-        result = Round("ledger", jobs, elapsed, worker.cpu_seconds() - cpu0, machine.elapsed())
+        result = Round("ledger", jobs, elapsed, worker.cpu_seconds() - cpu0, machine.busy_seconds())
         conn.execute("DELETE FROM jobs")
         return result
+
+
+def measure(args: argparse.Namespace, session: BenchSession) -> dict[str, list[Round]]:
+    """Warm up with 500 jobs each way, then `args.rounds` rounds of direct and ledger jobs."""
+    stack = session.stack
+    worker = session.start_worker({"WORKER_THREADS": str(args.threads), "WORKER_QUEUE_PREFETCH": "100",
+                                   "WORKER_METRICS_PORT": "0"})
+    time.sleep(3)  # boot: import, connect, first relay pass
+    ledger_round(stack, worker, 500)  # warm-up
+    direct_round(stack, worker, 500)
+    results: dict[str, list[Round]] = {"direct": [], "ledger": []}
+    for n in range(args.rounds):
+        for run in (direct_round, ledger_round):
+            result = run(stack, worker, args.jobs)
+            results[result.mode].append(result)
+            say(f"round {n + 1} {result.mode}: {result.rate:,.0f} jobs/s, "
+                f"worker {result.worker_ms:.3f} ms/job, machine {result.machine_ms:.3f} ms/job")
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,31 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args(argv)
-    stack = BenchStack.create()
-    worker: WorkerProcess | None = None
-    try:
-        worker = WorkerProcess.start({**stack.env, "LOG_LEVEL": "WARNING",
-                                      "WORKER_THREADS": str(args.threads), "WORKER_QUEUE_PREFETCH": "100",
-                                      "WORKER_METRICS_PORT": "0"})
-        time.sleep(3)  # boot: import, connect, first relay pass
-        warm = ledger_round(stack, worker, 500), direct_round(stack, worker, 500)
-        del warm
-        results: dict[str, list[Round]] = {"direct": [], "ledger": []}
-        for n in range(args.rounds):
-            for run in (direct_round, ledger_round):
-                result = run(stack, worker, args.jobs)
-                results[result.mode].append(result)
-                say(f"round {n + 1} {result.mode}: {result.rate:,.0f} jobs/s, "
-                    f"worker {result.worker_ms:.3f} ms/job, machine {result.machine_ms:.3f} ms/job")
-    except BenchError as error:
-        say(f"could not run: {error}")
-        if worker is not None:
-            print(worker.output()[-3000:], file=sys.stderr)
+    measured = run_on_stack(lambda session: measure(args, session))
+    if measured is None:
         return 2
-    finally:
-        if worker is not None:
-            worker.stop()
-        stack.close()
+    results = measured
 
     def median(mode: str, field: str) -> float:
         return statistics.median(getattr(r, field) for r in results[mode])

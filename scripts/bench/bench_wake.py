@@ -37,9 +37,10 @@ import psycopg
 
 from app.keys import DISPATCH_STEP, NOTIFICATIONS_SEND
 from app.outbox import INSERT_JOB
-from scripts.bench.harness import BenchError, BenchStack, say
+from scripts.bench.harness import BenchError, say
 from scripts.bench.measure import load_average_text, percentiles, print_table, verdict
 from scripts.bench.processes import WorkerProcess
+from scripts.bench.session import BenchSession, run_on_stack
 
 TARGET_P50_MS = 5.0
 REGION = "BNCH"
@@ -129,35 +130,32 @@ def measure(conn: psycopg.Connection[Any], kind: str, user: uuid.UUID, args: arg
     return latencies
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        stack = BenchStack.create()
-    except BenchError as error:
-        say(str(error))
-        return 2
+def measure_all(args: argparse.Namespace, session: BenchSession) -> tuple[str, dict[str, dict[str, float]]]:
+    """The load average before, and percentiles of commit → start for each kind of job (after a
+    warm-up of three of each)."""
     results: dict[str, dict[str, float]] = {}
     load = load_average_text()
-    try:
-        stack.add_region(REGION)
-        user = uuid.uuid4()
-        with psycopg.connect(stack.libpq_dsn, autocommit=True) as conn:
-            conn.execute(_USER, (user, f"{user}@bench.example"))
-            worker = WorkerProcess.start({**stack.env, "LOG_LEVEL": "WARNING"})
-            try:
-                say("warming up (the worker imports, connects and takes its first jobs)")
-                for kind in ("dispatch", "notification", "dramatiq"):
-                    measure(conn, kind, user, argparse.Namespace(jobs=3, rate=args.rate), worker)
-                for kind in ("dispatch", "notification", "dramatiq"):
-                    say(f"{kind}: {args.jobs} jobs, {args.rate:g} a second")
-                    results[kind] = percentiles(measure(conn, kind, user, args, worker))
-            finally:
-                worker.stop()
-    except BenchError as error:
-        say(str(error))
+    session.stack.add_region(REGION)
+    user = uuid.uuid4()
+    conn = session.postgres()
+    conn.execute(_USER, (user, f"{user}@bench.example"))
+    worker = session.start_worker()
+    say("warming up (the worker imports, connects and takes its first jobs)")
+    for kind in ("dispatch", "notification", "dramatiq"):
+        measure(conn, kind, user, argparse.Namespace(jobs=3, rate=args.rate), worker)
+    for kind in ("dispatch", "notification", "dramatiq"):
+        say(f"{kind}: {args.jobs} jobs, {args.rate:g} a second")
+        results[kind] = percentiles(measure(conn, kind, user, args, worker))
+    worker.stop()
+    return load, results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    measured = run_on_stack(lambda session: measure_all(args, session))
+    if measured is None:
         return 2
-    finally:
-        stack.close()
+    load, results = measured
 
     names = {"dispatch": "dispatch round (dispatcher)", "notification": "notification (sender)",
              "dramatiq": "Dramatiq job (relay+consumer)"}
