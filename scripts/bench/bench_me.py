@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -21,11 +21,11 @@ if __package__ in (None, ""):
 
 import httpx
 
-from scripts.bench.generators import WrkResult, ensure_wrk, run_wrk
-from scripts.bench.harness import BenchError, BenchStack, say
-from scripts.bench.measure import split_cpus
-from scripts.bench.processes import WebProcess
-from scripts.bench.profiling import find_py_spy, start_profiler
+from scripts.bench.generators import WrkResult, run_wrk
+from scripts.bench.harness import BenchError, register_user, say
+from scripts.bench.measure import print_table, split_cpus, verdict
+from scripts.bench.profiling import start_profiler, wait_for_profile
+from scripts.bench.session import BenchSession, run_on_stack
 
 SCRIPT = Path(__file__).resolve().with_name("me.lua")
 TARGET_RPS = 5_000
@@ -57,23 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def sign_up(base_url: str) -> str:
     """Register a customer and check its token answers 200 on `/me`; returns the access token."""
-    email = f"bench-{secrets.token_hex(6)}@example.com"
-    with httpx.Client(base_url=f"{base_url}/api/v1", timeout=10.0) as client:
-        response = client.post("/auth/register", json={
-            "email": email, "password": secrets.token_urlsafe(16), "fullName": "Bench Customer",
-            "phone": "+491701234567", "role": "customer",
-        })
-        if response.status_code != 201:
-            raise BenchError(f"register answered {response.status_code}: {response.text[:300]}")
-        token: str = response.json()["accessToken"]
-        me = client.get("/me", headers={"Authorization": f"Bearer {token}"})
-        if me.status_code != 200 or me.json().get("email") != email:
-            raise BenchError(f"GET /me answered {me.status_code}: {me.text[:300]}")
+    user_id, token = register_user(base_url, "customer")
+    me = httpx.get(f"{base_url}/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=10.0)
+    if me.status_code != 200 or me.json().get("id") != user_id:
+        raise BenchError(f"GET /me answered {me.status_code}: {me.text[:300]}")
     return token
-
-
-def verdict(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
 
 
 def report(args: argparse.Namespace, result: WrkResult, cpu_s: float, rss_mb: float,
@@ -92,67 +80,60 @@ def report(args: argparse.Namespace, result: WrkResult, cpu_s: float, rss_mb: fl
         ("web CPU", f"{cpu_s / result.duration_s * 100:.0f} % of one core", "", ""),
         ("web RSS", f"{rss_mb:.0f} MB", "", ""),
     ]
-    print(f"\nGET /api/v1/me  ·  {args.connections} connections  ·  {args.threads} wrk threads  ·  "
-          f"{result.duration_s:.1f} s after a {WARM_UP_S} s warm-up  ·  one web process")
-    print(f"machine: {os.cpu_count()} CPUs, load average before the run "
-          f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (wrk shares the cores)\n")
-    print(f"{'':16}{'measured':>18}  {'target':<14}")
-    for name, measured, target, mark in rows:
-        print(f"{name:16}{measured:>18}  {target:<14}{mark}")
+    title = (f"GET /api/v1/me  ·  {args.connections} connections  ·  {args.threads} wrk threads  ·  "
+             f"{result.duration_s:.1f} s after a {WARM_UP_S} s warm-up  ·  one web process")
+    machine = (f"machine: {os.cpu_count()} CPUs, load average before the run "
+               f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (wrk shares the cores)")
+    print_table(title, rows, [machine], width=16, measured_width=18, target_width=14)
+
+
+@dataclass
+class Measured:
+    result: WrkResult
+    cpu_s: float
+    rss_mb: float
+    load: tuple[float, float, float]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.result.socket_errors or self.result.non_2xx or self.result.requests == 0)
+
+
+def measure(args: argparse.Namespace, session: BenchSession) -> Measured:
+    web_cpus, wrk_cpus = split_cpus(args.no_pin)
+    web = session.start_web({"ACCESS_TOKEN_TTL": str(max(900, args.duration + WARM_UP_S + 300))},
+                            cpus=web_cpus)
+    token = sign_up(web.base_url)
+    url = f"{web.base_url}/api/v1/me"
+    wrk_env = {"BENCH_TOKEN": token}
+    say(f"warming up for {WARM_UP_S} s")
+    run_wrk(session.wrk, url, SCRIPT, duration_s=WARM_UP_S, connections=args.connections,
+            threads=args.threads, env=wrk_env, cpus=wrk_cpus)
+    load = os.getloadavg()
+    say(f"measuring for {args.duration} s")
+    py_spy = session.py_spy
+    profiler = start_profiler(py_spy, web.pid, args.duration, args.profile) if py_spy else None
+    cpu_before = web.cpu_seconds()
+    result = run_wrk(session.wrk, url, SCRIPT, duration_s=args.duration, connections=args.connections,
+                     threads=args.threads, env=wrk_env, cpus=wrk_cpus)
+    cpu_s = web.cpu_seconds() - cpu_before
+    if profiler is not None and not wait_for_profile(profiler, args.profile):
+        raise BenchError("py-spy did not write the profile")
+    measured = Measured(result, cpu_s, web.rss_mb(), load)
+    if web.popen.poll() is not None:
+        raise BenchError(f"web exited {web.popen.returncode} during the run:\n{web.output()[-3000:]}")
+    session.keep_logs = measured.failed
+    return measured
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        wrk = ensure_wrk()
-        py_spy = find_py_spy() if args.profile else None
-        if args.profile and py_spy is None:
-            raise BenchError("--profile needs py-spy: pip install --target /tmp/pyspy py-spy")
-        stack = BenchStack.create()
-    except BenchError as error:
-        say(str(error))
+    measured = run_on_stack(lambda session: measure(args, session), wrk=True, py_spy=bool(args.profile))
+    if measured is None:
         return 2
-    web: WebProcess | None = None
-    failed = True
-    try:
-        web = WebProcess.start({**stack.env, "LOG_LEVEL": "WARNING",
-                                "ACCESS_TOKEN_TTL": str(max(900, args.duration + WARM_UP_S + 300))})
-        web.wait_ready()
-        web_cpus, wrk_cpus = split_cpus(args.no_pin)
-        if web_cpus:
-            web.pin(web_cpus)
-        token = sign_up(web.base_url)
-        url = f"{web.base_url}/api/v1/me"
-        wrk_env = {"BENCH_TOKEN": token}
-        say(f"warming up for {WARM_UP_S} s")
-        run_wrk(wrk, url, SCRIPT, duration_s=WARM_UP_S, connections=args.connections,
-                threads=args.threads, env=wrk_env, cpus=wrk_cpus)
-        load = os.getloadavg()
-        say(f"measuring for {args.duration} s")
-        profiler = start_profiler(py_spy, web.pid, args.duration, args.profile) if py_spy else None
-        cpu_before = web.cpu_seconds()
-        result = run_wrk(wrk, url, SCRIPT, duration_s=args.duration, connections=args.connections,
-                         threads=args.threads, env=wrk_env, cpus=wrk_cpus)
-        cpu_s = web.cpu_seconds() - cpu_before
-        if profiler is not None:
-            _, errors = profiler.communicate(timeout=60)
-            if profiler.returncode != 0:
-                raise BenchError(f"py-spy exited {profiler.returncode}: {errors.decode()[-500:]}")
-            say(f"profile written to {args.profile}")
-        rss_mb = web.rss_mb()
-        if web.popen.poll() is not None:
-            raise BenchError(f"web exited {web.popen.returncode} during the run:\n{web.output()[-3000:]}")
-        failed = bool(result.socket_errors or result.non_2xx or result.requests == 0)
-    except BenchError as error:
-        say(str(error))
-        return 2
-    finally:
-        if web is not None:
-            web.stop(keep_log=failed)
-        stack.close()
-
-    report(args, result, cpu_s, rss_mb, load)
-    if failed:
+    result = measured.result
+    report(args, result, measured.cpu_s, measured.rss_mb, measured.load)
+    if measured.failed:
         print("\nFAILED: the run had errors", file=sys.stderr)
         return 1
     if args.fail_under_target and (result.rps < TARGET_RPS or result.p99_ms > TARGET_P99_MS):
