@@ -23,10 +23,8 @@ was missed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,29 +36,27 @@ import httpx
 import psycopg
 
 from scripts.bench.driver_seed import FRESH_ENV, seed_online_drivers
-from scripts.bench.generators import PacedResult, WrkResult, ensure_wrk, run_paced, run_wrk
-from scripts.bench.harness import BenchError, BenchStack, record_result, register_user, say
-from scripts.bench.measure import MachineCpu, load_average_text, print_table, split_cpus, verdict
-from scripts.bench.processes import WebProcess, WorkerProcess
-from scripts.bench.profiling import find_py_spy, start_profiler
+from scripts.bench.generators import (
+    PacedResult,
+    WrkResult,
+    add_load_options,
+    check_load_options,
+    run_paced,
+    run_wrk,
+)
+from scripts.bench.harness import BenchError, record_result, register_user, say
+from scripts.bench.measure import CpuMeter, fmt_ms, load_average_text, print_table, split_cpus, verdict
+from scripts.bench.processes import WebProcess, WorkerProcess, wait_until
+from scripts.bench.profiling import start_profiler, wait_for_profile
+from scripts.bench.ride_request import PICKUP, REGION, VEHICLE, ride_body
+from scripts.bench.session import BenchSession, run_on_stack
 
 SCRIPT = Path(__file__).resolve().with_name("rides.lua")
 TARGET_RPS = 3_000
 TARGET_P99_MS = 50.0
-REGION = "BNCH"
-PICKUP = (52.5219, 13.4132)
-VEHICLE = "van"
 WARM_UP_S = 2
 #: Waiting for the worker to dispatch the check ride (its first job includes importing everything).
 WORKER_READY_S = 45.0
-
-
-def ride_body() -> bytes:
-    return json.dumps({
-        "pickup": {"lat": PICKUP[0], "lng": PICKUP[1], "address": "Alexanderplatz 1, Berlin"},
-        "dropoff": {"lat": 52.5076, "lng": 13.3904, "address": "Checkpoint Charlie, Berlin"},
-        "vehicleType": VEHICLE, "region": REGION, "paymentMethod": "cash",
-    }, separators=(",", ":")).encode()
 
 
 @dataclass
@@ -84,6 +80,12 @@ class Phase:
     redis: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def result(self) -> WrkResult | PacedResult:
+        found = self.wrk or self.paced
+        assert found is not None
+        return found
+
+    @property
     def errors(self) -> int:
         if self.wrk is not None:
             return self.wrk.socket_errors + self.wrk.non_2xx
@@ -97,21 +99,17 @@ class Phase:
 
     @property
     def rate(self) -> float:
-        return self.wrk.rps if self.wrk is not None else self.paced.rate  # type: ignore[union-attr]
+        return self.result.rate
 
     def latency(self, point: str) -> float:
-        if self.wrk is not None:
-            return {"p50": self.wrk.p50_ms, "p90": self.wrk.p90_ms, "p99": self.wrk.p99_ms,
-                    "max": self.wrk.max_ms}[point]
-        assert self.paced is not None
-        return self.paced.latency_ms.get(point, float("nan"))
+        return self.result.latency(point)
 
 
 class RideCounts:
     """Rides stored / dispatched (a round started) and first rounds not run yet."""
 
-    def __init__(self, dsn: str) -> None:
-        self._conn = psycopg.connect(dsn, autocommit=True)
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
 
     def read(self) -> tuple[int, int, int]:
         total, dispatched = self._conn.execute("SELECT count(*), count(dispatch_round) FROM rides").fetchone()  # type: ignore[misc]
@@ -120,18 +118,10 @@ class RideCounts:
         ).fetchone()[0]  # type: ignore[index]
         return int(total), int(dispatched), int(outbox)
 
-    def close(self) -> None:
-        self._conn.close()
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="POST /api/v1/rides: max throughput and paced latency")
-    parser.add_argument("--duration", type=int, default=10, help="measured seconds per run (default 10)")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
-    parser.add_argument("--rate", type=float, default=1000.0, help="paced rides/s (default 1000)")
-    parser.add_argument("--paced-connections", type=int, default=64,
-                        help="keep-alive connections of the paced generator (default 64)")
+    add_load_options(parser, "rides")
     parser.add_argument("--drivers", type=int, default=0,
                         help="online drivers seeded over a 40 km box around the pickup, so the worker's "
                              "steps search and offer (default 0: every step finds nobody)")
@@ -143,40 +133,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="py-spy the web process during the web-only wrk run (.svg, .txt or .json)")
     parser.add_argument("--fail-under-target", action="store_true")
     args = parser.parse_args(argv)
-    if min(args.duration, args.connections, args.threads, args.paced_connections) < 1 or args.rate <= 0:
-        parser.error("durations, connections, threads and --rate must be positive")
+    check_load_options(parser, args)
     if args.drivers < 0:
         parser.error("--drivers must not be negative")
     return args
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, stack: BenchStack, wrk: str) -> None:
+    def __init__(self, args: argparse.Namespace, session: BenchSession) -> None:
         self.args = args
-        self.stack = stack
-        self.wrk = wrk
+        self.session = session
         self.web_cpus, self.client_cpus = split_cpus(args.no_pin)
         self.body = ride_body()
-        self.counts = RideCounts(stack.libpq_dsn)
+        self.counts = RideCounts(session.postgres())
         self.fresh_env = FRESH_ENV if args.drivers else {}
-        self.web_env = {**stack.env, "LOG_LEVEL": "WARNING", "ACCESS_TOKEN_TTL": "7200",
-                        "AUTH_RATE_LIMIT": "1000", **self.fresh_env}
+        self.web_env = {"ACCESS_TOKEN_TTL": "7200", "AUTH_RATE_LIMIT": "1000", **self.fresh_env}
         self.token = ""
 
     # --- processes
     def start_web(self, asgi_app: str | None = None, enqueue: str = "outbox") -> WebProcess:
-        env = {**self.web_env, "BENCH_ENQUEUE": enqueue}
-        web = WebProcess.start(env, asgi_app=asgi_app)
-        try:
-            web.wait_ready()
-            if self.web_cpus:
-                web.pin(self.web_cpus)
-            if not self.token:
-                _, self.token = register_user(web.base_url, "customer")
-            self.check_ride(web)
-        except BaseException:
-            web.stop(keep_log=True)
-            raise
+        web = self.session.start_web({**self.web_env, "BENCH_ENQUEUE": enqueue}, cpus=self.web_cpus,
+                                     asgi_app=asgi_app)
+        if not self.token:
+            _, self.token = register_user(web.base_url, "customer")
+        self.check_ride(web)
         return web
 
     def check_ride(self, web: WebProcess) -> None:
@@ -187,62 +167,56 @@ class Bench:
             raise BenchError(f"POST /api/v1/rides answered {response.status_code}: {response.text[:500]}")
 
     def start_worker(self) -> WorkerProcess:
-        worker = WorkerProcess.start({**self.stack.env, "LOG_LEVEL": "WARNING", **self.fresh_env})
-        deadline = time.monotonic() + WORKER_READY_S
-        while time.monotonic() < deadline:
-            worker.check_alive()
+        worker = self.session.start_worker(self.fresh_env)
+
+        def dispatched_all() -> bool:
             total, dispatched, outbox = self.counts.read()
-            if dispatched == total and outbox == 0:
-                say(f"worker dispatched the {total} ride(s) waiting; measuring")
-                return worker
-            time.sleep(0.2)
-        worker.stop(keep_log=True)
-        raise BenchError(f"the worker did not dispatch the waiting rides in {WORKER_READY_S:.0f} s")
+            return dispatched == total and outbox == 0
+
+        if not wait_until(dispatched_all, timeout_s=WORKER_READY_S, process=worker, poll_s=0.2):
+            raise BenchError(f"the worker did not dispatch the waiting rides in {WORKER_READY_S:.0f} s")
+        say(f"worker dispatched the {self.counts.read()[0]} ride(s) waiting; measuring")
+        return worker
 
     # --- runs
+    def run_load(self, phase: Phase, url: str, duration_s: int) -> None:
+        """wrk (`duration_s`) or the paced generator (after its warm-up) against `url`."""
+        if phase.kind == "wrk":
+            phase.wrk = run_wrk(self.session.wrk, url, SCRIPT, duration_s=duration_s,
+                                connections=self.args.connections, threads=self.args.threads,
+                                env={"BENCH_TOKEN": self.token, "BENCH_BODY": self.body.decode()},
+                                cpus=self.client_cpus)
+        else:
+            headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+            phase.paced = run_paced(url, rate=self.args.rate, duration_s=duration_s,
+                                    connections=self.args.paced_connections, method="POST",
+                                    headers=headers, body=self.body, warmup_s=WARM_UP_S,
+                                    cpus=self.client_cpus)
+
     def measure(self, phase: Phase, web: WebProcess, worker: WorkerProcess | None) -> Phase:
         url = f"{web.base_url}/api/v1/rides"
-        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
         say(f"{phase.label}: {phase.kind}, {self.args.duration} s after a {WARM_UP_S} s warm-up")
         if phase.kind == "wrk":
-            wrk_env = {"BENCH_TOKEN": self.token, "BENCH_BODY": self.body.decode()}
-            run_wrk(self.wrk, url, SCRIPT, duration_s=WARM_UP_S, connections=self.args.connections,
-                    threads=self.args.threads, env=wrk_env, cpus=self.client_cpus)
+            self.run_load(Phase("warm-up", "wrk", phase.worker), url, WARM_UP_S)
         if phase.probe:
             httpx.post(f"{web.base_url}/__bench__/redis", timeout=5.0)
         phase.load = load_average_text()
         _, dispatched_before, _ = self.counts.read()
-        web_cpu, worker_cpu = web.cpu_seconds(), worker.cpu_seconds() if worker else 0.0
-        machine = MachineCpu()
-        started = time.monotonic()
+        meter = CpuMeter({"web": web, **({"worker": worker} if worker else {})})
+        meter.start()
         profiler = None
         if phase.kind == "wrk" and self.args.profile and worker is None and not phase.probe:
-            py_spy = find_py_spy()
-            if py_spy is None:
-                raise BenchError("--profile needs py-spy: pip install --target /tmp/pyspy py-spy")
-            profiler = start_profiler(py_spy, web.pid, self.args.duration, self.args.profile)
-        if phase.kind == "wrk":
-            phase.wrk = run_wrk(self.wrk, url, SCRIPT, duration_s=self.args.duration,
-                                connections=self.args.connections, threads=self.args.threads,
-                                env={"BENCH_TOKEN": self.token, "BENCH_BODY": self.body.decode()},
-                                cpus=self.client_cpus)
-            elapsed = phase.wrk.duration_s
-        else:
-            phase.paced = run_paced(url, rate=self.args.rate, duration_s=self.args.duration,
-                                    connections=self.args.paced_connections, method="POST",
-                                    headers=headers, body=self.body, warmup_s=WARM_UP_S,
-                                    cpus=self.client_cpus)
-            # The generator's warm-up and start-up ran inside the wall-clock window.
-            elapsed = time.monotonic() - started
-        phase.machine_busy_pct = machine.busy_percent()
+            assert self.session.py_spy is not None
+            profiler = start_profiler(self.session.py_spy, web.pid, self.args.duration, self.args.profile)
+        self.run_load(phase, url, self.args.duration)
+        # wrk's own window; the paced generator's warm-up and start-up ran inside the wall-clock one
+        meter.stop(phase.wrk.duration_s if phase.wrk is not None else None)
         if profiler is not None:
-            profiler.communicate(timeout=60)
-            say(f"profile of the web process: {self.args.profile}")
-        phase.web_cpu_pct = (web.cpu_seconds() - web_cpu) / elapsed * 100
-        if worker is not None:
-            phase.worker_cpu_pct = (worker.cpu_seconds() - worker_cpu) / elapsed * 100
+            wait_for_profile(profiler, self.args.profile)
+        phase.machine_busy_pct, phase.web_cpu_pct = meter.machine_busy, meter.percent["web"]
+        phase.worker_cpu_pct = meter.percent.get("worker", 0.0)
         total, dispatched, outbox = self.counts.read()
-        phase.dispatched_per_s = (dispatched - dispatched_before) / elapsed
+        phase.dispatched_per_s = (dispatched - dispatched_before) / meter.elapsed_s
         phase.undispatched_after, phase.outbox_after = total - dispatched, outbox
         if phase.probe:
             phase.redis = httpx.get(f"{web.base_url}/__bench__/redis", timeout=5.0).json()
@@ -254,21 +228,15 @@ class Bench:
     def farm_runs(self) -> list[Phase]:
         phases: list[Phase] = []
         web = self.start_web()
-        worker: WorkerProcess | None = None
-        try:
-            worker = self.start_worker()
+        worker = self.start_worker()
+        for kind in ("paced", "wrk"):
+            phases.append(self.measure(Phase("outbox · worker", kind, True), web, worker))
+        say("stopping the worker (a backlog of undispatched rides stays behind)")
+        worker.stop()
+        if not self.args.skip_no_worker:
             for kind in ("paced", "wrk"):
-                phases.append(self.measure(Phase("outbox · worker", kind, True), web, worker))
-            say("stopping the worker (a backlog of undispatched rides stays behind)")
-            worker.stop()
-            worker = None
-            if not self.args.skip_no_worker:
-                for kind in ("paced", "wrk"):
-                    phases.append(self.measure(Phase("outbox · no worker", kind, False), web, None))
-        finally:
-            if worker is not None:
-                worker.stop(keep_log=True)
-            web.stop(keep_log=any(p.errors for p in phases))
+                phases.append(self.measure(Phase("outbox · no worker", kind, False), web, None))
+        web.stop(keep_log=any(p.errors for p in phases))
         return phases
 
     def redis_runs(self) -> list[Phase]:
@@ -276,17 +244,10 @@ class Bench:
         for enqueue, label, kinds in (("outbox", "probe · outbox · no worker", ("wrk",)),
                                       ("send", "probe · send() · no worker", ("wrk", "paced"))):
             web = self.start_web("scripts.bench.probe_web:app", enqueue)
-            try:
-                for kind in kinds:
-                    phases.append(self.measure(Phase(label, kind, False, probe=True), web, None))
-            finally:
-                web.stop(keep_log=any(p.errors for p in phases))
+            for kind in kinds:
+                phases.append(self.measure(Phase(label, kind, False, probe=True), web, None))
+            web.stop(keep_log=any(p.errors for p in phases))
         return phases
-
-
-def fmt_ms(value: float) -> str:
-    """Milliseconds, or seconds once they stop fitting the column."""
-    return f"{value:.1f}" if value < 10_000 else f"{value / 1000:.1f}s"
 
 
 def report(args: argparse.Namespace, phases: list[Phase], load_before: str) -> None:
@@ -328,8 +289,11 @@ def report(args: argparse.Namespace, phases: list[Phase], load_before: str) -> N
                      verdict(p99 <= TARGET_P99_MS)))
         rows.append(("  rate reached", f"{paced.rate:,.0f}/s", "", ""))
     print_table("Targets", rows)
+    report_probes([p for p in phases if p.probe and p.redis])
 
-    probes = [p for p in phases if p.probe and p.redis]
+
+def report_probes(probes: list[Phase]) -> None:
+    """The runs against `probe_web.py`: Redis calls and time per request, and per command."""
     if probes:
         print("\nRedis on the request path (probe_web.py: Redis calls timed inside each request; "
               "awaited = redis.asyncio, blocking = sync client on the event loop)\n")
@@ -355,35 +319,28 @@ def report(args: argparse.Namespace, phases: list[Phase], load_before: str) -> N
             print(f"  {p.label} ({p.kind}): {listed}")
 
 
+def measure(args: argparse.Namespace, session: BenchSession) -> tuple[str, list[Phase]]:
+    """The load average before, and every run: with the worker, without it, then the Redis probes."""
+    load_before = load_average_text()
+    stack = session.stack
+    stack.add_region(REGION)
+    if args.drivers:
+        say(f"seeding {args.drivers:,} online drivers (PostgreSQL COPY + GEO index)")
+        seed_online_drivers(stack.libpq_dsn, stack.settings(**FRESH_ENV), args.drivers,
+                            vehicle_type=VEHICLE, center=PICKUP)
+    bench = Bench(args, session)
+    phases = bench.farm_runs()
+    if not args.skip_send_variant:
+        phases += bench.redis_runs()
+    return load_before, phases
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        wrk = ensure_wrk()
-        stack = BenchStack.create()
-    except BenchError as error:
-        say(str(error))
+    measured = run_on_stack(lambda session: measure(args, session), wrk=True, py_spy=bool(args.profile))
+    if measured is None:
         return 2
-    bench: Bench | None = None
-    phases: list[Phase] = []
-    load_before = load_average_text()
-    try:
-        stack.add_region(REGION)
-        if args.drivers:
-            say(f"seeding {args.drivers:,} online drivers (PostgreSQL COPY + GEO index)")
-            seed_online_drivers(stack.libpq_dsn, stack.settings(**FRESH_ENV), args.drivers,
-                                vehicle_type=VEHICLE, center=PICKUP)
-        bench = Bench(args, stack, wrk)
-        phases += bench.farm_runs()
-        if not args.skip_send_variant:
-            phases += bench.redis_runs()
-    except BenchError as error:
-        say(str(error))
-        return 2
-    finally:
-        if bench is not None:
-            bench.counts.close()
-        stack.close()
-
+    load_before, phases = measured
     report(args, phases, load_before)
     record_result("rides", {
         "duration_s": args.duration, "connections": args.connections, "rate": args.rate,

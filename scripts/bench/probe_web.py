@@ -57,6 +57,31 @@ class _Current:
     blocking_s: float = 0.0
     commands: list[tuple[str, float]] = field(default_factory=list)
 
+    def add(self, kind: str, args: tuple[Any, ...], spent: float) -> None:
+        """One Redis call of the request: `kind` is "awaited" or "blocking"."""
+        if kind == "awaited":
+            self.awaited_calls += 1
+            self.awaited_s += spent
+        else:
+            self.blocking_calls += 1
+            self.blocking_s += spent
+        self.commands.append((f"{kind} {_command_name(args)}", spent))
+
+
+class _Timed:
+    """Times the call it wraps into the request's `_Current`."""
+
+    __slots__ = ("args", "current", "kind", "started")
+
+    def __init__(self, current: _Current, kind: str, args: tuple[Any, ...]) -> None:
+        self.current, self.kind, self.args, self.started = current, kind, args, 0.0
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.current.add(self.kind, self.args, time.perf_counter() - self.started)
+
 
 def _command_name(args: tuple[Any, ...]) -> str:
     return str(args[0]).upper() if args else "PIPELINE"
@@ -71,14 +96,8 @@ def _time_async(original: Any) -> Any:
         current = _current.get()
         if current is None:
             return await original(self, *args, **kwargs)
-        started = time.perf_counter()
-        try:
+        with _Timed(current, "awaited", args):
             return await original(self, *args, **kwargs)
-        finally:
-            spent = time.perf_counter() - started
-            current.awaited_calls += 1
-            current.awaited_s += spent
-            current.commands.append((f"awaited {_command_name(args)}", spent))
 
     return timed
 
@@ -88,14 +107,8 @@ def _time_sync(original: Any) -> Any:
         current = _current.get()
         if current is None:
             return original(self, *args, **kwargs)
-        started = time.perf_counter()
-        try:
+        with _Timed(current, "blocking", args):
             return original(self, *args, **kwargs)
-        finally:
-            spent = time.perf_counter() - started
-            current.blocking_calls += 1
-            current.blocking_s += spent
-            current.commands.append((f"blocking {_command_name(args)}", spent))
 
     return timed
 

@@ -9,20 +9,16 @@ if token == nil or token == "" or body == nil or body == "" then
   error("BENCH_TOKEN must hold a customer's access token and BENCH_BODY a ride request")
 end
 
+-- the BENCH_RESULT line done() prints (bench_result.lua, next to this script)
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local bench_result = dofile(here .. "bench_result.lua")
+
 wrk.method = "POST"
 wrk.body = body
 wrk.headers["Authorization"] = "Bearer " .. token
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json"
 
--- errors.status counts responses with a status above 399 (wrk's "Non-2xx or 3xx responses").
 function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_RESULT {"requests":%d,"duration_us":%d,"bytes":%d,'
-      .. '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},'
-      .. '"latency_us":{"p50":%d,"p90":%d,"p99":%d,"max":%d,"mean":%.1f}}\n',
-    summary.requests, summary.duration, summary.bytes,
-    e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+  bench_result(summary, latency, "")
 end
