@@ -43,16 +43,20 @@ import httpx
 import psycopg
 import socketio
 
-from scripts.bench.harness import BenchError, BenchStack, record_result, register_user, say
+from scripts.bench.harness import (
+    BenchError,
+    add_settings_option,
+    parse_settings,
+    record_result,
+    register_user,
+    say,
+)
 from scripts.bench.loadgen import ConnectionPool, Sample, Samples, build_request, pace
 from scripts.bench.measure import CpuMeter, load_average_text, percentiles, print_table, split_cpus, verdict
-from scripts.bench.processes import WebProcess, WorkerProcess
+from scripts.bench.ride_request import PICKUP, REGION, VEHICLE, ride_body
+from scripts.bench.session import BenchSession, run_on_stack
 
 TARGET_P95_MS = 30.0
-REGION = "BNCH"
-PICKUP = (52.5219, 13.4132)
-DROPOFF = (52.5076, 13.3904)
-VEHICLE = "van"
 WARM_UP_S = 2.0
 #: The first ride waits for the worker to import everything and wake up.
 FIRST_OFFER_TIMEOUT_S = 45.0
@@ -72,25 +76,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="HTTP keep-alive connections (default 64)")
     parser.add_argument("--pin", action="store_true",
                         help="pin the web process to CPU 0 and this client to CPU 1")
-    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+    add_settings_option(parser, "--worker-env",
                         help="a setting for the worker, e.g. WORKER_POLL_TIMEOUT_MS=10 (repeatable; to see "
                              "what moves the figure; by default the worker runs as configured)")
     parser.add_argument("--fail-under-target", action="store_true")
     args = parser.parse_args(argv)
-    if any("=" not in item for item in args.worker_env):
-        parser.error("--worker-env takes NAME=VALUE")
-    args.worker_env = dict(item.split("=", 1) for item in args.worker_env)
+    args.worker_env = parse_settings(parser, "--worker-env", args.worker_env)
     if min(args.rides, args.drivers, args.customers, args.connections) < 1 or args.rate <= 0:
         parser.error("--rides, --rate, --drivers, --customers and --connections must be positive")
     return args
-
-
-def ride_body() -> bytes:
-    return json.dumps({
-        "pickup": {"lat": PICKUP[0], "lng": PICKUP[1], "address": "Alexanderplatz 1, Berlin"},
-        "dropoff": {"lat": DROPOFF[0], "lng": DROPOFF[1], "address": "Checkpoint Charlie, Berlin"},
-        "vehicleType": VEHICLE, "region": REGION, "paymentMethod": "cash",
-    }, separators=(",", ":")).encode()
 
 
 def put_drivers_online(base_url: str, tokens: list[str]) -> None:
@@ -226,27 +220,45 @@ def step_started_at(dsn: str, ride_ids: list[str]) -> dict[str, tuple[float, flo
     return {ride_id: (float(created), float(updated)) for ride_id, created, updated in rows}
 
 
-def report(args: argparse.Namespace, run: Run, stamps: dict[str, tuple[float, float]], load: str,
-           cpu: dict[str, float]) -> tuple[dict[str, float], int]:
-    answered = {s.index: s for s in run.samples.items if s.status == 201}
-    offer_ms, post_ms, service_ms, to_row, to_step, to_socket = [], [], [], [], [], []
-    missing = 0
-    for index, sample in answered.items():
-        ride_id = run.ride_of.get(index)
+@dataclass
+class Segments:
+    """Per answered ride, ms: due → first offer, the POST's latency and service time, and the offer's
+    way through the farm from the database stamps (`missing`: rides that got no offer)."""
+
+    offer: list[float] = field(default_factory=list)
+    post: list[float] = field(default_factory=list)
+    service: list[float] = field(default_factory=list)
+    to_row: list[float] = field(default_factory=list)
+    to_step: list[float] = field(default_factory=list)
+    to_socket: list[float] = field(default_factory=list)
+    missing: int = 0
+
+
+def segments(run: Run, stamps: dict[str, tuple[float, float]]) -> Segments:
+    found = Segments()
+    for sample in {s.index: s for s in run.samples.items if s.status == 201}.values():
+        ride_id = run.ride_of.get(sample.index)
         arrived = run.offers.first.get(ride_id or "")
-        post_ms.append((sample.done - sample.scheduled) * 1000)
-        service_ms.append((sample.done - sample.sent) * 1000)
+        found.post.append((sample.done - sample.scheduled) * 1000)
+        found.service.append((sample.done - sample.sent) * 1000)
         if arrived is None:
-            missing += 1
+            found.missing += 1
             continue
-        offer_ms.append((arrived - sample.scheduled) * 1000)
+        found.offer.append((arrived - sample.scheduled) * 1000)
         if ride_id in stamps:
             created, step = stamps[ride_id]
             due_wall, offer_wall = sample.scheduled + run.wall_offset, arrived + run.wall_offset
-            to_row.append((created - due_wall) * 1000)
-            to_step.append((step - created) * 1000)
-            to_socket.append((offer_wall - step) * 1000)
-    failed = len(run.samples.items) - len(answered)
+            found.to_row.append((created - due_wall) * 1000)
+            found.to_step.append((step - created) * 1000)
+            found.to_socket.append((offer_wall - step) * 1000)
+    return found
+
+
+def report(args: argparse.Namespace, run: Run, stamps: dict[str, tuple[float, float]], load: str,
+           cpu: dict[str, float]) -> tuple[dict[str, float], int]:
+    seg = segments(run, stamps)
+    offer_ms, missing = seg.offer, seg.missing
+    failed = len(run.samples.items) - len(seg.post)
     offers = percentiles(offer_ms)
 
     print(f"\nride created → first ride:offer  ·  {args.rides} rides at {args.rate:g}/s (paced, from "
@@ -280,71 +292,67 @@ def report(args: argparse.Namespace, run: Run, stamps: dict[str, tuple[float, fl
         ("web / worker RSS", f"{cpu['web_rss']:.0f} / {cpu['worker_rss']:.0f} MB", "", ""),
     ]
     print_table("Targets", rows)
+    print_segments(seg)
+    return offers, missing + failed
 
-    print(f"\nWhere the time goes (per ride; database stamps, same clock; {len(to_step):,} rides)\n")
+
+def print_segments(seg: Segments) -> None:
+    print(f"\nWhere the time goes (per ride; database stamps, same clock; {len(seg.to_step):,} rides)\n")
     print(f"{'segment':52}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>9}")
     for name, values in (
-        ("POST due → answered (client view)", post_ms),
-        ("POST sent → answered (server + network)", service_ms),
-        ("due → ride row stamped (HTTP, auth, validation)", to_row),
-        ("row stamped → step started (commit, relay, queue)", to_step),
-        ("step started → offer on socket (step, emit, ws)", to_socket),
+        ("POST due → answered (client view)", seg.post),
+        ("POST sent → answered (server + network)", seg.service),
+        ("due → ride row stamped (HTTP, auth, validation)", seg.to_row),
+        ("row stamped → step started (commit, relay, queue)", seg.to_step),
+        ("step started → offer on socket (step, emit, ws)", seg.to_socket),
     ):
         p = percentiles(values)
         print(f"{name:52}{p.get('p50', 0):>8.1f}{p.get('p95', 0):>8.1f}{p.get('p99', 0):>8.1f}"
               f"{p.get('max', 0):>9.1f}")
     print("(ms; the middle segment holds the outbox commit + NOTIFY, the relay's enqueue and the time "
           "the message waits for a Dramatiq consumer)")
-    return offers, missing + failed
+
+
+@dataclass
+class Measured:
+    run: Run
+    stamps: dict[str, tuple[float, float]]
+    load_before: str
+    cpu: dict[str, float]
+
+
+def measure(args: argparse.Namespace, session: BenchSession) -> Measured:
+    session.stack.add_region(REGION)
+    web_cpus, client_cpus = split_cpus(not args.pin)
+    web = session.start_web({"ACCESS_TOKEN_TTL": "3600", "AUTH_RATE_LIMIT": "1000"})
+    worker = session.start_worker(args.worker_env)
+    say(f"registering {args.customers} customers and {args.drivers} drivers")
+    customers = [register_user(web.base_url, "customer")[1] for _ in range(args.customers)]
+    drivers = [register_user(web.base_url, "driver", vehicle_type=VEHICLE)[1]
+               for _ in range(args.drivers)]
+    put_drivers_online(web.base_url, drivers)
+    if web_cpus:
+        web.pin(web_cpus)
+    if client_cpus:
+        os.sched_setaffinity(0, client_cpus)
+    meter = CpuMeter({"web": web, "worker": worker})
+    load_before = load_average_text()
+    run = asyncio.run(drive(args, web.base_url, drivers, customers, meter))
+    cpu = {"web": meter.percent["web"], "worker": meter.percent["worker"], "box": meter.machine_busy,
+           "web_rss": web.rss_mb(), "worker_rss": worker.rss_mb()}
+    web.check_alive()
+    worker.check_alive()
+    return Measured(run, step_started_at(session.stack.libpq_dsn, list(run.ride_of.values())),
+                    load_before, cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        stack = BenchStack.create()
-    except BenchError as error:
-        say(str(error))
+    measured = run_on_stack(lambda session: measure(args, session))
+    if measured is None:
         return 2
-    web: WebProcess | None = None
-    worker: WorkerProcess | None = None
-    failed = True
-    load_before = load_average_text()
-    try:
-        stack.add_region(REGION)
-        env = {**stack.env, "LOG_LEVEL": "WARNING", "ACCESS_TOKEN_TTL": "3600", "AUTH_RATE_LIMIT": "1000"}
-        web = WebProcess.start(env)
-        worker = WorkerProcess.start({**stack.env, "LOG_LEVEL": "WARNING", **args.worker_env})
-        web.wait_ready()
-        web_cpus, client_cpus = split_cpus(not args.pin)
-        say(f"registering {args.customers} customers and {args.drivers} drivers")
-        customers = [register_user(web.base_url, "customer")[1] for _ in range(args.customers)]
-        drivers = [register_user(web.base_url, "driver", vehicle_type=VEHICLE)[1]
-                   for _ in range(args.drivers)]
-        put_drivers_online(web.base_url, drivers)
-        if web_cpus:
-            web.pin(web_cpus)
-        if client_cpus:
-            os.sched_setaffinity(0, client_cpus)
-        meter = CpuMeter({"web": web, "worker": worker})
-        load_before = load_average_text()
-        run = asyncio.run(drive(args, web.base_url, drivers, customers, meter))
-        cpu = {"web": meter.percent["web"], "worker": meter.percent["worker"], "box": meter.machine_busy,
-               "web_rss": web.rss_mb(), "worker_rss": worker.rss_mb()}
-        web.check_alive()
-        worker.check_alive()
-        stamps = step_started_at(stack.libpq_dsn, list(run.ride_of.values()))
-        failed = False
-    except BenchError as error:
-        say(str(error))
-        return 2
-    finally:
-        if worker is not None:
-            worker.stop(keep_log=failed)
-        if web is not None:
-            web.stop(keep_log=failed)
-        stack.close()
-
-    offers, problems = report(args, run, stamps, load_before, cpu)
+    cpu = measured.cpu
+    offers, problems = report(args, measured.run, measured.stamps, measured.load_before, cpu)
     record_result("offer_latency", {"rate": args.rate, "rides": args.rides, "drivers": args.drivers,
                                     "offer_ms": offers, "problems": problems, **cpu})
     if problems:
