@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -56,27 +54,26 @@ from app.logging import configure_logging
 from app.outbox import INSERT_JOB
 from app.services import dispatch
 from app.settings import Settings
-from scripts.bench import driver_seed
-from scripts.bench.harness import BenchError, BenchStack, record_result, say
+from scripts.bench.driver_seed import FRESH_ENV, box_point, copy_people, index_drivers
+from scripts.bench.harness import BenchError, add_settings_option, parse_settings, record_result, say
 from scripts.bench.measure import (
     CpuMeter,
     RedisCpu,
     load_average_text,
     percentiles,
     print_table,
+    stamp_rates,
     verdict,
 )
-from scripts.bench.processes import WorkerProcess, busiest
-from scripts.bench.profiling import find_py_spy, start_profiler
+from scripts.bench.processes import busiest, wait_until
+from scripts.bench.profiling import start_profiler, stop_profiler
+from scripts.bench.session import BenchSession, run_on_stack
 
 TARGET_STEPS_PER_S = 1_000
 REGION = "BNCH"
 VEHICLE = "van"
 CENTER = (52.52, 13.405)
 BOX_KM = 40.0
-STALE_AFTER_S = "3600"
-#: DRIVER_PRUNE_AFTER must stay above DRIVER_STALE_AFTER (the bench runs no clock to prune anyway).
-PRUNE_AFTER_S = "7200"
 POLL_S = 0.25
 
 
@@ -92,28 +89,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile-wall", action="store_true",
                         help="profile every thread's wall time (default: only the thread holding the GIL, "
                              "py-spy --gil: where the worker's CPU goes)")
-    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+    add_settings_option(parser, "--worker-env",
                         help="a setting for the worker and the in-process loop, e.g. WORKER_THREADS=1 or "
                              "DISPATCH_MAX_OFFERS=5 (repeatable; to see what moves the figure)")
     parser.add_argument("--fail-under-target", action="store_true")
     args = parser.parse_args(argv)
-    if any("=" not in item for item in args.worker_env):
-        parser.error("--worker-env takes NAME=VALUE")
-    args.worker_env = dict(item.split("=", 1) for item in args.worker_env)
+    args.worker_env = parse_settings(parser, "--worker-env", args.worker_env)
     if args.drivers < 1 or args.steps < 2 or args.inline_steps < 0 or args.timeout <= 0:
         parser.error("--drivers must be positive, --steps at least 2, --inline-steps not negative")
     return args
 
 
 # --- seeding --------------------------------------------------------------------------------------
-def box_point(rng: random.Random) -> tuple[float, float]:
-    return driver_seed.box_point(rng, CENTER, BOX_KM)
-
-
-def seed_people(dsn: str, drivers: list[tuple[uuid.UUID, float, float]], customers: list[uuid.UUID]) -> None:
-    driver_seed.copy_people(dsn, drivers, customers, vehicle_type=VEHICLE)
-
-
 def seed_rides(dsn: str, customer: uuid.UUID, count: int, rng: random.Random) -> list[uuid.UUID]:
     now = datetime.now(UTC)
     ids = [uuid.uuid4() for _ in range(count)]
@@ -122,7 +109,7 @@ def seed_rides(dsn: str, customer: uuid.UUID, count: int, rng: random.Random) ->
                       "pickup_lng, dropoff_lat, dropoff_lng, distance_km, status, created_at, updated_at) "
                       "FROM STDIN") as copy:
             for ride_id in ids:
-                (plat, plng), (dlat, dlng) = box_point(rng), box_point(rng)
+                (plat, plng), (dlat, dlng) = box_point(rng, CENTER, BOX_KM), box_point(rng, CENTER, BOX_KM)
                 copy.write_row((ride_id, customer, REGION, VEHICLE, "card", plat, plng, dlat, dlng, 10.0,
                                 "PENDING_BIDS", now, now))
         conn.commit()
@@ -166,70 +153,45 @@ def count_steps(conn: psycopg.Connection[Any], customer: uuid.UUID) -> int:
 
 def step_rates(conn: psycopg.Connection[Any], customer: uuid.UUID) -> tuple[float, float]:
     """Steps/s from the claim stamps: first to last, and over the middle 80 % (no start-up, no tail)."""
-    stamps = [float(r[0]) for r in conn.execute(
+    return stamp_rates([float(r[0]) for r in conn.execute(
         "SELECT extract(epoch FROM updated_at) FROM rides WHERE customer_id = %s AND dispatch_round = 0 "
-        "ORDER BY updated_at", (customer,))]
-    if len(stamps) < 10:
-        return 0.0, 0.0
-    first_last = (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9)
-    low, high = int(len(stamps) * 0.1), int(len(stamps) * 0.9)
-    middle = (high - low) / max(stamps[high] - stamps[low], 1e-9)
-    return first_last, middle
+        "ORDER BY updated_at", (customer,))])
 
 
-def drain(args: argparse.Namespace, stack: BenchStack, customer: uuid.UUID, env: dict[str, str],
-          redis_client: redis.Redis) -> Drain:
+def drain(args: argparse.Namespace, session: BenchSession, customer: uuid.UUID,
+          env: dict[str, str]) -> Drain:
     result = Drain()
-    worker = WorkerProcess.start({**stack.env, "WORKER_PROCESSES": "1", **env})
+    worker = session.start_worker({"WORKER_PROCESSES": "1", **env})
+    conn = session.postgres()
+    started_by = time.monotonic() + args.timeout
+    # the worker imports, boots, takes its first message
+    if not wait_until(lambda: count_steps(conn, customer) > 0, timeout_s=args.timeout, process=worker):
+        raise BenchError(f"the worker ran no step in {args.timeout:.0f} s")
     profiler = None
-    failed = True
+    if session.py_spy:
+        profiler = start_profiler(session.py_spy, busiest(worker.pids()), int(args.timeout) + 5,
+                                  args.profile, () if args.profile_wall else ("--gil",))
     try:
-        with psycopg.connect(stack.libpq_dsn, autocommit=True) as conn:
-            deadline = time.monotonic() + args.timeout
-            while count_steps(conn, customer) == 0:  # the worker imports, boots, takes its first message
-                worker.check_alive()
-                if time.monotonic() > deadline:
-                    raise BenchError(f"the worker ran no step in {args.timeout:.0f} s")
-                time.sleep(0.05)
-            if args.profile:
-                py_spy = find_py_spy()
-                if py_spy is None:
-                    raise BenchError("--profile needs py-spy: pip install --target /tmp/pyspy py-spy")
-                profiler = start_profiler(py_spy, busiest(worker.pids()),
-                                          int(args.timeout) + 5, args.profile,
-                                          () if args.profile_wall else ("--gil",))
-            meter = CpuMeter({"worker": worker})
-            meter.start()
-            redis_before = RedisCpu(redis_client).cpu_seconds()
-            started = time.monotonic()
-            while count_steps(conn, customer) < args.steps:
-                worker.check_alive()
-                if time.monotonic() > deadline:
-                    result.timed_out = True
-                    break
-                time.sleep(POLL_S)
-            meter.stop()
-            result.wall_s = time.monotonic() - started
-            redis_s = RedisCpu(redis_client).cpu_seconds() - redis_before
-            result.redis_cpu_pct = redis_s / meter.elapsed_s * 100
-            result.worker_cpu_pct, result.machine_busy_pct = meter.percent["worker"], meter.machine_busy
-            result.done = count_steps(conn, customer)
-            result.rate_first_last, result.rate_middle = step_rates(conn, customer)
-            row = conn.execute("SELECT count(*) FROM failed_jobs").fetchone()
-            result.failed_jobs = int(row[0]) if row else 0
-            row = conn.execute("SELECT count(*) FROM offers o JOIN rides r ON r.id = o.ride_id "
-                               "WHERE r.customer_id = %s", (customer,)).fetchone()
-            result.offers_per_step = (int(row[0]) if row else 0) / max(result.done, 1)
-        failed = result.timed_out or result.failed_jobs > 0
+        meter = CpuMeter({"worker": worker, "redis": RedisCpu(session.redis())})
+        meter.start()
+        started = time.monotonic()
+        result.timed_out = not wait_until(lambda: count_steps(conn, customer) >= args.steps,
+                                          timeout_s=started_by - started, process=worker, poll_s=POLL_S)
+        meter.stop()
+        result.wall_s = time.monotonic() - started
     finally:
         if profiler is not None:
-            profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-            try:
-                profiler.wait(timeout=60)
-                say(f"profile written to {args.profile}")
-            except subprocess.TimeoutExpired:  # a profile is a bonus, never a reason to leak py-spy
-                profiler.kill()
-        worker.stop(keep_log=failed)
+            stop_profiler(profiler, args.profile)
+    result.redis_cpu_pct = meter.percent["redis"]
+    result.worker_cpu_pct, result.machine_busy_pct = meter.percent["worker"], meter.machine_busy
+    result.done = count_steps(conn, customer)
+    result.rate_first_last, result.rate_middle = step_rates(conn, customer)
+    row = conn.execute("SELECT count(*) FROM failed_jobs").fetchone()
+    result.failed_jobs = int(row[0]) if row else 0
+    row = conn.execute("SELECT count(*) FROM offers o JOIN rides r ON r.id = o.ride_id "
+                       "WHERE r.customer_id = %s", (customer,)).fetchone()
+    result.offers_per_step = (int(row[0]) if row else 0) / max(result.done, 1)
+    worker.stop(keep_log=result.timed_out or result.failed_jobs > 0)
     return result
 
 
@@ -358,53 +320,56 @@ def report(args: argparse.Namespace, drained: Drain, inline: Inline | None, load
               f"worker vs {per_step_inline:.2f} ms in this loop)")
 
 
+@dataclass
+class Measured:
+    drained: Drain
+    inline: Inline | None
+    load: str
+    seed_s: float
+
+
+def seed(args: argparse.Namespace, session: BenchSession, settings: Settings,
+         customers: tuple[uuid.UUID, uuid.UUID]) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """Drivers (rows + GEO index) and both customers; the worker's rides, enqueued, and the loop's."""
+    stack = session.stack
+    stack.add_region(REGION)
+    rng = random.Random(20261122)
+    say(f"seeding {args.drivers:,} drivers (PostgreSQL COPY + GEO index)")
+    drivers = [(uuid.uuid4(), *box_point(rng, CENTER, BOX_KM)) for _ in range(args.drivers)]
+    copy_people(stack.libpq_dsn, drivers, list(customers), vehicle_type=VEHICLE)
+    index_drivers(settings, drivers, vehicle_type=VEHICLE)
+    say(f"storing {args.steps:,} + {args.inline_steps:,} rides, enqueueing {args.steps:,} dispatch.step")
+    worker_rides = seed_rides(stack.libpq_dsn, customers[0], args.steps, rng)
+    inline_rides = seed_rides(stack.libpq_dsn, customers[1], args.inline_steps, rng)
+    enqueue_steps(settings, stack.libpq_dsn, worker_rides)
+    return worker_rides, inline_rides
+
+
+def measure(args: argparse.Namespace, session: BenchSession) -> Measured:
+    overrides = {**FRESH_ENV, "LOG_LEVEL": "WARNING", **args.worker_env}
+    settings = session.stack.settings(**overrides)
+    configure_logging(settings.log, process="bench")  # as the worker runs: no per-step log lines
+    seeding = time.monotonic()
+    worker_customer = uuid.uuid4()
+    _, inline_rides = seed(args, session, settings, (worker_customer, uuid.uuid4()))
+    seed_s = time.monotonic() - seeding
+    load = load_average_text()
+    say("starting one worker and timing the drain")
+    drained = drain(args, session, worker_customer, overrides)
+    inline: Inline | None = None
+    if args.inline_steps:
+        say(f"running {args.inline_steps:,} steps in this process (no Dramatiq)")
+        inline = run_inline(settings, inline_rides)
+    return Measured(drained, inline, load, seed_s)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        stack = BenchStack.create()
-    except BenchError as error:
-        say(str(error))
+    measured = run_on_stack(lambda session: measure(args, session), py_spy=bool(args.profile))
+    if measured is None:
         return 2
-    redis_client = redis.Redis.from_url(stack.redis_url)
-    inline: Inline | None = None
-    try:
-        overrides = {"DRIVER_STALE_AFTER": STALE_AFTER_S, "DRIVER_PRUNE_AFTER": PRUNE_AFTER_S,
-                     "LOG_LEVEL": "WARNING", **args.worker_env}
-        settings = stack.settings(**overrides)
-        configure_logging(settings.log, process="bench")  # as the worker runs: no per-step log lines
-        stack.add_region(REGION)
-        rng = random.Random(20261122)
-        seeding = time.monotonic()
-        say(f"seeding {args.drivers:,} drivers (PostgreSQL COPY + GEO index)")
-        drivers = [(uuid.uuid4(), *box_point(rng)) for _ in range(args.drivers)]
-        worker_customer, inline_customer = uuid.uuid4(), uuid.uuid4()
-        seed_people(stack.libpq_dsn, drivers, [worker_customer, inline_customer])
-        index_client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
-        try:
-            seen = time.time()
-            DriverIndexReader(index_client, RedisKeys(settings.redis)).place_many(
-                VEHICLE, ((d, lat, lng, seen) for d, lat, lng in drivers))
-        finally:
-            index_client.close()
-        say(f"storing {args.steps:,} + {args.inline_steps:,} rides, enqueueing {args.steps:,} dispatch.step")
-        worker_rides = seed_rides(stack.libpq_dsn, worker_customer, args.steps, rng)
-        inline_rides = seed_rides(stack.libpq_dsn, inline_customer, args.inline_steps, rng)
-        enqueue_steps(settings, stack.libpq_dsn, worker_rides)
-        seed_s = time.monotonic() - seeding
-        load = load_average_text()
-        say("starting one worker and timing the drain")
-        drained = drain(args, stack, worker_customer, overrides, redis_client)
-        if args.inline_steps:
-            say(f"running {args.inline_steps:,} steps in this process (no Dramatiq)")
-            inline = run_inline(settings, inline_rides)
-    except BenchError as error:
-        say(str(error))
-        return 2
-    finally:
-        redis_client.close()
-        stack.close()
-
-    report(args, drained, inline, load, seed_s)
+    drained, inline = measured.drained, measured.inline
+    report(args, drained, inline, measured.load, measured.seed_s)
     record_result("dispatch", {"drivers": args.drivers, "steps": args.steps, "worker_env": args.worker_env,
                                "drain": drained, "inline_steps_per_s": inline.rate if inline else None})
     if drained.timed_out or drained.failed_jobs:

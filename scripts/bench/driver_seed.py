@@ -6,8 +6,8 @@ indexes every driver with `DriverIndexReader.place_many`, spread uniformly over 
 to them must run with a `DRIVER_STALE_AFTER` longer than the bench (`FRESH_ENV`), or the seeded
 positions go stale mid-run.
 
-`copy_people()` is the COPY part alone, for a bench that indexes its drivers itself
-(`bench_dispatch.py`).
+`copy_people()` (the COPY part, customers too) and `index_drivers()` (the GEO part) are the two
+halves, for a bench that seeds more than drivers (`bench_dispatch.py`).
 """
 
 from __future__ import annotations
@@ -66,6 +66,12 @@ def seed_online_drivers(dsn: str, settings: Settings, count: int, *, vehicle_typ
     rng = random.Random(seed)
     drivers = [(uuid.uuid4(), *box_point(rng, center, box_km)) for _ in range(count)]
     copy_people(dsn, drivers, [], vehicle_type=vehicle_type)
+    index_drivers(settings, drivers, vehicle_type=vehicle_type)
+
+
+def index_drivers(settings: Settings, drivers: list[tuple[uuid.UUID, float, float]], *,
+                  vehicle_type: str) -> None:
+    """Every driver at its position in the GEO index of `vehicle_type`, seen now."""
     client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     try:
         seen = time.time()
