@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -48,10 +46,11 @@ import psycopg
 import redis
 
 from app.keys import QUEUE_NOTIFICATIONS
-from scripts.bench.harness import BenchError, BenchStack, record_result, say
-from scripts.bench.measure import CpuMeter, RedisCpu, load_average_text, print_table, verdict
-from scripts.bench.processes import FarmProcess, WorkerProcess, busiest
-from scripts.bench.profiling import find_py_spy, start_profiler
+from scripts.bench.harness import BenchError, add_settings_option, parse_settings, record_result, say
+from scripts.bench.measure import CpuMeter, RedisCpu, load_average_text, print_table, stamp_rates, verdict
+from scripts.bench.processes import FarmProcess, busiest, wait_until
+from scripts.bench.profiling import start_profiler, stop_profiler
+from scripts.bench.session import BenchSession, run_on_stack
 
 TARGET_PER_S = 500
 CUSTOMERS = 1_000
@@ -82,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=6_000, help="notifications per run (default 6000)")
     parser.add_argument("--max-seconds", type=float, default=25.0,
                         help="stop timing a run after this long (a slow run reports what it sent)")
-    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+    add_settings_option(parser, "--worker-env",
                         help="another setting for the worker, e.g. LOG_LEVEL=INFO (repeatable)")
     parser.add_argument("--profile", type=Path, metavar="PATH",
                         help="sample the worker with py-spy --gil during the last run (.svg, .txt, .json)")
@@ -92,9 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.runs = [Run(*(int(part) for part in item.split(":"))) for item in (args.plan or DEFAULT_PLAN)]
     except (TypeError, ValueError):
         parser.error("--plan takes LATENCY_MS:THREADS[:PROCESSES], e.g. 100:64")
-    if any("=" not in item for item in args.worker_env):
-        parser.error("--worker-env takes NAME=VALUE")
-    args.worker_env = dict(item.split("=", 1) for item in args.worker_env)
+    args.worker_env = parse_settings(parser, "--worker-env", args.worker_env)
     if args.messages < 10 or args.max_seconds <= 0:
         parser.error("--messages must be at least 10 and --max-seconds positive")
     return args
@@ -109,19 +106,21 @@ class Fake:
     auth_token: str
 
 
-def start_fake(latency_ms: int) -> Fake:
+def start_fake(session: BenchSession, latency_ms: int) -> Fake:
     argv = [sys.executable, "-m", "scripts.bench.twilio_fake", "--latency-ms", str(latency_ms)]
-    process = FarmProcess.launch("twilio-fake", argv, {**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        process.check_alive()
-        for line in process.output().splitlines():
-            if line.startswith("TWILIO_FAKE "):
-                info = json.loads(line.removeprefix("TWILIO_FAKE "))
-                return Fake(process, info["base_url"], info["account_sid"], info["auth_token"])
-        time.sleep(0.05)
-    process.stop()
-    raise BenchError("the Twilio fake did not start in 20 s")
+    process = session.adopt(FarmProcess.launch("twilio-fake", argv, {**os.environ, "PYTHONUNBUFFERED": "1"}))
+    started: list[dict[str, str]] = []
+
+    def announced() -> bool:
+        started.extend(json.loads(line.removeprefix("TWILIO_FAKE "))
+                       for line in process.output().splitlines() if line.startswith("TWILIO_FAKE "))
+        return bool(started)
+
+    if not wait_until(announced, timeout_s=20, process=process):
+        process.stop()
+        raise BenchError("the Twilio fake did not start in 20 s")
+    info = started[0]
+    return Fake(process, info["base_url"], info["account_sid"], info["auth_token"])
 
 
 # --- seeding ---------------------------------------------------------------------------------------
@@ -166,16 +165,6 @@ def enqueue_sends(dsn: str, ids: list[uuid.UUID]) -> None:
             (QUEUE_NOTIFICATIONS, ids))
 
 
-def forget_queues(redis_url: str, namespace: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 # --- one run ---------------------------------------------------------------------------------------------
 @dataclass
 class Drain:
@@ -206,77 +195,57 @@ def counts(conn: psycopg.Connection[Any], tag: str) -> tuple[int, int]:
 
 
 def send_rates(conn: psycopg.Connection[Any], tag: str) -> tuple[float, float]:
-    stamps = [float(r[0]) for r in conn.execute(
+    return stamp_rates([float(r[0]) for r in conn.execute(
         "SELECT extract(epoch FROM sent_at) FROM notifications WHERE dedupe_key LIKE %s AND sent_at IS NOT "
-        "NULL ORDER BY sent_at", (tag + ":%",))]
-    if len(stamps) < 10:
-        return 0.0, 0.0
-    first_last = (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9)
-    low, high = int(len(stamps) * 0.1), int(len(stamps) * 0.9)
-    return first_last, (high - low) / max(stamps[high] - stamps[low], 1e-9)
+        "NULL ORDER BY sent_at", (tag + ":%",))])
 
 
-def drain(args: argparse.Namespace, stack: BenchStack, run: Run, number: int, fake: Fake,
+def worker_env(args: argparse.Namespace, run: Run, fake: Fake) -> dict[str, str]:
+    """The worker's settings for `run`: its threads and processes, Twilio pointed at the fake."""
+    return {"WORKER_PROCESSES": str(run.processes), "WORKER_THREADS": str(run.threads),
+            "NOTIFY_SEND_CONCURRENCY": str(run.threads),
+            "WORKER_QUEUE_PREFETCH": str(max(run.threads, 1)),
+            "TWILIO_ACCOUNT_SID": fake.account_sid, "TWILIO_AUTH_TOKEN": fake.auth_token,
+            "TWILIO_SMS_FROM": SMS_FROM, "TWILIO_API_BASE": fake.base_url,
+            "TWILIO_STATUS_CALLBACK_URL": CALLBACK, **args.worker_env}
+
+
+def drain(args: argparse.Namespace, session: BenchSession, run: Run, number: int, fake: Fake,
           redis_client: redis.Redis, *, profile: Path | None) -> Drain:
     tag = f"bench:{number}"
-    namespace = stack.env["DRAMATIQ_NAMESPACE"]
-    ids = seed_notifications(stack.libpq_dsn, tag, args.messages)
-    enqueue_sends(stack.libpq_dsn, ids)
-    env = {**stack.env, "WORKER_PROCESSES": str(run.processes), "WORKER_THREADS": str(run.threads),
-           "NOTIFY_SEND_CONCURRENCY": str(run.threads),
-           "WORKER_QUEUE_PREFETCH": str(max(run.threads, 1)), "LOG_LEVEL": "WARNING",
-           "TWILIO_ACCOUNT_SID": fake.account_sid, "TWILIO_AUTH_TOKEN": fake.auth_token,
-           "TWILIO_SMS_FROM": SMS_FROM, "TWILIO_API_BASE": fake.base_url,
-           "TWILIO_STATUS_CALLBACK_URL": CALLBACK, **args.worker_env}
+    conn = session.postgres()
+    ids = seed_notifications(session.stack.libpq_dsn, tag, args.messages)
+    enqueue_sends(session.stack.libpq_dsn, ids)
     result = Drain(run)
-    worker = WorkerProcess.start(env)
+    worker = session.start_worker(worker_env(args, run, fake))
+    # the worker imports, boots, sends its first message
+    if not wait_until(lambda: counts(conn, tag)[0] > 0, timeout_s=60, process=worker):
+        raise BenchError(f"the worker sent nothing in 60 s:\n{worker.output()[-3000:]}")
     profiler = None
+    if profile is not None and session.py_spy:
+        profiler = start_profiler(session.py_spy, busiest(worker.pids()), int(args.max_seconds) + 5,
+                                  profile, ("--gil",))
     try:
-        with psycopg.connect(stack.libpq_dsn, autocommit=True) as conn:
-            deadline = time.monotonic() + 60
-            while counts(conn, tag)[0] == 0:  # the worker imports, boots, sends its first message
-                worker.check_alive()
-                if time.monotonic() > deadline:
-                    raise BenchError(f"the worker sent nothing in 60 s:\n{worker.output()[-3000:]}")
-                time.sleep(0.05)
-            if profile is not None:
-                py_spy = find_py_spy()
-                if py_spy is None:
-                    raise BenchError("--profile needs py-spy: pip install --target /tmp/pyspy py-spy")
-                profiler = start_profiler(py_spy, busiest(worker.pids()), int(args.max_seconds) + 5,
-                                          profile, ("--gil",))
-            meter = CpuMeter({"worker": worker, "fake": fake.process})
-            meter.start()
-            redis_before = RedisCpu(redis_client).cpu_seconds()
-            scripts_before = redis_script_calls(redis_client)
-            sent_before = counts(conn, tag)[0]
-            started = time.monotonic()
-            while sum(counts(conn, tag)) < len(ids):
-                worker.check_alive()
-                if time.monotonic() - started > args.max_seconds:
-                    result.timed_out = True
-                    break
-                time.sleep(POLL_S)
-            meter.stop()
-            result.wall_s = time.monotonic() - started
-            result.worker_cpu_pct, result.fake_cpu_pct = meter.percent["worker"], meter.percent["fake"]
-            result.machine_busy_pct = meter.machine_busy
-            redis_s = RedisCpu(redis_client).cpu_seconds() - redis_before
-            result.redis_cpu_pct = redis_s / meter.elapsed_s * 100
-            result.sent, result.failed = counts(conn, tag)
-            result.scripts_per_msg = ((redis_script_calls(redis_client) - scripts_before)
-                                      / max(result.sent - sent_before, 1))
-            result.rate, result.rate_middle = send_rates(conn, tag)
+        meter = CpuMeter({"worker": worker, "fake": fake.process, "redis": RedisCpu(redis_client)})
+        meter.start()
+        scripts_before = redis_script_calls(redis_client)
+        sent_before = counts(conn, tag)[0]
+        started = time.monotonic()
+        result.timed_out = not wait_until(lambda: sum(counts(conn, tag)) >= len(ids),
+                                          timeout_s=args.max_seconds, process=worker, poll_s=POLL_S)
+        meter.stop()
+        result.wall_s = time.monotonic() - started
     finally:
-        if profiler is not None:
-            profiler.send_signal(signal.SIGINT)
-            try:
-                profiler.wait(timeout=60)
-                say(f"profile written to {profile}")
-            except subprocess.TimeoutExpired:
-                profiler.kill()
-        worker.stop(keep_log=result.failed > 0)
-        forget_queues(stack.redis_url, namespace)
+        if profiler is not None and profile is not None:
+            stop_profiler(profiler, profile)
+    result.worker_cpu_pct, result.fake_cpu_pct = meter.percent["worker"], meter.percent["fake"]
+    result.machine_busy_pct, result.redis_cpu_pct = meter.machine_busy, meter.percent["redis"]
+    result.sent, result.failed = counts(conn, tag)
+    result.scripts_per_msg = ((redis_script_calls(redis_client) - scripts_before)
+                              / max(result.sent - sent_before, 1))
+    result.rate, result.rate_middle = send_rates(conn, tag)
+    worker.stop(keep_log=result.failed > 0)
+    session.stack.forget_keys(f"{session.stack.env['DRAMATIQ_NAMESPACE']}:*")
     return result
 
 
@@ -315,34 +284,28 @@ def report(args: argparse.Namespace, drains: list[Drain], load: str) -> None:
           "hit --max-seconds reports what it sent.)")
 
 
+def measure(args: argparse.Namespace, session: BenchSession) -> tuple[str, list[Drain]]:
+    """The load average before, and one drain for each run of the plan (a fake of its own each)."""
+    drains: list[Drain] = []
+    redis_client = session.redis()
+    load = load_average_text()
+    seed_customers(session.stack.libpq_dsn)
+    for number, run in enumerate(args.runs):
+        fake = start_fake(session, run.latency_ms)
+        say(f"run {number + 1}/{len(args.runs)}: {run.label}")
+        last = number == len(args.runs) - 1
+        drains.append(drain(args, session, run, number, fake, redis_client,
+                            profile=args.profile if last else None))
+        fake.process.stop()
+    return load, drains
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        stack = BenchStack.create()
-    except BenchError as error:
-        say(str(error))
+    measured = run_on_stack(lambda session: measure(args, session), py_spy=bool(args.profile))
+    if measured is None:
         return 2
-    redis_client = redis.Redis.from_url(stack.redis_url)
-    drains: list[Drain] = []
-    load = load_average_text()
-    try:
-        seed_customers(stack.libpq_dsn)
-        for number, run in enumerate(args.runs):
-            fake = start_fake(run.latency_ms)
-            try:
-                say(f"run {number + 1}/{len(args.runs)}: {run.label}")
-                last = number == len(args.runs) - 1
-                drains.append(drain(args, stack, run, number, fake, redis_client,
-                                    profile=args.profile if last else None))
-            finally:
-                fake.process.stop()
-    except BenchError as error:
-        say(str(error))
-        return 2
-    finally:
-        redis_client.close()
-        stack.close()
-
+    load, drains = measured
     report(args, drains, load)
     record_result("notifications", {"messages": args.messages, "runs": drains})
     if any(d.failed for d in drains):
