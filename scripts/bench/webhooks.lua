@@ -16,6 +16,10 @@ if path == nil or path == "" then
   error("BENCH_EVENTS must name the file of signed events")
 end
 
+-- the BENCH_RESULT line done() prints (bench_result.lua, next to this script), with the answers
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local bench_result = dofile(here .. "bench_result.lua")
+
 -- main state: hand each thread its index, keep the threads to add up their counts in done()
 local threads = {}
 function setup(thread)
@@ -90,7 +94,6 @@ function response(status, headers, body)
   end
 end
 
--- errors.status counts responses with a status above 399 (wrk's "Non-2xx or 3xx responses").
 function done(summary, latency, requests)
   local per_thread = {}
   local totals = {ok_new = 0, ok_duplicate = 0, bad_request = 0, other = 0}
@@ -101,18 +104,7 @@ function done(summary, latency, requests)
     table.insert(per_thread, string.format('{"sent":%d,"wrapped":%d}', thread:get("sent"),
                                            thread:get("wrapped")))
   end
-  io.write(string.format(
-    'BENCH_RESULT {"requests":%d,"duration_us":%d,"bytes":%d,'
-      .. '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},'
-      .. '"latency_us":{"p50":%d,"p90":%d,"p99":%d,"max":%d,"mean":%.1f},'
-      .. '"answers":{"new":%d,"duplicate":%d,"bad_request":%d,"other":%d},"threads":[%s]}\n',
-    summary.requests, summary.duration, summary.bytes,
-    e_or0(summary.errors.connect), e_or0(summary.errors.read), e_or0(summary.errors.write),
-    e_or0(summary.errors.status), e_or0(summary.errors.timeout),
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean,
+  bench_result(summary, latency, string.format(
+    ',"answers":{"new":%d,"duplicate":%d,"bad_request":%d,"other":%d},"threads":[%s]',
     totals.ok_new, totals.ok_duplicate, totals.bad_request, totals.other, table.concat(per_thread, ",")))
-end
-
-function e_or0(value)
-  return value or 0
 end
