@@ -26,6 +26,7 @@ from app.settings.infrastructure import (
 from app.settings.market import (
     DispatchSettings,
     NotificationSettings,
+    PricingSettings,
     RetentionSettings,
     StripeSettings,
     TwilioSettings,
@@ -52,6 +53,7 @@ class Settings:
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     stripe: StripeSettings = field(default_factory=StripeSettings)
+    pricing: PricingSettings = field(default_factory=PricingSettings)
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)

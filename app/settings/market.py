@@ -81,10 +81,6 @@ class RetentionSettings:
                               doc="… and per statement (each batch its own transaction)")
 
 
-FRACTION = Check(lambda rate: rate.is_finite() and Decimal(0) <= rate <= Decimal(1),
-                 "{name} must be a fraction between 0 and 1 (0.2 is 20 %), got {value}")
-
-
 @dataclass(frozen=True)
 class StripeSettings:
     """Stripe: card rides and the drivers' Connect payouts. Without a secret key card rides and payouts
@@ -106,10 +102,6 @@ class StripeSettings:
         doc="… and where when the onboarding link expired")
     connect_country: str = setting("STRIPE_CONNECT_COUNTRY", "US",
                                    doc="country of the drivers' Connect Express accounts")
-    cancellation_fee_rate: Decimal = setting(
-        "PAYMENT_CANCELLATION_FEE_RATE", Decimal("0.20"), check=FRACTION,
-        doc="share of the fare captured when a card ride is cancelled once the driver is on the way "
-            "(cancelled from `DRIVER_ARRIVING` or later); before that the hold is released in full")
     hold_timeout_s: int = setting(
         "PAYMENT_HOLD_TIMEOUT", 900, check=POSITIVE,
         doc="seconds from a card ride's accept for its hold to be authorized; then the system cancels the "
@@ -133,6 +125,20 @@ class StripeSettings:
     @property
     def enabled(self) -> bool:
         return bool(self.secret_key)
+
+
+FRACTION = Check(lambda rate: rate.is_finite() and Decimal(0) <= rate <= Decimal(1),
+                 "{name} must be a fraction between 0 and 1 (0.2 is 20 %), got {value}")
+
+
+@dataclass(frozen=True)
+class PricingSettings:
+    """What the marketplace charges, whichever provider collects it."""
+
+    cancellation_fee_rate: Decimal = setting(
+        "PAYMENT_CANCELLATION_FEE_RATE", Decimal("0.20"), check=FRACTION,
+        doc="share of the fare captured when a card ride is cancelled once the driver is on the way "
+            "(cancelled from `DRIVER_ARRIVING` or later); before that the hold is released in full")
 
 
 @dataclass(frozen=True)
