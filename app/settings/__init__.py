@@ -38,6 +38,7 @@ from app.settings.market import (
     StripeSettings,
     TwilioSettings,
 )
+from app.settings.source import take_renamed_variables
 
 __all__ = [
     "DEVELOPMENT_LIMITS",
@@ -67,4 +68,5 @@ __all__ = [
     "get_settings",
     "key_id_of",
     "load_settings",
+    "take_renamed_variables",
 ]

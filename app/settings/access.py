@@ -32,9 +32,11 @@ class AuthSettings:
         "TOKEN_RETENTION", 7 * 24 * 3600, check=POSITIVE,
         doc="how long (s) spent, revoked or expired refresh tokens are kept (for reuse detection and "
             "audit) before `tokens.cleanup` deletes them")
-    rate_limit_requests: int = setting("AUTH_RATE_LIMIT", 20, check=POSITIVE,
+    rate_limit_requests: int = setting("AUTH_RATE_LIMIT_REQUESTS", 20, check=POSITIVE,
+                                       renamed_from=("AUTH_RATE_LIMIT",),
                                        doc="requests allowed per client address and auth route in one window")
-    rate_limit_window_s: int = setting("AUTH_RATE_WINDOW", 60, check=POSITIVE,
+    rate_limit_window_s: int = setting("AUTH_RATE_LIMIT_WINDOW", 60, check=POSITIVE,
+                                       renamed_from=("AUTH_RATE_WINDOW",),
                                        doc="that window (s)")
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = setting(
         "TRUSTED_PROXIES", (), explicit=True,
@@ -66,10 +68,12 @@ class AuthSettings:
     user_cache_ttl_s: int = setting(
         "USER_CACHE_TTL", 3600, check=POSITIVE,
         doc="lifetime (s) of a cached user snapshot (status, token generation, profile) in Redis")
-    password_time_cost: int = setting("PASSWORD_HASH_TIME_COST", 3, check=POSITIVE,
+    password_time_cost: int = setting("PASSWORD_TIME_COST", 3, check=POSITIVE,
+                                      renamed_from=("PASSWORD_HASH_TIME_COST",),
                                       doc="argon2id time cost of new password hashes (the library's default; "
                                           "lower only for test suites)")
-    password_memory_kib: int = setting("PASSWORD_HASH_MEMORY_KIB", 65536, check=POSITIVE,
+    password_memory_kib: int = setting("PASSWORD_MEMORY_KIB", 65536, check=POSITIVE,
+                                       renamed_from=("PASSWORD_HASH_MEMORY_KIB",),
                                        doc="argon2id memory cost (KiB), likewise")
 
 
@@ -100,9 +104,10 @@ class LimitSettings:
     variables, `<NAME>_RATE_LIMIT` and `<NAME>_RATE_BURST`. Outside production the defaults are looser,
     so demos, scripted clients and test suites that book many rides with one account keep working."""
 
-    rides: Bucket = setting("RIDE", Bucket(2.0, 20), doc="`POST /rides` per customer")
+    rides: Bucket = setting("RIDES", Bucket(2.0, 20), renamed_from=("RIDE",),
+                            doc="`POST /rides` per customer")
     writes: Bucket = setting(
-        "WRITE", Bucket(5.0, 30),
+        "WRITES", Bucket(5.0, 30), renamed_from=("WRITE",),
         doc="per user: bids, accepts, cancels, status moves, online/offline, phone routes")
     location: Bucket = setting("LOCATION", Bucket(5.0, 10), doc="`PUT /drivers/me/location` per driver")
     payment_setup: Bucket = setting(

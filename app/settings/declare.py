@@ -3,6 +3,12 @@
 `setting("DISPATCH_RADII_KM", (5.0, 10.0, 20.0), doc=..., check=...)` is a `dataclasses.field`
 whose metadata is a `Spec`; the loader (`app.settings.loader`) reads every group from its specs and
 `scripts/dev/settings_doc.py` writes the configuration table from them.
+
+The naming rule: a variable is its field's name in upper case behind the words that name its concern
+(the group's prefix, `DB_`, `WORKER_`, `STRIPE_` …, unless the field's name already says it:
+`JWT_SECRET`, `LEDGER_LEASE`, `DRIVER_STALE_AFTER`). Seconds are the unit of every duration and are
+not spelled (`interval_s` is `…_INTERVAL`); any other unit is, in both names (`_MS`, `_KM`, `_DAYS`,
+`_KIB`). A renamed variable keeps its old name in `renamed_from`.
 """
 
 from __future__ import annotations

@@ -99,10 +99,10 @@ class WorkerSettings:
             "a SIGKILLed worker's messages run again within `WORKER_HEARTBEAT_TIMEOUT` + this; 0 = only "
             "Dramatiq's random ones")
     relay_batch_size: int = setting(
-        "OUTBOX_BATCH_SIZE", 500, check=POSITIVE,
+        "RELAY_BATCH_SIZE", 500, check=POSITIVE, renamed_from=("OUTBOX_BATCH_SIZE",),
         doc="due jobs the ledger relay (`workers/relay.py`) hands to Redis per batch")
     relay_poll_interval_s: float = setting(
-        "OUTBOX_POLL_INTERVAL", 2.0,
+        "RELAY_POLL_INTERVAL", 2.0, renamed_from=("OUTBOX_POLL_INTERVAL",),
         doc="the ledger relay's longest sleep (s) when no `NOTIFY` wakes it (it also wakes when the next "
             "job is due)")
     ledger_lease_s: float = setting(
@@ -134,20 +134,20 @@ class WorkerSettings:
 class AutoscaleSettings:
     """`workers/autoscale.py`: how many worker processes run, and when that changes."""
 
-    min_workers: int = setting("AUTOSCALE_MIN", 1, check=POSITIVE,
+    min_workers: int = setting("AUTOSCALE_MIN_WORKERS", 1, check=POSITIVE, renamed_from=("AUTOSCALE_MIN",),
                                doc="worker processes the autoscaler keeps running, at least")
-    max_workers: int = setting("AUTOSCALE_MAX", 4, check=POSITIVE,
+    max_workers: int = setting("AUTOSCALE_MAX_WORKERS", 4, check=POSITIVE, renamed_from=("AUTOSCALE_MAX",),
                                doc="… and at most")
     interval_s: float = setting(
         "AUTOSCALE_INTERVAL", 5.0,
         doc="seconds between two looks at the queues (at most one worker is added or removed per look)")
     target_age_s: float = setting(
-        "AUTOSCALE_TARGET_AGE_S", 10.0,
+        "AUTOSCALE_TARGET_AGE", 10.0, renamed_from=("AUTOSCALE_TARGET_AGE_S",),
         doc="add a worker when the oldest ready message has waited longer than this (s) …")
     target_depth: int = setting("AUTOSCALE_TARGET_DEPTH", 100, check=POSITIVE,
                                 doc="… or when more messages than this are ready per running worker")
     cooldown_s: float = setting(
-        "AUTOSCALE_COOLDOWN_S", 60.0,
+        "AUTOSCALE_COOLDOWN", 60.0, renamed_from=("AUTOSCALE_COOLDOWN_S",),
         doc="remove a worker after this long (s) with nothing ready and little in flight (again for each "
             "further one)")
 

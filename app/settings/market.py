@@ -23,7 +23,8 @@ class DispatchSettings:
                                           doc="the dispatch rounds' radii (km), one round each")
     bid_window_s: int = setting("DISPATCH_BID_WINDOW", 180, check=POSITIVE,
                                 doc="seconds a round's offers stay open")
-    max_offers_per_round: int = setting("DISPATCH_MAX_OFFERS", 20, check=POSITIVE,
+    max_offers_per_round: int = setting("DISPATCH_MAX_OFFERS_PER_ROUND", 20, check=POSITIVE,
+                                        renamed_from=("DISPATCH_MAX_OFFERS",),
                                         doc="drivers offered per round")
     driver_stale_after_s: int = setting("DRIVER_STALE_AFTER", 120, check=POSITIVE,
                                         doc="seconds without a position before a driver is not offered rides")
@@ -109,7 +110,7 @@ class StripeSettings:
     webhook_tolerance_s: int = setting(
         "STRIPE_WEBHOOK_TOLERANCE", 300, check=POSITIVE,
         doc="seconds a signed webhook's timestamp may be old (Stripe's default tolerance is 300)")
-    request_timeout_s: float = setting("STRIPE_TIMEOUT", 20.0,
+    request_timeout_s: float = setting("STRIPE_REQUEST_TIMEOUT", 20.0, renamed_from=("STRIPE_TIMEOUT",),
                                        doc="seconds per Stripe call")
     max_network_retries: int = setting("STRIPE_MAX_NETWORK_RETRIES", 2,
                                        doc="retries per Stripe call (the SDK retries with the same "

@@ -17,6 +17,8 @@ from app.settings.declare import SettingsError
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
+#: Old names read since the last `take_renamed_variables()`, with their new names.
+_renamed_in_use: dict[str, str] = {}
 
 
 def merged_values(environ: Mapping[str, str] | None, env_file: Path | None) -> dict[str, str]:
@@ -47,6 +49,7 @@ class Source:
         for old in renamed_from:
             value = self._raw(old)
             if value is not None:
+                _renamed_in_use[old] = name
                 return old, value
         return name, None
 
@@ -54,6 +57,14 @@ class Source:
         """The value of `name` as `kind`, `default` when it is unset."""
         _, value = self.lookup(name)
         return default if value is None else parse(kind, name, value)
+
+
+def take_renamed_variables() -> dict[str, str]:
+    """The old names settings were read from (old -> new) since the last call: logged once by
+    `app.logging.configure_logging`, which runs after the settings are read."""
+    taken = dict(_renamed_in_use)
+    _renamed_in_use.clear()
+    return taken
 
 
 def parse(kind: Any, name: str, value: str) -> Any:
