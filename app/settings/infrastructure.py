@@ -12,7 +12,8 @@ from app.settings.declare import NOT_NEGATIVE, POSITIVE, one_of, setting
 @dataclass(frozen=True)
 class DatabaseSettings:
     """PostgreSQL, through psycopg 3 (async in web, sync in workers). Each process logs its maximum
-    number of connections at start as `db.connection_budget` (deploy/README.md, "Connection budget")."""
+    number of connections at start as `db.connection_budget`
+    ([deploy/README.md](../deploy/README.md#connection-budget))."""
 
     url: str = setting("DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/dispatchfarm",
                        doc="PostgreSQL's URL")
@@ -88,7 +89,8 @@ class WorkerSettings:
                                        doc="grace period (ms) for running jobs on SIGTERM")
     heartbeat_timeout_s: int = setting(
         "WORKER_HEARTBEAT_TIMEOUT", 15, check=POSITIVE,
-        doc="seconds without a heartbeat before a worker's unacked messages are requeued")
+        doc="seconds without a heartbeat before a worker's unacked messages are requeued (README, "
+            "\"Crash recovery\")")
     maintenance_chance: int = setting(
         "WORKER_MAINTENANCE_CHANCE", 1000, check=POSITIVE,
         doc="broker commands per million that also run Dramatiq's maintenance, which requeues the "
