@@ -89,8 +89,8 @@ class WorkerSettings:
                                        doc="grace period (ms) for running jobs on SIGTERM")
     heartbeat_timeout_s: int = setting(
         "WORKER_HEARTBEAT_TIMEOUT", 15, check=POSITIVE,
-        doc="seconds without a heartbeat before a worker's unacked messages are requeued (README, "
-            "\"Crash recovery\")")
+        doc="seconds without a heartbeat before a worker's unacked messages are requeued "
+            "([docs/crash-recovery.md](crash-recovery.md))")
     maintenance_chance: int = setting(
         "WORKER_MAINTENANCE_CHANCE", 1000, check=POSITIVE,
         doc="broker commands per million that also run Dramatiq's maintenance, which requeues the "
