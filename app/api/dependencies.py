@@ -123,7 +123,8 @@ def _is_trusted(host: str, trusted: Sequence[IPv4Network | IPv6Network]) -> bool
 
 
 async def auth_rate_limit(request: Request[Any, Any, Any], state: State) -> None:
-    """Per client address and route: `AUTH_RATE_LIMIT` requests per `AUTH_RATE_WINDOW` seconds."""
+    """Per client address and route: `AUTH_RATE_LIMIT_REQUESTS` requests per `AUTH_RATE_LIMIT_WINDOW`
+    seconds."""
     ctx = web_context(state)
     route = request.scope["path"].rsplit("/", 1)[-1]
     address = client_address(request, ctx.settings.auth.trusted_proxies)

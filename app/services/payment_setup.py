@@ -1,7 +1,7 @@
 """What the web asks of Stripe on a user's behalf: a ride's hold (`clientSecret`) and a driver's
 Connect onboarding link.
 
-Stripe can be slow (up to `STRIPE_TIMEOUT` per try), so no database connection — and no row lock —
+Stripe can be slow (up to `STRIPE_REQUEST_TIMEOUT` per try), so no database connection — and no row lock —
 is held while it answers. Each use case runs in three steps:
 
 1. a short transaction reads what the call needs (and answers at once if it was done before);

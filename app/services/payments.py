@@ -492,7 +492,7 @@ def cancel(session: Session, env: JobEnv, ride_id: uuid.UUID) -> str:
     gateway = env.gateway()
     state = gateway.retrieve_intent(payment.payment_intent_id)
     fee_due = payment.cancelled_from in {s.value for s in FEE_AFTER}
-    fee_rate = env.settings.stripe.cancellation_fee_rate
+    fee_rate = env.settings.pricing.cancellation_fee_rate
     fee = cancellation_fee(payment.amount, fee_rate, payment.currency) if fee_due else 0
     if state.status == "requires_capture" and fee > 0:
         fee_commission = commission(fee, Decimal(payment.commission_rate), payment.currency)

@@ -10,8 +10,8 @@ creates `--rides` rides at `--rate` rides/s (paced, from `--customers` customers
 per ride, the time from the moment its POST was due to the first `ride:offer` for it on any
 driver socket. Drivers never bid, so none goes busy.
 
-Every ride is offered to every driver within reach, up to DISPATCH_MAX_OFFERS: each ride means
-`--drivers` emits through Redis pub/sub and `--drivers` socket messages. Keep `--drivers` small
+Every ride is offered to every driver within reach, up to DISPATCH_MAX_OFFERS_PER_ROUND: each ride
+means `--drivers` emits through Redis pub/sub and `--drivers` socket messages. Keep `--drivers` small
 (default 5) so the socket fan-out does not dominate what is measured.
 
 Every process is placed by the OS, as the Procfile runs them (`--pin` pins the web process to
@@ -266,7 +266,7 @@ def report(args: argparse.Namespace, run: Run, stamps: dict[str, tuple[float, fl
     if args.worker_env:
         print("worker settings changed for this run: "
               + ", ".join(f"{k}={v}" for k, v in args.worker_env.items()))
-    print(f"each ride is offered to all {args.drivers} drivers (DISPATCH_MAX_OFFERS caps it): "
+    print(f"each ride is offered to all {args.drivers} drivers (DISPATCH_MAX_OFFERS_PER_ROUND caps it): "
           f"{run.offers.events:,} ride:offer events received in all; latency is from the moment each POST "
           f"was due to the first offer for that ride on any driver socket")
 
@@ -318,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average_text()
     try:
         stack.add_region(REGION)
-        env = {**stack.env, "LOG_LEVEL": "WARNING", "ACCESS_TOKEN_TTL": "3600", "AUTH_RATE_LIMIT": "1000"}
+        env = {**stack.env, "LOG_LEVEL": "WARNING", "ACCESS_TOKEN_TTL": "3600",
+               "AUTH_RATE_LIMIT_REQUESTS": "1000"}
         web = WebProcess.start(env)
         worker = WorkerProcess.start({**stack.env, "LOG_LEVEL": "WARNING", **args.worker_env})
         web.wait_ready()

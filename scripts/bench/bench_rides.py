@@ -172,7 +172,7 @@ class Bench:
         self.counts = RideCounts(stack.libpq_dsn)
         self.fresh_env = FRESH_ENV if args.drivers else {}
         self.web_env = {**stack.env, "LOG_LEVEL": "WARNING", "ACCESS_TOKEN_TTL": "7200",
-                        "AUTH_RATE_LIMIT": "1000", **self.fresh_env}
+                        "AUTH_RATE_LIMIT_REQUESTS": "1000", **self.fresh_env}
         self.token = ""
 
     # --- processes

@@ -397,7 +397,7 @@ class Bench:
     def start_worker(self) -> WorkerProcess:
         closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: Stripe calls fail at once
         worker = WorkerProcess.start({**self.stack.env, **WEB_ENV, "STRIPE_API_BASE": closed,
-                                      "STRIPE_MAX_NETWORK_RETRIES": "0", "STRIPE_TIMEOUT": "2"})
+                                      "STRIPE_MAX_NETWORK_RETRIES": "0", "STRIPE_REQUEST_TIMEOUT": "2"})
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline:
             worker.check_alive()
