@@ -23,7 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from app.adapters.realtime import BusJson, stamp
 from app.api.context import WebContext
 from app.api.schemas_drivers import SocketLocationIn
-from app.db import AsyncUnitOfWork
+from app.db import async_unit_of_work
 from app.errors import AppError, ServiceUnavailable
 from app.keys import driver_room, ride_room, user_room
 from app.logging import get_logger
@@ -164,22 +164,16 @@ class ClientNamespace(socketio.AsyncNamespace):
             report = msgspec.convert(data, SocketLocationIn)
         except msgspec.ValidationError as error:
             return refusal("VALIDATION_ERROR", str(error), invalid_fields(error))
-        ctx = self.context()
-        uow = AsyncUnitOfWork(ctx.sessions())
+        ctx, driver_id = self.context(), uuid.UUID(session["user_id"])
         try:
-            await drivers.update_location(uow, ctx.driver_index, uuid.UUID(session["user_id"]), report.lat,
-                                          report.lng, report.heading, report.speed_kph,
-                                          publisher=ctx.publisher)
-            await uow.commit()
+            async with async_unit_of_work(ctx.sessions) as uow:
+                await drivers.update_location(uow, ctx.driver_index, driver_id, report.lat, report.lng,
+                                              report.heading, report.speed_kph, publisher=ctx.publisher)
         except AppError as error:
-            await uow.rollback()
             return refusal(error.code, error.message, error.details)
         except DEPENDENCY_ERRORS as error:
-            await uow.rollback()
             log.warning("socket.driver_location_unavailable", error=repr(error))
             return refusal("SERVICE_UNAVAILABLE", "Try again shortly.")
-        finally:
-            await uow.close()
         return {"ok": True}
 
     async def on_subscribe_ride(self, sid: str, data: Any = None) -> dict[str, Any]:
