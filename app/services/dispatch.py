@@ -357,9 +357,9 @@ def _after_check(session: Session, settings: DispatchSettings, ride_id: uuid.UUI
         log.info("dispatch.widening", ride_id=str(ride_id), next_round=round_ + 1)
         return CheckResult("next_round")
 
-    ride_expiry.move_by_system(session, ride_id, RideStatus.PENDING_BIDS, RideStatus.NO_DRIVERS_AVAILABLE,
-                               now=now, after_commit=after_commit, emit=emit)
-    notify(session, user_id=customer_id, template="no_drivers", settings=twilio,
-           dedupe_key=ride_key(ride_id, "no_drivers"), params={"rideId": str(ride_id)})
+    if ride_expiry.move_by_system(session, ride_id, RideStatus.PENDING_BIDS, RideStatus.NO_DRIVERS_AVAILABLE,
+                                  now=now, after_commit=after_commit, emit=emit) is not None:
+        notify(session, user_id=customer_id, template="no_drivers", settings=twilio,
+               dedupe_key=ride_key(ride_id, "no_drivers"), params={"rideId": str(ride_id)})
     log.info("dispatch.no_drivers", ride_id=str(ride_id), rounds=len(settings.radii_km))
     return CheckResult("no_drivers")

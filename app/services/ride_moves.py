@@ -74,7 +74,7 @@ class RideMoved:
 
     @property
     def history_row(self) -> Insert:
-        """The `ride_events` row (`history[]`: from, to, by, at, reason)."""
+        """The row of the ride's history (`history[]`: from, to, by, at, reason)."""
         return insert(RideEvent).values(
             ride_id=self.ride.id, from_status=self.before.value, to_status=self.after.value,
             actor_id=self.by.id, actor_role=self.by.role, reason=self.reason, at=self.at,
