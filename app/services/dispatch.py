@@ -27,8 +27,7 @@ from app.adapters.driver_index import NearbyQuery
 from app.keys import DISPATCH_CHECK_BIDS, DISPATCH_STEP, driver_room, ride_room
 from app.logging import get_logger
 from app.outbox import INSERT_JOB, add_job
-from app.services import ride_expiry
-from app.services.notifications import notify, ride_key
+from app.services import notifications, ride_expiry
 from app.settings import DispatchSettings, TwilioSettings
 from app.timestamps import rfc3339
 from models import Offer, Ride, RideStatus
@@ -341,10 +340,8 @@ def _after_check(session: Session, settings: DispatchSettings, ride_id: uuid.UUI
                  now: datetime, after_commit: Callable[[Callable[[], None]], None], emit: Emit,
                  twilio: TwilioSettings | None) -> CheckResult:
     if live_bids:
-        notify(session, user_id=customer_id, template="bids_ready", settings=twilio,
-               dedupe_key=ride_key(ride_id, "bids_ready", round_),
-               params={"rideId": str(ride_id), "count": live_bids, "round": round_,
-                       "lowestAmount": lowest, "currency": currency})
+        notifications.bids_ready(session, ride_id=ride_id, customer_id=customer_id, count=live_bids,
+                                 round_=round_, lowest=lowest, currency=currency, settings=twilio)
         payload = {"rideId": str(ride_id), "count": live_bids, "round": round_}
         after_commit(lambda: emit("bids:ready", payload, ride_room(ride_id)))
         # The acceptance window starts now: the ride ends unless a bid is accepted in time.
@@ -359,7 +356,6 @@ def _after_check(session: Session, settings: DispatchSettings, ride_id: uuid.UUI
 
     if ride_expiry.move_by_system(session, ride_id, RideStatus.PENDING_BIDS, RideStatus.NO_DRIVERS_AVAILABLE,
                                   now=now, after_commit=after_commit, emit=emit) is not None:
-        notify(session, user_id=customer_id, template="no_drivers", settings=twilio,
-               dedupe_key=ride_key(ride_id, "no_drivers"), params={"rideId": str(ride_id)})
+        notifications.no_drivers(session, ride_id=ride_id, customer_id=customer_id, settings=twilio)
     log.info("dispatch.no_drivers", ride_id=str(ride_id), rounds=len(settings.radii_km))
     return CheckResult("no_drivers")
