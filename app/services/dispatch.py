@@ -196,29 +196,7 @@ def _step_wave(session: Session, drivers: NearbyDrivers, settings: DispatchSetti
         results[(ride_id, wanted[ride_id])] = StepResult(False, [])
 
     expires_at = now + timedelta(seconds=settings.bid_window_s)
-    chosen: dict[uuid.UUID, list[tuple[uuid.UUID, float]]] = {ride.id: [] for ride, _, _ in rides}
-    if rides:
-        found = _search(drivers, [NearbyQuery(ride.vehicle_type, ride.pickup_lat, ride.pickup_lng,
-                                              settings.radii_km[round_], frozenset(already))
-                                  for ride, round_, already in rides],
-                        limit=settings.max_offers_per_round * 2,
-                        seen_after=(now - timedelta(seconds=settings.driver_stale_after_s)).timestamp())
-        candidates = [(ride_text, driver_id, km, rank)
-                      for (ride, _, _), near in zip(rides, found, strict=True)
-                      for ride_text in (str(ride.id),)
-                      for rank, (driver_id, km) in enumerate(near, start=1)]
-        for ride_id, driver_id, km in session.execute(_OFFER_ROUNDS, {
-            "cand_rides": _array(c[0] for c in candidates),
-            "cand_drivers": _array(c[1] for c in candidates),
-            "cand_distances": _array(c[2] for c in candidates),
-            "cand_ranks": _array(c[3] for c in candidates),
-            "max_offers": settings.max_offers_per_round, "expires_at": expires_at, "now": now,
-            "ride_ids": [ride.id for ride, _, _ in rides], "rounds": [r for _, r, _ in rides],
-            "message_ids": [uuid.uuid4() for _ in rides],
-            "args": [json.dumps([str(ride.id), r]) for ride, r, _ in rides],
-            "check_due_at": expires_at,
-        }).all():
-            chosen[ride_id].append((driver_id, km))
+    chosen = _offer_rounds(session, drivers, settings, rides, now, expires_at) if rides else {}
 
     rounds: list[tuple[dict[str, Any], list[tuple[uuid.UUID, float]]]] = []
     for ride, round_, _ in rides:
@@ -245,6 +223,36 @@ def _step_wave(session: Session, drivers: NearbyDrivers, settings: DispatchSetti
         log.info("dispatch.rounds_started", rides=len(rides), offers=offered,
                  **({"ride_id": str(rides[0][0].id), "round": rides[0][1]} if len(rides) == 1 else {}))
     return results
+
+
+def _offer_rounds(session: Session, drivers: NearbyDrivers, settings: DispatchSettings,
+                  rides: list[tuple[_RideForOffers, int, list[uuid.UUID]]], now: datetime,
+                  expires_at: datetime) -> dict[uuid.UUID, list[tuple[uuid.UUID, float]]]:
+    """The claimed rounds' candidates (one pipeline of index searches), then their offers and bid
+    checks (`_OFFER_ROUNDS`, one statement): each ride's drivers offered, with their distance."""
+    found = _search(drivers, [NearbyQuery(ride.vehicle_type, ride.pickup_lat, ride.pickup_lng,
+                                          settings.radii_km[round_], frozenset(already))
+                              for ride, round_, already in rides],
+                    limit=settings.max_offers_per_round * 2,
+                    seen_after=(now - timedelta(seconds=settings.driver_stale_after_s)).timestamp())
+    candidates = [(ride_text, driver_id, km, rank)
+                  for (ride, _, _), near in zip(rides, found, strict=True)
+                  for ride_text in (str(ride.id),)
+                  for rank, (driver_id, km) in enumerate(near, start=1)]
+    chosen: dict[uuid.UUID, list[tuple[uuid.UUID, float]]] = {ride.id: [] for ride, _, _ in rides}
+    for ride_id, driver_id, km in session.execute(_OFFER_ROUNDS, {
+        "cand_rides": _array(c[0] for c in candidates),
+        "cand_drivers": _array(c[1] for c in candidates),
+        "cand_distances": _array(c[2] for c in candidates),
+        "cand_ranks": _array(c[3] for c in candidates),
+        "max_offers": settings.max_offers_per_round, "expires_at": expires_at, "now": now,
+        "ride_ids": [ride.id for ride, _, _ in rides], "rounds": [r for _, r, _ in rides],
+        "message_ids": [uuid.uuid4() for _ in rides],
+        "args": [json.dumps([str(ride.id), r]) for ride, r, _ in rides],
+        "check_due_at": expires_at,
+    }).all():
+        chosen[ride_id].append((driver_id, km))
+    return chosen
 
 
 def _resend_open_offers(session: Session, ride_id: uuid.UUID, round_: int, now: datetime,
