@@ -316,7 +316,8 @@ def check_bids(session: Session, settings: DispatchSettings, ride_id: uuid.UUID,
                now: datetime | None = None, twilio: TwilioSettings | None = None) -> CheckResult:
     """After round `round_`'s bid window: bids → tell the customer; none → widen or give up.
 
-    `twilio` picks the notifications' channel (none: the console channel). A batch of one.
+    `twilio` is handed unopened to the notifications service, which picks the messages' channel
+    with it (none: the console channel). A batch of one.
     """
     return check_many(session, settings, [(ride_id, round_)], after_commit=after_commit, emit=emit,
                       now=now, twilio=twilio)[0]
