@@ -23,13 +23,13 @@ from app.adapters.realtime import AsyncPublisher
 from app.db import AsyncUnitOfWork
 from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.logging import get_logger
-from app.services import payments, ride_creation
+from app.services import ride_creation, ride_moves
 from app.services.access import Principal
 from app.services.ride_creation import RideRequest, RideWriter
-from app.services.ride_events import history_row, status_event, status_rooms
+from app.services.ride_moves import Mover, RideMoved, RideState
 from app.settings import Settings
 from models import Bid, Offer, Ride, RideEvent, RideStatus
-from models.ride_states import ADMIN, CUSTOMER, DRIVER, check_move
+from models.ride_states import ADMIN, CUSTOMER, DRIVER
 
 log = get_logger("rides")
 
@@ -130,36 +130,34 @@ async def list_rides(session: AsyncSession, principal: Principal, *, cursor: str
 # --- status ------------------------------------------------------------------------------------------
 async def move_ride(uow: AsyncUnitOfWork, publisher: AsyncPublisher, ride: Ride, target: RideStatus, *,
                     actor: Principal, reason: str | None = None,
-                    changes: Mapping[str, Any] | None = None) -> Ride:
+                    changes: Mapping[str, Any] | None = None) -> RideMoved:
     """Apply one state-machine move to a ride locked by the caller (`load_ride(for_update=True)`).
 
-    The UPDATE is conditional on the status the caller saw (`Conflict` if the ride moved
-    meanwhile); `changes` are other columns set in the same statement (e.g. the assigned driver).
-    Records the history row and emits `ride:status` to the ride's and both users' rooms after
-    the commit. The caller frees the driver or starts follow-up jobs as the move requires.
+    The move is decided by `ride_moves.move`; the UPDATE is conditional on the status the caller
+    saw (`Conflict` if the ride moved meanwhile); `changes` are other columns set in the same
+    statement (e.g. the assigned driver). Records the history row and emits `ride:status` to the
+    ride's and both users' rooms after the commit. Returns the move: the caller reacts to it
+    (payments, notifications, the driver freed) in the same transaction.
     """
-    before = ride.status
-    check_move(before, target, actor.role)
-    now = datetime.now(UTC)
-    values: dict[str, Any] = {**(changes or {}), "status": target, "updated_at": now}
+    changes = dict(changes or {})
+    state = RideState(ride.id, ride.status, ride.customer_id, changes.get("driver_id", ride.driver_id))
+    moved = ride_moves.move(state, target, by=Mover(actor.role, actor.id), reason=reason,
+                            at=datetime.now(UTC))
+    values: dict[str, Any] = {**changes, "status": moved.after, "updated_at": moved.at}
     result = await uow.session.execute(
-        update(Ride).where(Ride.id == ride.id, Ride.status == before).values(**values)
+        update(Ride).where(Ride.id == ride.id, Ride.status == moved.before).values(**values)
         .execution_options(synchronize_session=False)
     )
     if rowcount(result) != 1:
-        raise Conflict("The ride changed meanwhile; reload it.", details={"status": before.value})
+        raise Conflict("The ride changed meanwhile; reload it.", details={"status": moved.before.value})
     for name, value in values.items():
         set_committed_value(ride, name, value)
-    await uow.session.execute(history_row(ride.id, before.value, target.value, actor_id=actor.id,
-                                          role=actor.role, reason=reason, at=now))
-    payload = status_event(ride.id, before.value, target.value, actor_id=actor.id, role=actor.role, at=now)
-    rooms = status_rooms(ride.id, ride.customer_id, ride.driver_id)
+    await uow.session.execute(moved.history_row)
+    payload, rooms = moved.event, list(moved.rooms)
     uow.after_commit(lambda: publisher.emit("ride:status", payload, rooms))
-    if target in (RideStatus.COMPLETED, RideStatus.CANCELLED):
-        await payments.after_ride_move(uow.session, ride, before, target)
-    log.info("ride.status_changed", ride_id=str(ride.id), before=before.value, after=target.value,
+    log.info("ride.status_changed", ride_id=str(ride.id), before=moved.before.value, after=moved.after.value,
              by=actor.role)
-    return ride
+    return moved
 
 
 def rowcount(result: Result[Any]) -> int:
