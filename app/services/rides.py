@@ -7,21 +7,20 @@ process receives meanwhile, and answers at once; the dispatch happens in the wor
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import msgspec
 from sqlalchemy import CursorResult, Result, and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.adapters.realtime import AsyncPublisher
+from app.cursors import Position, decode_cursor, encode_cursor
 from app.db import AsyncUnitOfWork
-from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from app.errors import Conflict, Forbidden, NotFound
 from app.logging import get_logger
 from app.services import ride_creation, ride_moves
 from app.services.access import Principal
@@ -84,34 +83,18 @@ async def get_ride(session: AsyncSession, principal: Principal, ride_id: uuid.UU
     return await view_of(session, await load_ride(session, principal, ride_id))
 
 
-class _Cursor(msgspec.Struct, array_like=True):
-    created_at: datetime
-    id: uuid.UUID
-
-
-def encode_cursor(ride: Ride) -> str:
-    raw = msgspec.json.encode(_Cursor(ride.created_at, ride.id))
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> _Cursor:
-    try:
-        return msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)), type=_Cursor)
-    except (ValueError, msgspec.DecodeError) as exc:
-        raise ValidationFailed("The cursor is not valid.", details={"cursor": "malformed"}) from exc
-
-
 async def list_rides(session: AsyncSession, principal: Principal, *, cursor: str | None,
                      limit: int) -> tuple[list[RideView], str | None]:
     """The caller's rides, newest first, `limit` per page; the next page's cursor or None."""
     query = select(Ride).where(_visible_to(principal))
     if cursor:
-        after = decode_cursor(cursor)
-        query = query.where(or_(Ride.created_at < after.created_at,
-                                and_(Ride.created_at == after.created_at, Ride.id < after.id)))
+        after = decode_cursor(cursor, Position)
+        query = query.where(or_(Ride.created_at < after.at,
+                                and_(Ride.created_at == after.at, Ride.id < after.id)))
     rides = list((await session.scalars(
         query.order_by(Ride.created_at.desc(), Ride.id.desc()).limit(limit + 1))).all())
-    next_cursor = encode_cursor(rides[limit - 1]) if len(rides) > limit else None
+    last = rides[limit - 1] if len(rides) > limit else None
+    next_cursor = encode_cursor(Position(last.created_at, last.id)) if last else None
     rides = rides[:limit]
     if not rides:
         return [], None
