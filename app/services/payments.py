@@ -328,10 +328,11 @@ def _apply_intent(payment: Payment, state: IntentState) -> None:
     if state.client_secret:
         payment.client_secret = state.client_secret
     mapped = INTENT_STATUSES.get(state.status)
+    now = datetime.now(UTC)
     if mapped is not None and payment.status in OPEN_STATUSES:
-        payment.status = mapped.value
+        payment.move_to(mapped, now)
     payment.last_error = state.last_error
-    payment.updated_at = datetime.now(UTC)
+    payment.updated_at = now
 
 
 def _lock_payment(session: Session, ride_id: uuid.UUID) -> Payment | None:
@@ -355,9 +356,8 @@ def _record_capture(session: Session, payment: Payment, captured: int, fee: int)
             key=f"ride:{payment.ride_id}:capture:driver", reference=reference)
     _ledger(session, payment, LedgerKind.PLATFORM_COMMISSION, fee,
             key=f"ride:{payment.ride_id}:capture:platform", reference=reference)
+    payment.move_to(PaymentStatus.CAPTURED, datetime.now(UTC))
     payment.amount_captured = captured
-    payment.status = PaymentStatus.CAPTURED.value
-    payment.updated_at = datetime.now(UTC)
     log.info("payments.captured", ride_id=str(payment.ride_id), amount=captured, fee=fee)
 
 
@@ -389,10 +389,9 @@ def _sync_refunds(session: Session, payment: Payment, refunded_total: int, charg
             reference=charge_id)
     _ledger(session, payment, LedgerKind.PLATFORM_REFUND, -split.platform, key=f"{key}:platform",
             reference=charge_id)
+    payment.move_to(PaymentStatus.REFUNDED if refunded_total >= payment.amount_captured
+                    else PaymentStatus.PARTIALLY_REFUNDED, datetime.now(UTC))
     payment.amount_refunded = refunded_total
-    payment.status = (PaymentStatus.REFUNDED if refunded_total >= payment.amount_captured
-                      else PaymentStatus.PARTIALLY_REFUNDED).value
-    payment.updated_at = datetime.now(UTC)
     log.info("payments.refunded", ride_id=str(payment.ride_id), amount=delta, total=refunded_total)
     return True
 
@@ -417,8 +416,7 @@ class JobEnv:
 
 def _move(payment: Payment, status: PaymentStatus, env: JobEnv) -> None:
     """Set the payment's status and tell the ride's room, after commit."""
-    payment.status = status.value
-    payment.updated_at = datetime.now(UTC)
+    payment.move_to(status, datetime.now(UTC))
     _emit_update(payment, env.after_commit, env.emit)
 
 
@@ -466,9 +464,8 @@ def capture(session: Session, env: JobEnv, ride_id: uuid.UUID) -> str:
         _emit_update(payment, env.after_commit, env.emit)
         return payment.status
     # never authorized: the customer did not confirm the card (or it was declined)
-    payment.status = PaymentStatus.FAILED.value
+    payment.move_to(PaymentStatus.FAILED, datetime.now(UTC))
     payment.last_error = state.last_error or f"not authorized (PaymentIntent {state.status})"
-    payment.updated_at = datetime.now(UTC)
     _payment_failed(session, env.settings, payment, payment.last_error)
     _emit_update(payment, env.after_commit, env.emit)
     log.warning("payments.capture_impossible", ride_id=str(ride_id), intent_status=state.status)
@@ -505,8 +502,7 @@ def cancel(session: Session, env: JobEnv, ride_id: uuid.UUID) -> str:
     elif state.status != "canceled":
         state = gateway.cancel(state.id, idempotency_key=f"ride:{ride_id}:release")
     if state.status == "canceled":
-        payment.status = PaymentStatus.RELEASED.value
-        payment.updated_at = datetime.now(UTC)
+        payment.move_to(PaymentStatus.RELEASED, datetime.now(UTC))
         log.info("payments.released", ride_id=str(ride_id))
     _emit_update(payment, env.after_commit, env.emit)
     return payment.status
@@ -580,8 +576,7 @@ def _on_intent(session: Session, env: JobEnv, intent_id: str, ride_id: str | Non
         _record_capture(session, payment, state.amount_received, _fee_taken(state, payment))
     elif state.status == "canceled":
         if payment.status in OPEN_STATUSES:
-            payment.status = PaymentStatus.RELEASED.value
-            payment.updated_at = datetime.now(UTC)
+            payment.move_to(PaymentStatus.RELEASED, datetime.now(UTC))
     else:
         _apply_intent(payment, state)
         if state.last_error and before[1] != state.last_error:
