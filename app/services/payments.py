@@ -45,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from app import currencies
-from app.adapters.stripe_gateway import IntentState, StripeGateway
+from app.adapters.payment_gateway import HoldRequest, IntentState, PaymentGateway, WebhookVerifier
 from app.errors import Conflict, NotFound, PaymentsDisabled, ProviderError, ValidationFailed
 from app.keys import (
     PAYMENTS_AUTHORIZE,
@@ -302,13 +302,20 @@ async def store_event(statements: StatementPool, payload: bytes) -> bool:
     return row is not None
 
 
+async def receive_event(verifier: WebhookVerifier, statements: StatementPool, payload: bytes,
+                        signature: str | None) -> bool:
+    """A webhook: verified on its raw body (`InvalidSignature`, nothing stored), then `store_event`."""
+    verifier.verify_webhook(payload, signature)
+    return await store_event(statements, payload)
+
+
 # --- in the jobs -----------------------------------------------------------------------------
-def hold_params_of(payment: Payment) -> dict[str, Any]:
+def hold_params_of(payment: Payment) -> HoldRequest:
+    """The ride's hold: the fare, to the driver's connected account, the platform's fee kept back."""
     if not payment.stripe_account_id:
         raise Conflict("The driver has no Connect account.", details={"driverId": str(payment.driver_id)})
-    return StripeGateway.hold_params(ride_id=str(payment.ride_id), amount=payment.amount,
-                                     currency=payment.currency, application_fee=payment.application_fee,
-                                     destination=payment.stripe_account_id)
+    return HoldRequest(ride_id=str(payment.ride_id), amount=payment.amount, currency=payment.currency,
+                       application_fee=payment.application_fee, destination=payment.stripe_account_id)
 
 
 INTENT_STATUSES = {
@@ -409,7 +416,7 @@ class JobEnv:
     """What the payment jobs need besides their session."""
 
     settings: Settings
-    gateway: Callable[[], StripeGateway]
+    gateway: Callable[[], PaymentGateway]
     after_commit: AfterCommit
     emit: Emit
 
