@@ -86,7 +86,8 @@ async def _payable(session: AsyncSession, customer: Principal, ride_id: uuid.UUI
 async def _record_intent(session: AsyncSession, ride_id: uuid.UUID, state: IntentState) -> IntentView | None:
     """Compare-and-set: record the intent only on an open payment with no client secret yet (never
     over what the job or a concurrent caller recorded); else answer with what is recorded.
-    None when the payment closed without an intent."""
+    None when the payment closed without an intent. (An open payment may take any intent state:
+    `models.payment_states` allows those moves, tests/unit/test_payment_states.py checks it.)"""
     mapped = INTENT_STATUSES.get(state.status)
     row = (await session.execute(
         update(Payment)
