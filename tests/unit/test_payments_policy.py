@@ -41,8 +41,8 @@ def test_a_late_cancellation_costs_the_fee_rounded_down_to_an_amount_the_currenc
 
 
 def test_the_fee_rate_is_the_farms_setting(settings: Settings) -> None:
-    tripled = dataclasses.replace(settings, stripe=dataclasses.replace(
-        settings.stripe, cancellation_fee_rate=Decimal("0.6")))
+    tripled = dataclasses.replace(settings, pricing=dataclasses.replace(
+        settings.pricing, cancellation_fee_rate=Decimal("0.6")))
     assert cancellation_fee_rate(settings) == Decimal("0.20")
     assert cancellation_fee_rate(tripled) == Decimal("0.6")
 
