@@ -1,6 +1,6 @@
 """Payments: the fare held on the card at accept, captured at completion, released or refunded.
 
-Policy (README, "Payments"):
+Policy (docs/payments.md):
 - **Commission** = the region's rate times the fare, **rounded down** to a valid amount of the
   currency (`app.currencies`: a multiple of 10 in TND, of 100 in ISK): the platform never takes more
   than its stated rate; the driver gets the rest. Card rides: Stripe's
