@@ -3,6 +3,11 @@
 The web process uses the async engine (psycopg 3 async); workers, the clock and the CLI use the
 sync engine (Dramatiq runs actors in threads). A unit of work owns one session and the actions
 that must only run once its transaction has committed (enqueues, socket emits).
+
+Every boundary runs its work the same way: `unit_of_work` (sync) and `async_unit_of_work` commit
+when the block ends, roll back if it raises, and close the session either way. A job's unit of
+work is opened and closed by the worker middleware, around the wrapper that commits it
+(`committed`, then `UnitOfWork.end`).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -140,6 +145,37 @@ class UnitOfWork:
     def close(self) -> None:
         self.session.close()
 
+    def end(self) -> None:
+        """Roll back what did not commit (nothing, after a commit), then close."""
+        try:
+            self.rollback()
+        finally:
+            self.close()
+
+
+@contextlib.contextmanager
+def committed(uow: UnitOfWork) -> Iterator[UnitOfWork]:
+    """`uow` committed (then its after-commit actions run) when the block ends; rolled back if the
+    block or the commit raises. It stays open: for a unit of work closed by whoever opened it."""
+    try:
+        yield uow
+        uow.commit()
+    except BaseException:
+        uow.rollback()
+        raise
+
+
+@contextlib.contextmanager
+def unit_of_work(sessions: Callable[[], Session]) -> Iterator[UnitOfWork]:
+    """A unit of work on a new session: committed when the block ends, rolled back if the block or
+    the commit raises, closed either way."""
+    uow = UnitOfWork(sessions())
+    try:
+        with committed(uow):
+            yield uow
+    finally:
+        uow.close()
+
 
 class AsyncUnitOfWork:
     """An async session, the actions to run after its commit, and compensations if it rolls back.
@@ -191,6 +227,34 @@ class AsyncUnitOfWork:
 
     async def close(self) -> None:
         await self.session.close()
+
+
+def _keeps_nothing(error: BaseException) -> bool:
+    return False
+
+
+@contextlib.asynccontextmanager
+async def async_unit_of_work(
+    sessions: Callable[[], AsyncSession], *,
+    commit: Callable[[AsyncUnitOfWork], Awaitable[None]] = AsyncUnitOfWork.commit,
+    keeps_changes: Callable[[BaseException], bool] = _keeps_nothing,
+) -> AsyncIterator[AsyncUnitOfWork]:
+    """A unit of work on a new session: committed (`commit`) when the block ends, rolled back if the
+    block raises — unless `keeps_changes(error)`: then committed before the error goes on — and
+    closed either way. A commit that fails rolls itself back (`AsyncUnitOfWork.commit`)."""
+    uow = AsyncUnitOfWork(sessions())
+    try:
+        try:
+            yield uow
+        except BaseException as error:
+            if keeps_changes(error):
+                await commit(uow)
+            else:
+                await uow.rollback()
+            raise
+        await commit(uow)
+    finally:
+        await uow.close()
 
 
 @contextlib.asynccontextmanager

@@ -4,8 +4,9 @@ The API maps every `AppError` to `{"error": {"code", "message", "details"}}`; wo
 use the same classes so a business failure reads the same everywhere. Codes (and their statuses) are
 exactly the contract's list (`CONTRACT_CODES`); a finer cause is told in `details.reason`.
 
-The root (`AppError`) and the state machines' `InvalidTransition` live in `models/errors.py`, so
-the models raise them without importing `app/`; they are re-exported here with the rest.
+The root (`AppError`) and the state machines' `InvalidTransition` (and `InvalidPaymentTransition`)
+live in `models/errors.py`, so the models raise them without importing `app/`; they are
+re-exported here with the rest.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from models.errors import AppError as AppError
+from models.errors import InvalidPaymentTransition as InvalidPaymentTransition
 from models.errors import InvalidTransition as InvalidTransition
 
 #: The public contract's error codes and the HTTP statuses each is answered with (API.md, "Errors").

@@ -12,7 +12,7 @@ import sys
 
 import structlog
 
-from app.settings import LogSettings
+from app.settings import LogSettings, take_renamed_variables
 
 _configured = False
 
@@ -68,6 +68,8 @@ def configure_logging(settings: LogSettings, *, process: str) -> None:
                   "engineio.server", "socketio.server", "alembic", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _configured = True
+    for old, new in take_renamed_variables().items():
+        get_logger("settings").info("settings.renamed_variable", old=old, new=new)
 
 
 def freeze_startup_objects() -> None:

@@ -2,8 +2,8 @@
 
 A single SQL statement is atomic on its own, so a route whose whole unit of work is one statement
 (a Stripe webhook: store the event and its job's outbox row, or nothing) needs no session, no
-BEGIN/COMMIT and no pre-ping round trip. Measured on the webhook route: ~1.0 ms of web CPU per event
-through the async SQLAlchemy session, ~0.2 ms here (`scripts/bench/README.md`).
+BEGIN/COMMIT and no pre-ping round trip, which is most of the web's CPU per event on such a route (figures:
+`scripts/bench/bench_webhooks.py`, docs/performance.md).
 
 Only idempotent statements belong here: a connection found broken (PostgreSQL restarted) is
 dropped and the statement tried once more on a fresh one; if that fails too, `ServiceUnavailable`.

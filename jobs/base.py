@@ -29,7 +29,7 @@ import redis
 from dramatiq.middleware import CurrentMessage
 
 from app.adapters.realtime import Publisher
-from app.db import UnitOfWork
+from app.db import UnitOfWork, committed
 from app.errors import CircuitOpen, ProviderError
 from app.keys import JobKind, RedisKeys
 from app.logging import get_logger
@@ -83,20 +83,16 @@ def job(
             ctx = JobContext(uow=uow, settings=resources.settings, redis=resources.redis,
                              keys=resources.keys, publisher=resources.publisher, message_id=message_id)
             try:
-                fn(ctx, *args, **kwargs)
-                if in_ledger and not claim_first:
-                    ledger.finish(uow.session, message_id)
-                uow.commit()
+                with committed(uow):  # any exception rolls back (the middleware closes the session)
+                    fn(ctx, *args, **kwargs)
+                    if in_ledger and not claim_first:
+                        ledger.finish(uow.session, message_id)
             except ProviderError as error:
-                # Roll back first: the retry policy writes to this job's row, which the claim locked.
-                uow.rollback()
+                # Rolled back first: the retry policy writes to this job's row, which the claim locked.
                 if not isinstance(error, CircuitOpen) and not error.logged:
                     log.warning("job.provider_error", code=_provider_code(error), transient=error.transient,
                                 error=error.message)
                 raise ledger.translate(error) from error
-            except BaseException:
-                uow.rollback()
-                raise
 
         declare = dramatiq.actor(
             actor_name=name, queue_name=queue, broker=broker, max_retries=max_retries,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from app.errors import ProviderError
+from app.errors import InvalidPaymentTransition, ProviderError
 from app.keys import (
     PAYMENTS_AUTHORIZE,
     PAYMENTS_CANCEL,
@@ -30,7 +30,10 @@ def _env(ctx: JobContext) -> payments.JobEnv:
 
 
 def _retry_when(retries: int, exc: BaseException) -> bool:
-    """Retry what may pass; a provider's refusal is final (recorded as a failed job for replay)."""
+    """Retry what may pass; a provider's refusal is final (recorded as a failed job for replay), and
+    so is a payment status change the state machine refuses (a bug, or events in an unforeseen order)."""
+    if isinstance(exc, InvalidPaymentTransition):
+        return False
     if isinstance(exc, ProviderError):
         return exc.transient and retries < 12
     return retries < 12

@@ -3,7 +3,8 @@
 from models.audit import AuditEntry
 from models.base import Base
 from models.jobs import FailedJob, Job, JobState
-from models.payments import LedgerEntry, LedgerKind, Payment, PaymentStatus, StripeEvent
+from models.payment_states import PaymentStatus
+from models.payments import LedgerEntry, LedgerKind, Payment, StripeEvent
 from models.rides import (
     Bid,
     BidStatus,

@@ -2,7 +2,7 @@
 
 `AppError` carries an HTTP status and a stable code; `app/errors.py` adds the grouped subclasses
 and the API maps every one to `{"error": {"code", "message", "details"}}`. The state machines of
-`models/` raise `InvalidTransition`.
+`models/` raise `InvalidTransition` (the payments' `InvalidPaymentTransition`).
 """
 
 from __future__ import annotations
@@ -40,3 +40,10 @@ class InvalidTransition(AppError):
             message or f"Cannot move from {from_status} to {to_status}.",
             details={"from": from_status, "to": to_status},
         )
+
+
+class InvalidPaymentTransition(InvalidTransition):
+    """The payment state machine refused a status change (`models.payment_states`)."""
+
+    def __init__(self, from_status: str | None, to_status: str) -> None:
+        super().__init__(from_status, to_status, f"Cannot move a payment from {from_status} to {to_status}.")

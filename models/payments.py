@@ -1,4 +1,5 @@
-"""Money: one payment per accepted ride, an append-only ledger, and Stripe events stored once."""
+"""Money: one payment per accepted ride (its status machine in `models.payment_states`), an
+append-only ledger, and Stripe events stored once."""
 
 from __future__ import annotations
 
@@ -13,24 +14,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, created_at, uuid_pk
-
-
-class PaymentStatus(enum.StrEnum):
-    #: Card: waiting for the hold job / the customer to confirm the PaymentIntent.
-    PENDING = "pending"
-    REQUIRES_PAYMENT_METHOD = "requires_payment_method"
-    #: The fare is held on the card (manual capture).
-    AUTHORIZED = "authorized"
-    CAPTURED = "captured"
-    #: The hold was released (ride cancelled before the fee point).
-    RELEASED = "released"
-    PARTIALLY_REFUNDED = "partially_refunded"
-    REFUNDED = "refunded"
-    FAILED = "failed"
-    #: Cash: the driver collected the fare; the platform's commission is owed by the driver.
-    CASH_DUE = "cash_due"
-    CASH_SETTLED = "cash_settled"
-    CANCELLED = "cancelled"
+from models.payment_states import PaymentStatus as PaymentStatus
+from models.payment_states import check_move
 
 
 class Payment(Base):
@@ -68,6 +53,12 @@ class Payment(Base):
         CheckConstraint("method IN ('card', 'cash')", name="method_known"),
         CheckConstraint("amount_refunded <= amount_captured", name="refund_within_capture"),
     )
+
+    def move_to(self, target: PaymentStatus, at: datetime) -> None:
+        """Change the status as `models.payment_states` allows (`InvalidPaymentTransition` if not;
+        staying put is no move), stamped `at`."""
+        self.status = check_move(PaymentStatus(self.status), target).value
+        self.updated_at = at
 
 
 class LedgerKind(enum.StrEnum):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 
@@ -72,8 +73,22 @@ def _configure_logs(*, verbose: bool) -> None:
     configure_logging(settings, process="cli")
 
 
+#: 128 + SIGPIPE, as a shell reports a writer whose reader closed the pipe.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None, *, configure_logs: bool = True) -> int:
     """Run one command; `configure_logs=False` leaves the process's logging as it is (tests)."""
+    try:
+        return _run(argv, configure_logs=configure_logs)
+    except BrokenPipeError:
+        # The reader went away (`farmctl … | head`): the rest of the output goes nowhere, quietly,
+        # and the exit status is a shell's for a process killed by SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv: Sequence[str] | None, *, configure_logs: bool) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

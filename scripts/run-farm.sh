@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole farm on this machine: install, migrate, then web + autoscale + clock from the Procfile
-# (`autoscale` runs the Dramatiq workers, one to AUTOSCALE_MAX processes, by queue depth and age).
+# (`autoscale` runs the Dramatiq workers, one to AUTOSCALE_MAX_WORKERS processes, by queue depth and age).
 #   scripts/run-farm.sh            # web on http://127.0.0.1:8000 (PORT=... to change)
 set -euo pipefail
 cd "$(dirname "$0")/.."

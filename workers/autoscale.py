@@ -1,4 +1,5 @@
-"""The `autoscale` process: Dramatiq worker processes between AUTOSCALE_MIN and AUTOSCALE_MAX.
+"""The `autoscale` process: Dramatiq worker processes between AUTOSCALE_MIN_WORKERS and
+AUTOSCALE_MAX_WORKERS.
 
 `python -m workers.autoscale [module ...] [dramatiq options]` supervises workers that each run what
 `python -m workers.run` runs, as one Dramatiq process (`WORKER_PROCESSES=1`), with the same
@@ -6,9 +7,9 @@ arguments: extra actor modules first, then options such as `--queues dispatch`. 
 `AUTOSCALE_INTERVAL` seconds it reads the queues it serves (`QueueInspector`: a pipeline of O(1)
 commands) and
 
-- adds one worker when the oldest ready message has waited longer than `AUTOSCALE_TARGET_AGE_S`
+- adds one worker when the oldest ready message has waited longer than `AUTOSCALE_TARGET_AGE`
   or there are more than `AUTOSCALE_TARGET_DEPTH` ready messages per running worker;
-- removes one (the newest) after `AUTOSCALE_COOLDOWN_S` of idleness: nothing ready and no more in
+- removes one (the newest) after `AUTOSCALE_COOLDOWN` of idleness: nothing ready and no more in
   flight than half the threads of one worker fewer could run; each removal needs a fresh cool-down;
 - restarts a worker that exited on its own, to keep at least the minimum (backing off if they
   keep dying at start-up).
@@ -272,8 +273,10 @@ class SupervisorCollector(Collector):
                                          labels=["pool"]),
             "stopping": GaugeMetricFamily("farm_autoscaler_workers_stopping",
                                           "Worker processes finishing their jobs.", labels=["pool"]),
-            "min": GaugeMetricFamily("farm_autoscaler_min_workers", "AUTOSCALE_MIN.", labels=["pool"]),
-            "max": GaugeMetricFamily("farm_autoscaler_max_workers", "AUTOSCALE_MAX.", labels=["pool"]),
+            "min": GaugeMetricFamily("farm_autoscaler_min_workers", "AUTOSCALE_MIN_WORKERS.",
+                                     labels=["pool"]),
+            "max": GaugeMetricFamily("farm_autoscaler_max_workers", "AUTOSCALE_MAX_WORKERS.",
+                                     labels=["pool"]),
         }
         events = CounterMetricFamily("farm_autoscaler_events", "Workers added, removed and restarted.",
                                      labels=["pool", "event"])

@@ -58,9 +58,8 @@ class SessionPerMessage(Middleware):
         uow = context.peek_unit_of_work()
         if uow is not None:
             try:
-                uow.rollback()  # a no-op after a commit; undoes a failed job's changes
+                uow.end()  # the rollback is a no-op after a commit; it undoes a failed job's changes
             finally:
-                uow.close()
                 context.set_unit_of_work(None)
 
     after_skip_message = after_process_message

@@ -20,7 +20,7 @@ Rounds, bid checks and notification sends are not handed over: batch threads run
 from the ledger (`workers/batches.py`; unless `DISPATCH_BATCHED` / `NOTIFY_BATCHED` is off).
 
 It sleeps on `LISTEN` (a trigger notifies when a row becomes waiting) until the next row is due,
-at most `OUTBOX_POLL_INTERVAL` s, so a new job is handed over within milliseconds and a job due
+at most `RELAY_POLL_INTERVAL` s, so a new job is handed over within milliseconds and a job due
 later is handed over when due: no delayed message waits in Redis or in a worker's memory.
 """
 

@@ -5,72 +5,32 @@ the ride and the operation), so a retried, redelivered or replayed job gets Stri
 instead of a second charge. `STRIPE_API_BASE` points the SDK elsewhere (the tests' local fake).
 Errors come back as `ProviderError`: `transient` for network failures, 5xx and rate limits (the
 job retries), not for a request Stripe refused (the job records the refusal).
+
+`StripeGateway` is the `PaymentGateway` (`app.adapters.payment_gateway`) of every process.
+`StripeWebhooks` checks webhook signatures with the webhook secret alone (a farm verifies them
+before, and without, any API key); the gateway verifies through it too.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import stripe
 
 from app.adapters.circuit import CircuitBreaker
-from app.errors import PaymentsDisabled, ProviderError
+from app.adapters.payment_gateway import AccountState, ChargeState, HoldRequest, IntentState, RefundState
+from app.errors import InvalidSignature, PaymentsDisabled, ProviderError
 from app.logging import get_logger
 from app.settings import StripeSettings
 
 log = get_logger("stripe")
+webhook_log = get_logger("webhooks")
 
 T = TypeVar("T")
 
 _TRANSIENT = (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError)
-
-
-@dataclass(frozen=True)
-class IntentState:
-    id: str
-    status: str
-    amount: int
-    amount_capturable: int
-    amount_received: int
-    currency: str
-    client_secret: str | None
-    latest_charge: str | None
-    application_fee_amount: int | None
-    last_error: str | None
-
-
-@dataclass(frozen=True)
-class ChargeState:
-    id: str
-    payment_intent: str | None
-    amount: int
-    amount_captured: int
-    amount_refunded: int
-
-    @property
-    def refunded_of_captured(self) -> int:
-        """What was refunded of the captured money: Stripe counts the part of an authorization that
-        was never captured (a partial capture, a released hold) in `amount_refunded` too."""
-        if not self.amount_captured:
-            return 0
-        return max(0, self.amount_refunded - (self.amount - self.amount_captured))
-
-
-@dataclass(frozen=True)
-class AccountState:
-    id: str
-    charges_enabled: bool
-    payouts_enabled: bool
-
-
-@dataclass(frozen=True)
-class RefundState:
-    id: str
-    amount: int
-    status: str
 
 
 def _field(obj: Any, name: str, default: Any = None) -> Any:
@@ -120,6 +80,36 @@ def _translate(exc: stripe.StripeError, operation: str) -> ProviderError:
     return error
 
 
+def hold_params(hold: HoldRequest) -> dict[str, Any]:
+    """A manual-capture destination charge of the fare, the platform's fee kept back."""
+    return {"amount": hold.amount, "currency": hold.currency.lower(), "capture_method": "manual",
+            "transfer_data": {"destination": hold.destination},
+            "application_fee_amount": hold.application_fee,
+            "metadata": {"ride_id": hold.ride_id}, "description": f"Ride {hold.ride_id}"}
+
+
+class StripeWebhooks:
+    """Stripe's webhook signatures: HMAC-SHA256 of `t.payload` with the webhook secret, and the
+    timestamp's tolerance (`STRIPE_WEBHOOK_TOLERANCE`)."""
+
+    def __init__(self, settings: StripeSettings) -> None:
+        self._secret = settings.webhook_secret
+        self._tolerance_s = settings.webhook_tolerance_s
+
+    def verify_webhook(self, payload: bytes, signature: str | None) -> None:
+        """`InvalidSignature` (400) unless `signature` signs the raw `payload`, recently enough."""
+        if not self._secret:
+            raise InvalidSignature("Stripe webhooks are not enabled: set STRIPE_WEBHOOK_SECRET.")
+        if not signature:
+            raise InvalidSignature("The Stripe-Signature header is missing.")
+        try:
+            stripe.WebhookSignature.verify_header(payload.decode("utf-8", "replace"), signature,
+                                                  self._secret, tolerance=self._tolerance_s)
+        except stripe.SignatureVerificationError as exc:
+            webhook_log.warning("webhooks.stripe_bad_signature", error=str(exc))
+            raise InvalidSignature("The Stripe-Signature does not verify (or is too old).") from exc
+
+
 class StripeGateway:
     """The SDK client for one process (thread-safe: the SDK keeps no per-call state)."""
 
@@ -127,6 +117,7 @@ class StripeGateway:
         if not settings.enabled:
             raise PaymentsDisabled()
         self._settings = settings
+        self._webhooks = StripeWebhooks(settings)
         self.circuit = CircuitBreaker("stripe", failure_threshold=settings.circuit_failures,
                                       pause_s=settings.circuit_pause_s)
         bases: dict[str, str] = {}
@@ -192,21 +183,15 @@ class StripeGateway:
         return _account_state(self._call("account lookup", lambda: v1.accounts.retrieve(account_id)))
 
     # --- holds ---------------------------------------------------------------------------------
-    @staticmethod
-    def hold_params(*, ride_id: str, amount: int, currency: str, application_fee: int,
-                    destination: str) -> dict[str, Any]:
-        """A manual-capture destination charge of the fare, the platform's fee kept back."""
-        return {"amount": amount, "currency": currency.lower(), "capture_method": "manual",
-                "transfer_data": {"destination": destination}, "application_fee_amount": application_fee,
-                "metadata": {"ride_id": ride_id}, "description": f"Ride {ride_id}"}
-
-    def create_hold(self, params: dict[str, Any], *, idempotency_key: str) -> IntentState:
+    def create_hold(self, hold: HoldRequest, *, idempotency_key: str) -> IntentState:
         v1 = self._client.v1
+        params = hold_params(hold)
         return intent_state(self._call("the hold", lambda: v1.payment_intents.create(
             params, {"idempotency_key": idempotency_key})))  # type: ignore[arg-type]
 
-    async def create_hold_async(self, params: dict[str, Any], *, idempotency_key: str) -> IntentState:
+    async def create_hold_async(self, hold: HoldRequest, *, idempotency_key: str) -> IntentState:
         v1 = self._client.v1
+        params = hold_params(hold)
         return intent_state(await self._call_async("the hold", lambda: v1.payment_intents.create_async(
             params, {"idempotency_key": idempotency_key})))  # type: ignore[arg-type]
 
@@ -245,8 +230,6 @@ class StripeGateway:
     def retrieve_charge(self, charge_id: str) -> ChargeState:
         return _charge_state(self._call("charge lookup", lambda: self._client.v1.charges.retrieve(charge_id)))
 
-
-def verify_webhook(payload: bytes, signature: str, settings: StripeSettings) -> None:
-    """Stripe's scheme (HMAC-SHA256 of `t.payload`, timestamp tolerance); `SignatureVerificationError`."""
-    stripe.WebhookSignature.verify_header(payload.decode("utf-8"), signature, settings.webhook_secret,
-                                          tolerance=settings.webhook_tolerance_s)
+    # --- webhooks ------------------------------------------------------------------------------
+    def verify_webhook(self, payload: bytes, signature: str | None) -> None:
+        self._webhooks.verify_webhook(payload, signature)

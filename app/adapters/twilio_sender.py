@@ -8,7 +8,7 @@ as a structured event (`notification.console`) and returns a synthetic id.
 
 One SDK client per process, on `PooledHttpClient`: a keep-alive urllib3 pool all worker threads
 share (the SDK's default requests-based transport keeps per-call state on the instance, so it
-could not be shared, and costs twice the CPU per call).
+could not be shared, and spends more CPU per call).
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ class PooledHttpClient(HttpClient):
 
     Requests for `https://api.twilio.com` go to `api_base` when it is set (a local fake, a proxy
     path such as `http://127.0.0.1:8123/twilio`); URLs of other Twilio hosts pass through. The
-    SDK's default transport (requests) spends ~0.3-0.5 ms of CPU per call on session machinery
-    (hooks, cookies, environment lookups) and keeps per-call state on the instance, so it can't
-    be shared by threads; urllib3's pool can, and takes about half that CPU. Nothing is retried
+    SDK's default transport (requests) spends CPU per call on session machinery (hooks, cookies,
+    environment lookups) and keeps per-call state on the instance, so it can't be shared by
+    threads; urllib3's pool can, and skips that machinery. Nothing is retried
     here: a POST that may have reached Twilio is the job's decision (status callbacks settle it).
     Do not combine with `Client(edge=..., region=...)`, which rewrite the host first.
     """

@@ -13,7 +13,7 @@ from app.adapters.access_cache import AccessMirror
 from app.adapters.driver_index import DriverIndex
 from app.adapters.rate_limiter import RateLimiter
 from app.adapters.realtime import AsyncPublisher
-from app.adapters.stripe_gateway import StripeGateway
+from app.adapters.stripe_gateway import StripeGateway, StripeWebhooks
 from app.adapters.token_store import TokenStore
 from app.db import async_session_factory, create_async_db_engine
 from app.keys import RedisKeys
@@ -45,6 +45,7 @@ class WebContext:
     ride_writer: RideWriter
     _mirror_task: asyncio.Task[None] | None = None
     _stripe: StripeGateway | None = None
+    _stripe_webhooks: StripeWebhooks | None = None
     #: Run first on close, while Redis is still open (the socket registry deregisters its server).
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -53,6 +54,12 @@ class WebContext:
         if self._stripe is None:
             self._stripe = StripeGateway(self.settings.stripe)
         return self._stripe
+
+    def stripe_webhooks(self) -> StripeWebhooks:
+        """Stripe's webhook signatures (the webhook secret only: no API key needed to verify)."""
+        if self._stripe_webhooks is None:
+            self._stripe_webhooks = StripeWebhooks(self.settings.stripe)
+        return self._stripe_webhooks
 
     @classmethod
     def build(cls, settings: Settings) -> WebContext:

@@ -11,7 +11,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
 from app.api.context import WebContext
-from app.db import AsyncUnitOfWork
+from app.db import AsyncUnitOfWork, async_unit_of_work
 from app.errors import AppError, ServiceUnavailable
 from app.logging import get_logger
 from app.redis_conn import REDIS_ERRORS
@@ -48,24 +48,16 @@ async def _commit(uow: AsyncUnitOfWork) -> None:
         ) from error
 
 
+def _keeps_changes(error: BaseException) -> bool:
+    return isinstance(error, AppError) and error.keeps_changes
+
+
 async def provide_uow(state: State) -> AsyncGenerator[AsyncUnitOfWork, None]:
-    """The request's unit of work: committed when the handler returns, rolled back if it raises."""
-    uow = AsyncUnitOfWork(web_context(state).sessions())
-    try:
+    """The request's unit of work: committed when the handler returns, rolled back if it raises
+    (committed first if the error keeps its changes, `AppError.keeps_changes`)."""
+    async with async_unit_of_work(web_context(state).sessions, commit=_commit,
+                                  keeps_changes=_keeps_changes) as uow:
         yield uow
-    except AppError as error:
-        if error.keeps_changes:
-            await _commit(uow)
-        else:
-            await uow.rollback()
-        raise
-    except BaseException:
-        await uow.rollback()
-        raise
-    else:
-        await _commit(uow)
-    finally:
-        await uow.close()
 
 
 def bearer_token(request: Request[Any, Any, Any]) -> str | None:
@@ -123,7 +115,8 @@ def _is_trusted(host: str, trusted: Sequence[IPv4Network | IPv6Network]) -> bool
 
 
 async def auth_rate_limit(request: Request[Any, Any, Any], state: State) -> None:
-    """Per client address and route: `AUTH_RATE_LIMIT` requests per `AUTH_RATE_WINDOW` seconds."""
+    """Per client address and route: `AUTH_RATE_LIMIT_REQUESTS` requests per `AUTH_RATE_LIMIT_WINDOW`
+    seconds."""
     ctx = web_context(state)
     route = request.scope["path"].rsplit("/", 1)[-1]
     address = client_address(request, ctx.settings.auth.trusted_proxies)

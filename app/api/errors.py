@@ -75,7 +75,8 @@ def _http_error_response(request: Request[Any, Any, Any], exc: HTTPException) ->
     headers = dict(exc.headers or {})
     if status == HTTP_405_METHOD_NOT_ALLOWED:
         # No route for this method and path: the contract's 404, naming the methods there are.
-        allowed = sorted(method.strip() for method in headers.get("Allow", "").split(",") if method.strip())
+        listed = next((value for name, value in headers.items() if name.lower() == "allow"), "")
+        allowed = sorted(method.strip() for method in listed.split(",") if method.strip())
         return _respond(404, _body("NOT_FOUND", "This method is not allowed here.",
                                    {"reason": "METHOD_NOT_ALLOWED", "allowed": allowed}), headers)
     if status in _HTTP_CODES:

@@ -3,9 +3,8 @@
 python-socketio's listener handles one pub/sub message at a time and, for each, starts a task per
 recipient and waits for all of them (`asyncio.wait`) before it reads the next message. Every
 message therefore costs at least two turns of the event loop; on a web process that is also
-serving HTTP a turn takes milliseconds, so the listener tops out at a few hundred messages a
-second and, past that, every emit of the farm (offers, statuses, locations) queues up behind it —
-seconds of delay at 200 rides/s with five drivers each (`scripts/bench/bench_offer_latency.py`).
+serving HTTP a turn takes milliseconds, so under load every emit of the farm (offers, statuses,
+locations) queues up behind the listener (`scripts/bench/bench_offer_latency.py` measures it).
 
 Handing a packet to a connected socket is a put on that socket's unbounded send queue, which does
 not suspend, so this manager sends to each recipient in turn, inline: no task, no wait, in the

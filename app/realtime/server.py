@@ -4,6 +4,8 @@ A client connects with `auth: {token}`; a missing, expired or revoked token is r
 API's error code. The socket joins `user:{id}` (and `driver:{id}` for drivers). The server records
 its session and token expiry (`SocketRegistry`): it is disconnected at that expiry, and when its
 session ends (logout: that session; logout-all, suspension: all the user's sockets).
+
+The events are handled by `ClientNamespace`, the server's one namespace (`/`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import socketio
@@ -21,7 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from app.adapters.realtime import BusJson, stamp
 from app.api.context import WebContext
 from app.api.schemas_drivers import SocketLocationIn
-from app.db import AsyncUnitOfWork
+from app.db import async_unit_of_work
 from app.errors import AppError, ServiceUnavailable
 from app.keys import driver_room, ride_room, user_room
 from app.logging import get_logger
@@ -55,20 +57,47 @@ def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, c
         logger=False,
         engineio_logger=False,
     )
+    sio.register_namespace(ClientNamespace(context))
+    return sio
 
-    counted: set[str] = set()  # sockets `connect` accepted (and the gauge counts)
-    holder: dict[str, SocketRegistry] = {}
 
-    async def end_socket(sid: str, user_id: str, reason: str) -> None:
+class ClientNamespace(socketio.AsyncNamespace):
+    """The namespace `/`: connect auth, the user's rooms, the ride rooms, a driver's location, and
+    ending a socket at its token's expiry or when its session ends."""
+
+    #: Each client event, and the method (`on_<name>`) that handles it. Listed because the event
+    #: names hold a ':', which `AsyncNamespace`'s own lookup (`on_<event>`) cannot name.
+    EVENTS: ClassVar[dict[str, str]] = {
+        "connect": "connect",
+        "disconnect": "disconnect",
+        "driver:location": "driver_location",
+        "subscribe:ride": "subscribe_ride",
+        "unsubscribe:ride": "unsubscribe_ride",
+    }
+
+    def __init__(self, context: Callable[[], WebContext]) -> None:
+        super().__init__("/")
+        self.context = context
+        self._counted: set[str] = set()  # sockets `connect` accepted (and the gauge counts)
+        self._registry: SocketRegistry | None = None
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        """Run the handler of `event`; an event with none is not handled (and not acked)."""
+        name = self.EVENTS.get(event)
+        if name is None:
+            return self.server.not_handled
+        return await super().trigger_event(name, *args)
+
+    async def end_socket(self, sid: str, user_id: str, reason: str) -> None:
         """Tell the socket why, then disconnect it (its token expired, or its session ended)."""
-        await sio.emit("session:ended", stamp({"userId": user_id, "reason": reason}), to=sid)
-        await sio.disconnect(sid)
+        await self.emit("session:ended", stamp({"userId": user_id, "reason": reason}), to=sid)
+        await self.disconnect(sid)
         log.info("socket.ended", sid=sid, reason=reason)
 
-    async def verify(token: str) -> str | None:
+    async def verify(self, token: str) -> str | None:
         """The connect-time check again, for a socket held across a gap in the end requests."""
         try:
-            await context().gate.authenticate(token)
+            await self.context().gate.authenticate(token)
         except ServiceUnavailable as error:
             raise RecheckDeferred(error.message) from error
         except AppError as error:
@@ -77,16 +106,15 @@ def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, c
             raise RecheckDeferred(repr(error)) from error
         return None
 
-    def registry() -> SocketRegistry:
-        if "registry" not in holder:
-            ctx = context()
-            holder["registry"] = SocketRegistry(ctx.redis, ctx.keys, end_socket, verify)
-            ctx.on_close.append(holder["registry"].stop)
-        return holder["registry"]
+    def registry(self) -> SocketRegistry:
+        if self._registry is None:
+            ctx = self.context()
+            self._registry = SocketRegistry(ctx.redis, ctx.keys, self.end_socket, self.verify)
+            ctx.on_close.append(self._registry.stop)
+        return self._registry
 
-    @sio.event
-    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        ctx = context()
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        ctx = self.context()
         given = auth.get("token") if isinstance(auth, dict) else None
         token = given if isinstance(given, str) else ""
         try:
@@ -99,72 +127,63 @@ def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, c
                 "Try again shortly.", {"code": "SERVICE_UNAVAILABLE"}
             ) from None
         user_id = str(principal.id)
-        await sio.save_session(sid, {"user_id": user_id, "role": principal.role,
-                                     "session_id": str(principal.claims.session_id)})
-        await sio.enter_room(sid, user_room(user_id))
+        await self.save_session(sid, {"user_id": user_id, "role": principal.role,
+                                      "session_id": str(principal.claims.session_id)})
+        await self.enter_room(sid, user_room(user_id))
         if principal.role == "driver":
-            await sio.enter_room(sid, driver_room(user_id))
+            await self.enter_room(sid, driver_room(user_id))
         try:
-            await registry().add(sid, user_id, str(principal.claims.session_id),
-                                 principal.claims.expires_at, token)
+            await self.registry().add(sid, user_id, str(principal.claims.session_id),
+                                      principal.claims.expires_at, token)
         except REGISTRY_ERRORS:
             raise socketio.exceptions.ConnectionRefusedError(
                 "Try again shortly.", {"code": "SERVICE_UNAVAILABLE"}
             ) from None
-        counted.add(sid)
+        self._counted.add(sid)
         SOCKET_CONNECTIONS.inc()
         log.info("socket.connected", user_id=user_id, sid=sid)
 
-    @sio.event
-    async def disconnect(sid: str, *reason: Any) -> None:
-        if sid in counted:
-            counted.discard(sid)
+    async def on_disconnect(self, sid: str, *reason: Any) -> None:
+        if sid in self._counted:
+            self._counted.discard(sid)
             SOCKET_CONNECTIONS.dec()
-        if "registry" in holder:
-            holder["registry"].remove(sid)
+        if self._registry is not None:
+            self._registry.remove(sid)
         try:
-            session = await sio.get_session(sid)
+            session = await self.get_session(sid)
         except KeyError:
             return
         log.info("socket.disconnected", user_id=session.get("user_id"), sid=sid)
 
-    @sio.on("driver:location")
-    async def driver_location(sid: str, data: Any = None) -> dict[str, Any]:
+    async def on_driver_location(self, sid: str, data: Any = None) -> dict[str, Any]:
         """A driver's position, handled as `PUT /drivers/me/location`; acked `{ok}` or `{ok, error}`."""
-        session = await sio.get_session(sid)
+        session = await self.get_session(sid)
         if session.get("role") != "driver":
             return refusal("FORBIDDEN", "Only drivers report a location.")
         try:
             report = msgspec.convert(data, SocketLocationIn)
         except msgspec.ValidationError as error:
             return refusal("VALIDATION_ERROR", str(error), invalid_fields(error))
-        ctx = context()
-        uow = AsyncUnitOfWork(ctx.sessions())
+        ctx, driver_id = self.context(), uuid.UUID(session["user_id"])
         try:
-            await drivers.update_location(uow, ctx.driver_index, uuid.UUID(session["user_id"]), report.lat,
-                                          report.lng, report.heading, report.speed_kph,
-                                          publisher=ctx.publisher)
-            await uow.commit()
+            async with async_unit_of_work(ctx.sessions) as uow:
+                await drivers.update_location(uow, ctx.driver_index, driver_id, report.lat, report.lng,
+                                              report.heading, report.speed_kph, publisher=ctx.publisher)
         except AppError as error:
-            await uow.rollback()
             return refusal(error.code, error.message, error.details)
         except DEPENDENCY_ERRORS as error:
-            await uow.rollback()
             log.warning("socket.driver_location_unavailable", error=repr(error))
             return refusal("SERVICE_UNAVAILABLE", "Try again shortly.")
-        finally:
-            await uow.close()
         return {"ok": True}
 
-    @sio.on("subscribe:ride")
-    async def subscribe_ride(sid: str, data: Any = None) -> dict[str, Any]:
+    async def on_subscribe_ride(self, sid: str, data: Any = None) -> dict[str, Any]:
         """Join `ride:{id}`: only the ride's customer, its driver or an admin (FORBIDDEN otherwise,
         whether the ride exists or not, so ids leak nothing)."""
         ride_id = _ride_id(data)
-        session = await sio.get_session(sid)
+        session = await self.get_session(sid)
         if ride_id is None:
             return refusal("FORBIDDEN", "You may not follow this ride.")
-        ctx = context()
+        ctx = self.context()
         try:
             async with ctx.sessions() as db:
                 allowed = await rides.may_follow(db, uuid.UUID(session["user_id"]), session["role"], ride_id)
@@ -173,17 +192,14 @@ def create_socket_server(context: Callable[[], WebContext], *, redis_url: str, c
             return refusal("SERVICE_UNAVAILABLE", "Try again shortly.")
         if not allowed:
             return refusal("FORBIDDEN", "You may not follow this ride.")
-        await sio.enter_room(sid, ride_room(ride_id))
+        await self.enter_room(sid, ride_room(ride_id))
         return {"ok": True}
 
-    @sio.on("unsubscribe:ride")
-    async def unsubscribe_ride(sid: str, data: Any = None) -> dict[str, Any]:
+    async def on_unsubscribe_ride(self, sid: str, data: Any = None) -> dict[str, Any]:
         ride_id = _ride_id(data)
         if ride_id is not None:
-            await sio.leave_room(sid, ride_room(ride_id))
+            await self.leave_room(sid, ride_room(ride_id))
         return {"ok": True}
-
-    return sio
 
 
 def _ride_id(data: Any) -> uuid.UUID | None:

@@ -27,8 +27,7 @@ from app.adapters.driver_index import NearbyQuery
 from app.keys import DISPATCH_CHECK_BIDS, DISPATCH_STEP, driver_room, ride_room
 from app.logging import get_logger
 from app.outbox import INSERT_JOB, add_job
-from app.services import ride_expiry
-from app.services.notifications import notify, ride_key
+from app.services import notifications, ride_expiry
 from app.settings import DispatchSettings, TwilioSettings
 from app.timestamps import rfc3339
 from models import Offer, Ride, RideStatus
@@ -197,29 +196,7 @@ def _step_wave(session: Session, drivers: NearbyDrivers, settings: DispatchSetti
         results[(ride_id, wanted[ride_id])] = StepResult(False, [])
 
     expires_at = now + timedelta(seconds=settings.bid_window_s)
-    chosen: dict[uuid.UUID, list[tuple[uuid.UUID, float]]] = {ride.id: [] for ride, _, _ in rides}
-    if rides:
-        found = _search(drivers, [NearbyQuery(ride.vehicle_type, ride.pickup_lat, ride.pickup_lng,
-                                              settings.radii_km[round_], frozenset(already))
-                                  for ride, round_, already in rides],
-                        limit=settings.max_offers_per_round * 2,
-                        seen_after=(now - timedelta(seconds=settings.driver_stale_after_s)).timestamp())
-        candidates = [(ride_text, driver_id, km, rank)
-                      for (ride, _, _), near in zip(rides, found, strict=True)
-                      for ride_text in (str(ride.id),)
-                      for rank, (driver_id, km) in enumerate(near, start=1)]
-        for ride_id, driver_id, km in session.execute(_OFFER_ROUNDS, {
-            "cand_rides": _array(c[0] for c in candidates),
-            "cand_drivers": _array(c[1] for c in candidates),
-            "cand_distances": _array(c[2] for c in candidates),
-            "cand_ranks": _array(c[3] for c in candidates),
-            "max_offers": settings.max_offers_per_round, "expires_at": expires_at, "now": now,
-            "ride_ids": [ride.id for ride, _, _ in rides], "rounds": [r for _, r, _ in rides],
-            "message_ids": [uuid.uuid4() for _ in rides],
-            "args": [json.dumps([str(ride.id), r]) for ride, r, _ in rides],
-            "check_due_at": expires_at,
-        }).all():
-            chosen[ride_id].append((driver_id, km))
+    chosen = _offer_rounds(session, drivers, settings, rides, now, expires_at) if rides else {}
 
     rounds: list[tuple[dict[str, Any], list[tuple[uuid.UUID, float]]]] = []
     for ride, round_, _ in rides:
@@ -246,6 +223,36 @@ def _step_wave(session: Session, drivers: NearbyDrivers, settings: DispatchSetti
         log.info("dispatch.rounds_started", rides=len(rides), offers=offered,
                  **({"ride_id": str(rides[0][0].id), "round": rides[0][1]} if len(rides) == 1 else {}))
     return results
+
+
+def _offer_rounds(session: Session, drivers: NearbyDrivers, settings: DispatchSettings,
+                  rides: list[tuple[_RideForOffers, int, list[uuid.UUID]]], now: datetime,
+                  expires_at: datetime) -> dict[uuid.UUID, list[tuple[uuid.UUID, float]]]:
+    """The claimed rounds' candidates (one pipeline of index searches), then their offers and bid
+    checks (`_OFFER_ROUNDS`, one statement): each ride's drivers offered, with their distance."""
+    found = _search(drivers, [NearbyQuery(ride.vehicle_type, ride.pickup_lat, ride.pickup_lng,
+                                          settings.radii_km[round_], frozenset(already))
+                              for ride, round_, already in rides],
+                    limit=settings.max_offers_per_round * 2,
+                    seen_after=(now - timedelta(seconds=settings.driver_stale_after_s)).timestamp())
+    candidates = [(ride_text, driver_id, km, rank)
+                  for (ride, _, _), near in zip(rides, found, strict=True)
+                  for ride_text in (str(ride.id),)
+                  for rank, (driver_id, km) in enumerate(near, start=1)]
+    chosen: dict[uuid.UUID, list[tuple[uuid.UUID, float]]] = {ride.id: [] for ride, _, _ in rides}
+    for ride_id, driver_id, km in session.execute(_OFFER_ROUNDS, {
+        "cand_rides": _array(c[0] for c in candidates),
+        "cand_drivers": _array(c[1] for c in candidates),
+        "cand_distances": _array(c[2] for c in candidates),
+        "cand_ranks": _array(c[3] for c in candidates),
+        "max_offers": settings.max_offers_per_round, "expires_at": expires_at, "now": now,
+        "ride_ids": [ride.id for ride, _, _ in rides], "rounds": [r for _, r, _ in rides],
+        "message_ids": [uuid.uuid4() for _ in rides],
+        "args": [json.dumps([str(ride.id), r]) for ride, r, _ in rides],
+        "check_due_at": expires_at,
+    }).all():
+        chosen[ride_id].append((driver_id, km))
+    return chosen
 
 
 def _resend_open_offers(session: Session, ride_id: uuid.UUID, round_: int, now: datetime,
@@ -309,7 +316,8 @@ def check_bids(session: Session, settings: DispatchSettings, ride_id: uuid.UUID,
                now: datetime | None = None, twilio: TwilioSettings | None = None) -> CheckResult:
     """After round `round_`'s bid window: bids → tell the customer; none → widen or give up.
 
-    `twilio` picks the notifications' channel (none: the console channel). A batch of one.
+    `twilio` is handed unopened to the notifications service, which picks the messages' channel
+    with it (none: the console channel). A batch of one.
     """
     return check_many(session, settings, [(ride_id, round_)], after_commit=after_commit, emit=emit,
                       now=now, twilio=twilio)[0]
@@ -341,10 +349,8 @@ def _after_check(session: Session, settings: DispatchSettings, ride_id: uuid.UUI
                  now: datetime, after_commit: Callable[[Callable[[], None]], None], emit: Emit,
                  twilio: TwilioSettings | None) -> CheckResult:
     if live_bids:
-        notify(session, user_id=customer_id, template="bids_ready", settings=twilio,
-               dedupe_key=ride_key(ride_id, "bids_ready", round_),
-               params={"rideId": str(ride_id), "count": live_bids, "round": round_,
-                       "lowestAmount": lowest, "currency": currency})
+        notifications.bids_ready(session, ride_id=ride_id, customer_id=customer_id, count=live_bids,
+                                 round_=round_, lowest=lowest, currency=currency, settings=twilio)
         payload = {"rideId": str(ride_id), "count": live_bids, "round": round_}
         after_commit(lambda: emit("bids:ready", payload, ride_room(ride_id)))
         # The acceptance window starts now: the ride ends unless a bid is accepted in time.
@@ -357,9 +363,8 @@ def _after_check(session: Session, settings: DispatchSettings, ride_id: uuid.UUI
         log.info("dispatch.widening", ride_id=str(ride_id), next_round=round_ + 1)
         return CheckResult("next_round")
 
-    ride_expiry.move_by_system(session, ride_id, RideStatus.PENDING_BIDS, RideStatus.NO_DRIVERS_AVAILABLE,
-                               now=now, after_commit=after_commit, emit=emit)
-    notify(session, user_id=customer_id, template="no_drivers", settings=twilio,
-           dedupe_key=ride_key(ride_id, "no_drivers"), params={"rideId": str(ride_id)})
+    if ride_expiry.move_by_system(session, ride_id, RideStatus.PENDING_BIDS, RideStatus.NO_DRIVERS_AVAILABLE,
+                                  now=now, after_commit=after_commit, emit=emit) is not None:
+        notifications.no_drivers(session, ride_id=ride_id, customer_id=customer_id, settings=twilio)
     log.info("dispatch.no_drivers", ride_id=str(ride_id), rounds=len(settings.radii_km))
     return CheckResult("no_drivers")

@@ -10,8 +10,9 @@ who opted in (when a WhatsApp sender is configured), `sms` otherwise. Delivery, 
 status callbacks: `app.services.notification_delivery`.
 
 The ride-level helpers at the bottom (`driver_assigned_async`, `ride_moved_async`,
-`ride_cancelled_async`, `payment_failed`, `bids_expired`, `hold_expired`) are what the services
-call; `booking_confirmed` is written inside `POST /rides`' own statement (`notification_ctes`).
+`ride_cancelled_async`, `bids_ready`, `no_drivers`, `bids_expired`, `hold_expired`,
+`payment_failed`) are what the services call; `booking_confirmed` is written inside `POST /rides`'
+own statement (`notification_ctes`).
 """
 
 from __future__ import annotations
@@ -241,6 +242,22 @@ async def ride_cancelled_async(session: AsyncSession, ride: Ride, *, by_role: st
         await notify_async(session, user_id=user_id, template="ride_cancelled",
                            dedupe_key=ride_key(ride.id, "ride_cancelled", role), settings=settings,
                            params=_ride_params(ride, by=by, reason=reason or ""))
+
+
+def bids_ready(session: Session, *, ride_id: uuid.UUID, customer_id: uuid.UUID, count: int, round_: int,
+               lowest: int | None, currency: str | None, settings: TwilioSettings | None) -> None:
+    """A round's bid window closed with bids: the customer chooses (told once per round)."""
+    notify(session, user_id=customer_id, template="bids_ready", settings=settings,
+           dedupe_key=ride_key(ride_id, "bids_ready", round_),
+           params={"rideId": str(ride_id), "count": count, "round": round_, "lowestAmount": lowest,
+                   "currency": currency})
+
+
+def no_drivers(session: Session, *, ride_id: uuid.UUID, customer_id: uuid.UUID,
+               settings: TwilioSettings | None) -> None:
+    """The last round ended without a bid (NO_DRIVERS_AVAILABLE): the customer books again."""
+    notify(session, user_id=customer_id, template="no_drivers", settings=settings,
+           dedupe_key=ride_key(ride_id, "no_drivers"), params={"rideId": str(ride_id)})
 
 
 def bids_expired(session: Session, ride: Ride, settings: TwilioSettings | None) -> None:

@@ -1,7 +1,7 @@
 """What the web asks of Stripe on a user's behalf: a ride's hold (`clientSecret`) and a driver's
 Connect onboarding link.
 
-Stripe can be slow (up to `STRIPE_TIMEOUT` per try), so no database connection — and no row lock —
+Stripe can be slow (up to `STRIPE_REQUEST_TIMEOUT` per try), so no database connection — and no row lock —
 is held while it answers. Each use case runs in three steps:
 
 1. a short transaction reads what the call needs (and answers at once if it was done before);
@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.adapters.stripe_gateway import IntentState, StripeGateway
+from app.adapters.payment_gateway import IntentState, PaymentGateway
 from app.db import short_transaction
 from app.errors import Conflict, NotFound
 from app.logging import get_logger
@@ -45,7 +45,7 @@ class IntentView:
 
 
 # --- the ride's hold --------------------------------------------------------------------------------
-async def client_intent(sessions: Sessions, gateway: StripeGateway, customer: Principal,
+async def client_intent(sessions: Sessions, gateway: PaymentGateway, customer: Principal,
                         ride_id: uuid.UUID, *, lock_timeout_ms: int) -> IntentView:
     """The customer's `clientSecret` for the ride's hold, creating the hold now if the job hasn't.
 
@@ -56,8 +56,8 @@ async def client_intent(sessions: Sessions, gateway: StripeGateway, customer: Pr
         payment = await _payable(session, customer, ride_id)
         if payment.client_secret is not None:
             return IntentView(client_secret=payment.client_secret, status=payment.status)
-        params = hold_params_of(payment)
-    state = await gateway.create_hold_async(params, idempotency_key=hold_key(ride_id))
+        hold = hold_params_of(payment)
+    state = await gateway.create_hold_async(hold, idempotency_key=hold_key(ride_id))
     async with short_transaction(sessions, lock_timeout_ms=lock_timeout_ms) as session:
         recorded = await _record_intent(session, ride_id, state)
     if recorded is not None:
@@ -86,7 +86,8 @@ async def _payable(session: AsyncSession, customer: Principal, ride_id: uuid.UUI
 async def _record_intent(session: AsyncSession, ride_id: uuid.UUID, state: IntentState) -> IntentView | None:
     """Compare-and-set: record the intent only on an open payment with no client secret yet (never
     over what the job or a concurrent caller recorded); else answer with what is recorded.
-    None when the payment closed without an intent."""
+    None when the payment closed without an intent. (An open payment may take any intent state:
+    `models.payment_states` allows those moves, tests/unit/test_payment_states.py checks it.)"""
     mapped = INTENT_STATUSES.get(state.status)
     row = (await session.execute(
         update(Payment)
@@ -110,7 +111,7 @@ async def _record_intent(session: AsyncSession, ride_id: uuid.UUID, state: Inten
 
 
 # --- Connect onboarding ------------------------------------------------------------------------------
-async def onboarding_link(sessions: Sessions, gateway: StripeGateway, driver_id: uuid.UUID, *,
+async def onboarding_link(sessions: Sessions, gateway: PaymentGateway, driver_id: uuid.UUID, *,
                           lock_timeout_ms: int) -> str:
     """The driver's Connect Express account (created once) and a fresh onboarding link."""
     async with short_transaction(sessions, lock_timeout_ms=lock_timeout_ms) as session:

@@ -20,7 +20,8 @@ message delivered twice, replayed or early — changes nothing. A delayed messag
 is sent again by the reconciler (`app.services.dispatch_reconcile`) once the ride is overdue.
 
 `move_by_system` is the system's one status move in a job's (sync) session, shared with
-`dispatch.check_bids`' NO_DRIVERS_AVAILABLE.
+`dispatch.check_bids`' NO_DRIVERS_AVAILABLE: a compare-and-set, then the pure `ride_moves.move`;
+each use case reacts to the move it returns (payments, notifications, bids, the driver freed).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from sqlalchemy.orm import Session
 from app.keys import RIDES_EXPIRE_BIDS
 from app.logging import get_logger
 from app.outbox import add_job
-from app.services import notifications, payments
-from app.services.ride_events import history_row, status_event, status_rooms
+from app.services import notifications, payments, ride_moves
+from app.services.ride_moves import BY_SYSTEM, RideMoved, RideState
 from app.settings import DispatchSettings, Settings
 from models import Bid, BidStatus, Driver, Payment, PaymentMethod, Ride, RideStatus
 from models.ride_states import SYSTEM, check_move
@@ -56,28 +57,29 @@ CLOCK_TOLERANCE: Final = timedelta(seconds=1)
 
 def move_by_system(session: Session, ride_id: uuid.UUID, before: RideStatus, target: RideStatus, *,
                    now: datetime, after_commit: AfterCommit, emit: Emit, reason: str | None = None,
-                   only_if: tuple[ColumnElement[bool], ...] = ()) -> Ride | None:
+                   only_if: tuple[ColumnElement[bool], ...] = ()) -> tuple[Ride, RideMoved] | None:
     """Move the ride `before` → `target` as the system, if it is still `before` (and `only_if`).
 
-    One conditional UPDATE (the compare-and-set), the history row (`by` {id: null, role:
-    "system"}) and, after commit, `ride:status` to the ride's and both users' rooms. None when
-    the ride was not in that state any more: nothing was written.
+    One conditional UPDATE (the compare-and-set), then the move `ride_moves.move` decides: its
+    history row (`by` {id: null, role: "system"}) and, after commit, `ride:status` to the ride's
+    and both users' rooms. Returns the ride as the UPDATE left it and the move, which the caller
+    reacts to; None when the ride was not in that state any more: nothing was written.
     """
-    check_move(before, target, SYSTEM)
+    check_move(before, target, SYSTEM)  # a compare-and-set the table refuses is a bug: write nothing
     ride = session.execute(
         update(Ride).where(Ride.id == ride_id, Ride.status == before, *only_if)
         .values(status=target, updated_at=now).returning(Ride)
     ).scalar_one_or_none()
     if ride is None:
         return None
-    session.execute(history_row(ride_id, before.value, target.value, actor_id=None, role=SYSTEM,
-                                reason=reason, at=now))
-    event = status_event(ride_id, before.value, target.value, actor_id=None, role=SYSTEM, at=now)
-    rooms = status_rooms(ride_id, ride.customer_id, ride.driver_id)
-    after_commit(lambda: emit("ride:status", event, rooms))
+    moved = ride_moves.move(RideState(ride_id, before, ride.customer_id, ride.driver_id), target,
+                            by=BY_SYSTEM, at=now, reason=reason)
+    session.execute(moved.history_row)
+    payload, rooms = moved.event, list(moved.rooms)
+    after_commit(lambda: emit("ride:status", payload, rooms))
     log.info("ride.status_changed", ride_id=str(ride_id), before=before.value, after=target.value,
              by=SYSTEM, reason=reason)
-    return ride
+    return ride, moved
 
 
 def _reject_live_bids(session: Session, ride_id: uuid.UUID) -> None:
@@ -99,12 +101,13 @@ def expire_bids(session: Session, settings: Settings, ride_id: uuid.UUID, round_
     waited_since = now + CLOCK_TOLERANCE - timedelta(seconds=settings.dispatch.accept_window_s)
     still_waiting = (Ride.dispatch_round == round_, Ride.checked_round == round_,
                      Ride.updated_at <= waited_since)
-    ride = move_by_system(session, ride_id, RideStatus.PENDING_BIDS, RideStatus.CANCELLED, now=now,
-                          after_commit=after_commit, emit=emit, reason=NO_ACCEPT_REASON,
-                          only_if=still_waiting)
-    if ride is None:
+    found = move_by_system(session, ride_id, RideStatus.PENDING_BIDS, RideStatus.CANCELLED, now=now,
+                           after_commit=after_commit, emit=emit, reason=NO_ACCEPT_REASON,
+                           only_if=still_waiting)
+    if found is None:
         log.info("ride_expiry.bids_skipped", ride_id=str(ride_id), round=round_)
         return False
+    ride, _ = found  # PENDING_BIDS holds no payment: nothing for payments to do
     _reject_live_bids(session, ride_id)
     notifications.bids_expired(session, ride, settings.twilio)
     log.info("ride_expiry.bids_expired", ride_id=str(ride_id), round=round_,
@@ -132,13 +135,14 @@ def expire_hold(session: Session, settings: Settings, ride_id: uuid.UUID, *, now
     if payment.created_at > now + CLOCK_TOLERANCE - timedelta(seconds=settings.stripe.hold_timeout_s):
         log.info("ride_expiry.hold_not_due", ride_id=str(ride_id))
         return False
-    moved = move_by_system(session, ride_id, RideStatus.BID_ACCEPTED, RideStatus.CANCELLED, now=now,
+    found = move_by_system(session, ride_id, RideStatus.BID_ACCEPTED, RideStatus.CANCELLED, now=now,
                            after_commit=after_commit, emit=emit, reason=NO_HOLD_REASON)
-    assert moved is not None  # the row is locked and was BID_ACCEPTED
+    assert found is not None  # the row is locked and was BID_ACCEPTED
+    cancelled, moved = found
     session.execute(update(Driver).where(Driver.active_ride_id == ride_id).values(active_ride_id=None))
     _reject_live_bids(session, ride_id)
-    payments.cancelled_by_system(session, ride_id, RideStatus.BID_ACCEPTED)
-    notifications.hold_expired(session, moved, amount=payment.amount, currency=payment.currency,
+    payments.cancelled_by_system(session, moved.ride_id, moved.before)
+    notifications.hold_expired(session, cancelled, amount=payment.amount, currency=payment.currency,
                                reason=NO_HOLD_REASON, settings=settings.twilio)
     log.info("ride_expiry.hold_expired", ride_id=str(ride_id), payment=payment.status,
              timeout_s=settings.stripe.hold_timeout_s)

@@ -1,6 +1,9 @@
 """The moves after an accept: the assigned driver walks the ride forward; the customer or an admin
 cancels it. The state machine (`models.ride_states`) decides; a finished ride frees its driver.
 
+Each use case reacts to the move `move_ride` returns, in its transaction: `payments.after_ride_move`
+(COMPLETED → capture; CANCELLED → release or fee), the notifications, the driver freed.
+
 Each move locks the ride row first (`load_ride(for_update=True)`), so concurrent moves of one ride
 happen one after the other and each sees the status the previous one left.
 """
@@ -36,9 +39,10 @@ async def advance_ride(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principa
     require_driver_of(principal, ride)
     if ride.status == RideStatus.BID_ACCEPTED and target == RideStatus.DRIVER_ARRIVING:
         await payments.require_hold_secured(uow.session, ride)
-    await move_ride(uow, publisher, ride, target, actor=principal)
-    await notifications.ride_moved_async(uow.session, ride, target, settings.twilio)
-    if target == RideStatus.COMPLETED:
+    moved = await move_ride(uow, publisher, ride, target, actor=principal)
+    await payments.after_ride_move(uow.session, ride, moved.before, moved.after)  # COMPLETED: capture
+    await notifications.ride_moved_async(uow.session, ride, moved.after, settings.twilio)
+    if moved.after == RideStatus.COMPLETED:
         await release_driver(uow.session, ride)
     return await view_of(uow.session, ride)
 
@@ -54,11 +58,11 @@ async def cancel_ride(uow: AsyncUnitOfWork, publisher: AsyncPublisher, principal
     ride = await load_ride(uow.session, principal, ride_id, for_update=True)
     if principal.role == DRIVER:
         raise Forbidden("A driver may not cancel a ride.")
-    before = ride.status
-    await move_ride(uow, publisher, ride, RideStatus.CANCELLED, actor=principal, reason=reason)
+    moved = await move_ride(uow, publisher, ride, RideStatus.CANCELLED, actor=principal, reason=reason)
+    await payments.after_ride_move(uow.session, ride, moved.before, moved.after)  # release or fee
     if principal.role == ADMIN:
         audit.record(uow.session, audit.Operator.of_caller(principal), "ride.cancelled", target_type="ride",
-                     target_id=ride.id, details={"from": before.value, "reason": reason})
+                     target_id=ride.id, details={"from": moved.before.value, "reason": reason})
     await notifications.ride_cancelled_async(uow.session, ride, by_role=principal.role, reason=reason,
                                              settings=settings.twilio)
     await release_driver(uow.session, ride)

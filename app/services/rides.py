@@ -7,29 +7,28 @@ process receives meanwhile, and answers at once; the dispatch happens in the wor
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import msgspec
 from sqlalchemy import CursorResult, Result, and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.adapters.realtime import AsyncPublisher
+from app.cursors import Position, decode_cursor, encode_cursor
 from app.db import AsyncUnitOfWork
-from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from app.errors import Conflict, Forbidden, NotFound
 from app.logging import get_logger
-from app.services import payments, ride_creation
+from app.services import ride_creation, ride_moves
 from app.services.access import Principal
 from app.services.ride_creation import RideRequest, RideWriter
-from app.services.ride_events import history_row, status_event, status_rooms
+from app.services.ride_moves import Mover, RideMoved, RideState
 from app.settings import Settings
 from models import Bid, Offer, Ride, RideEvent, RideStatus
-from models.ride_states import ADMIN, CUSTOMER, DRIVER, check_move
+from models.ride_states import ADMIN, CUSTOMER, DRIVER
 
 log = get_logger("rides")
 
@@ -84,34 +83,18 @@ async def get_ride(session: AsyncSession, principal: Principal, ride_id: uuid.UU
     return await view_of(session, await load_ride(session, principal, ride_id))
 
 
-class _Cursor(msgspec.Struct, array_like=True):
-    created_at: datetime
-    id: uuid.UUID
-
-
-def encode_cursor(ride: Ride) -> str:
-    raw = msgspec.json.encode(_Cursor(ride.created_at, ride.id))
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> _Cursor:
-    try:
-        return msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)), type=_Cursor)
-    except (ValueError, msgspec.DecodeError) as exc:
-        raise ValidationFailed("The cursor is not valid.", details={"cursor": "malformed"}) from exc
-
-
 async def list_rides(session: AsyncSession, principal: Principal, *, cursor: str | None,
                      limit: int) -> tuple[list[RideView], str | None]:
     """The caller's rides, newest first, `limit` per page; the next page's cursor or None."""
     query = select(Ride).where(_visible_to(principal))
     if cursor:
-        after = decode_cursor(cursor)
-        query = query.where(or_(Ride.created_at < after.created_at,
-                                and_(Ride.created_at == after.created_at, Ride.id < after.id)))
+        after = decode_cursor(cursor, Position)
+        query = query.where(or_(Ride.created_at < after.at,
+                                and_(Ride.created_at == after.at, Ride.id < after.id)))
     rides = list((await session.scalars(
         query.order_by(Ride.created_at.desc(), Ride.id.desc()).limit(limit + 1))).all())
-    next_cursor = encode_cursor(rides[limit - 1]) if len(rides) > limit else None
+    last = rides[limit - 1] if len(rides) > limit else None
+    next_cursor = encode_cursor(Position(last.created_at, last.id)) if last else None
     rides = rides[:limit]
     if not rides:
         return [], None
@@ -130,36 +113,34 @@ async def list_rides(session: AsyncSession, principal: Principal, *, cursor: str
 # --- status ------------------------------------------------------------------------------------------
 async def move_ride(uow: AsyncUnitOfWork, publisher: AsyncPublisher, ride: Ride, target: RideStatus, *,
                     actor: Principal, reason: str | None = None,
-                    changes: Mapping[str, Any] | None = None) -> Ride:
+                    changes: Mapping[str, Any] | None = None) -> RideMoved:
     """Apply one state-machine move to a ride locked by the caller (`load_ride(for_update=True)`).
 
-    The UPDATE is conditional on the status the caller saw (`Conflict` if the ride moved
-    meanwhile); `changes` are other columns set in the same statement (e.g. the assigned driver).
-    Records the history row and emits `ride:status` to the ride's and both users' rooms after
-    the commit. The caller frees the driver or starts follow-up jobs as the move requires.
+    The move is decided by `ride_moves.move`; the UPDATE is conditional on the status the caller
+    saw (`Conflict` if the ride moved meanwhile); `changes` are other columns set in the same
+    statement (e.g. the assigned driver). Records the history row and emits `ride:status` to the
+    ride's and both users' rooms after the commit. Returns the move: the caller reacts to it
+    (payments, notifications, the driver freed) in the same transaction.
     """
-    before = ride.status
-    check_move(before, target, actor.role)
-    now = datetime.now(UTC)
-    values: dict[str, Any] = {**(changes or {}), "status": target, "updated_at": now}
+    changes = dict(changes or {})
+    state = RideState(ride.id, ride.status, ride.customer_id, changes.get("driver_id", ride.driver_id))
+    moved = ride_moves.move(state, target, by=Mover(actor.role, actor.id), reason=reason,
+                            at=datetime.now(UTC))
+    values: dict[str, Any] = {**changes, "status": moved.after, "updated_at": moved.at}
     result = await uow.session.execute(
-        update(Ride).where(Ride.id == ride.id, Ride.status == before).values(**values)
+        update(Ride).where(Ride.id == ride.id, Ride.status == moved.before).values(**values)
         .execution_options(synchronize_session=False)
     )
     if rowcount(result) != 1:
-        raise Conflict("The ride changed meanwhile; reload it.", details={"status": before.value})
+        raise Conflict("The ride changed meanwhile; reload it.", details={"status": moved.before.value})
     for name, value in values.items():
         set_committed_value(ride, name, value)
-    await uow.session.execute(history_row(ride.id, before.value, target.value, actor_id=actor.id,
-                                          role=actor.role, reason=reason, at=now))
-    payload = status_event(ride.id, before.value, target.value, actor_id=actor.id, role=actor.role, at=now)
-    rooms = status_rooms(ride.id, ride.customer_id, ride.driver_id)
+    await uow.session.execute(moved.history_row)
+    payload, rooms = moved.event, list(moved.rooms)
     uow.after_commit(lambda: publisher.emit("ride:status", payload, rooms))
-    if target in (RideStatus.COMPLETED, RideStatus.CANCELLED):
-        await payments.after_ride_move(uow.session, ride, before, target)
-    log.info("ride.status_changed", ride_id=str(ride.id), before=before.value, after=target.value,
+    log.info("ride.status_changed", ride_id=str(ride.id), before=moved.before.value, after=moved.after.value,
              by=actor.role)
-    return ride
+    return moved
 
 
 def rowcount(result: Result[Any]) -> int:

@@ -19,7 +19,7 @@ On a private database, Redis prefix and Dramatiq namespace:
    commit, the index search and the emits exactly as the job runs them, without Dramatiq — timing
    each part, to show what the broker and the worker machinery add.
 
-Each step offers up to DISPATCH_MAX_OFFERS (default 20) drivers: 20 offer rows and 20 `ride:offer`
+Each step offers up to DISPATCH_MAX_OFFERS_PER_ROUND (default 20) drivers: 20 offer rows and 20 `ride:offer`
 emits. DRIVER_STALE_AFTER is raised to 3600 s for this run so the seeded positions stay fresh for
 its whole length (it changes which drivers count, not the work a step does).
 
@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "py-spy --gil: where the worker's CPU goes)")
     add_settings_option(parser, "--worker-env",
                         help="a setting for the worker and the in-process loop, e.g. WORKER_THREADS=1 or "
-                             "DISPATCH_MAX_OFFERS=5 (repeatable; to see what moves the figure)")
+                             "DISPATCH_MAX_OFFERS_PER_ROUND=5 (repeatable; to see what moves the figure)")
     parser.add_argument("--fail-under-target", action="store_true")
     args = parser.parse_args(argv)
     args.worker_env = parse_settings(parser, "--worker-env", args.worker_env)

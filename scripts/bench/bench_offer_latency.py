@@ -10,8 +10,8 @@ creates `--rides` rides at `--rate` rides/s (paced, from `--customers` customers
 per ride, the time from the moment its POST was due to the first `ride:offer` for it on any
 driver socket. Drivers never bid, so none goes busy.
 
-Every ride is offered to every driver within reach, up to DISPATCH_MAX_OFFERS: each ride means
-`--drivers` emits through Redis pub/sub and `--drivers` socket messages. Keep `--drivers` small
+Every ride is offered to every driver within reach, up to DISPATCH_MAX_OFFERS_PER_ROUND: each ride
+means `--drivers` emits through Redis pub/sub and `--drivers` socket messages. Keep `--drivers` small
 (default 5) so the socket fan-out does not dominate what is measured.
 
 Every process is placed by the OS, as the Procfile runs them (`--pin` pins the web process to
@@ -271,7 +271,7 @@ def report(args: argparse.Namespace, run: Run, stamps: dict[str, tuple[float, fl
     if args.worker_env:
         print("worker settings changed for this run: "
               + ", ".join(f"{k}={v}" for k, v in args.worker_env.items()))
-    print(f"each ride is offered to all {args.drivers} drivers (DISPATCH_MAX_OFFERS caps it): "
+    print(f"each ride is offered to all {args.drivers} drivers (DISPATCH_MAX_OFFERS_PER_ROUND caps it): "
           f"{run.offers.events:,} ride:offer events received in all; latency is from the moment each POST "
           f"was due to the first offer for that ride on any driver socket")
 
@@ -324,7 +324,7 @@ class Measured:
 def measure(args: argparse.Namespace, session: BenchSession) -> Measured:
     session.stack.add_region(REGION)
     web_cpus, client_cpus = split_cpus(not args.pin)
-    web = session.start_web({"ACCESS_TOKEN_TTL": "3600", "AUTH_RATE_LIMIT": "1000"})
+    web = session.start_web({"ACCESS_TOKEN_TTL": "3600", "AUTH_RATE_LIMIT_REQUESTS": "1000"})
     worker = session.start_worker(args.worker_env)
     say(f"registering {args.customers} customers and {args.drivers} drivers")
     customers = [register_user(web.base_url, "customer")[1] for _ in range(args.customers)]

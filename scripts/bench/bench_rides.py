@@ -147,7 +147,7 @@ class Bench:
         self.body = ride_body()
         self.counts = RideCounts(session.postgres())
         self.fresh_env = FRESH_ENV if args.drivers else {}
-        self.web_env = {"ACCESS_TOKEN_TTL": "7200", "AUTH_RATE_LIMIT": "1000", **self.fresh_env}
+        self.web_env = {"ACCESS_TOKEN_TTL": "7200", "AUTH_RATE_LIMIT_REQUESTS": "1000", **self.fresh_env}
         self.token = ""
 
     # --- processes

@@ -124,7 +124,7 @@ class Bench:
     def start_worker(self) -> WorkerProcess:
         closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: Stripe calls fail at once
         worker = self.session.start_worker({**WEB_ENV, "STRIPE_API_BASE": closed,
-                                            "STRIPE_MAX_NETWORK_RETRIES": "0", "STRIPE_TIMEOUT": "2"})
+                                            "STRIPE_MAX_NETWORK_RETRIES": "0", "STRIPE_REQUEST_TIMEOUT": "2"})
 
         def relayed() -> bool:
             return self.conn.execute("SELECT count(*) FROM jobs WHERE state = 'waiting'").fetchone() == (0,)

@@ -91,8 +91,8 @@ class BenchStack:
             "DRAMATIQ_NAMESPACE": f"{stack.prefix}-dramatiq",
             # One bench customer books thousands of rides a second: per-user write limits and
             # the open-ride cap off (they are measured by the integration tests, not here).
-            "RIDE_RATE_LIMIT": "0",
-            "WRITE_RATE_LIMIT": "0",
+            "RIDES_RATE_LIMIT": "0",
+            "WRITES_RATE_LIMIT": "0",
             "LOCATION_RATE_LIMIT": "0",
             "OPEN_RIDES_PER_CUSTOMER": "0",
         }
@@ -138,7 +138,7 @@ def register_user(base_url: str, role: str = "customer", *, vehicle_type: str | 
                   ) -> tuple[str, str]:
     """Register a user through the API; returns `(user_id, access_token)`.
 
-    The web process should run with a high `AUTH_RATE_LIMIT` when a benchmark registers many.
+    The web process should run with a high `AUTH_RATE_LIMIT_REQUESTS` when a benchmark registers many.
     """
     body: dict[str, Any] = {
         "email": f"bench-{role}-{secrets.token_hex(6)}@example.com", "password": secrets.token_urlsafe(16),

@@ -29,20 +29,12 @@ def run_async(work: Callable[[], Awaitable[T]]) -> T:
 
 async def with_uow(action: Callable[[Any], Awaitable[T]]) -> T:
     """Run `action(uow)` in one transaction on the async engine, committing on success."""
-    from app.db import AsyncUnitOfWork, async_session_factory, create_async_db_engine
+    from app.db import async_session_factory, async_unit_of_work, create_async_db_engine
 
     engine = create_async_db_engine(get_settings().db)
     try:
-        uow = AsyncUnitOfWork(async_session_factory(engine)())
-        try:
-            result = await action(uow)
-            await uow.commit()
-            return result
-        except BaseException:
-            await uow.rollback()
-            raise
-        finally:
-            await uow.close()
+        async with async_unit_of_work(async_session_factory(engine)) as uow:
+            return await action(uow)
     finally:
         await engine.dispose()
 
@@ -62,17 +54,10 @@ def database_sessions() -> Iterator[sessionmaker[Session]]:
 @contextlib.contextmanager
 def unit_of_work(sessions: sessionmaker[Session]) -> Iterator[UnitOfWork]:
     """One transaction: committed (then its after-commit actions run) unless the block raises."""
-    from app.db import UnitOfWork
+    from app import db
 
-    uow = UnitOfWork(sessions())
-    try:
+    with db.unit_of_work(sessions) as uow:
         yield uow
-        uow.commit()
-    except BaseException:
-        uow.rollback()
-        raise
-    finally:
-        uow.close()
 
 
 def broker_redis() -> redis.Redis:

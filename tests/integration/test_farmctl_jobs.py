@@ -558,3 +558,18 @@ async def test_admins_read_failed_jobs_over_http_newest_first_with_a_cursor(
 def _reloaded(db: sessionmaker[Session], row: FailedJob) -> FailedJob:
     with db() as session:
         return session.get_one(FailedJob, row.id)
+
+
+def test_output_cut_short_by_its_reader_ends_quietly(db: sessionmaker[Session]) -> None:
+    # Given `farmctl queues` writing into a pipe whose reader has already gone (`… | head -0`)
+    process = subprocess.Popen([sys.executable, "-m", "scripts.farmctl", "queues"], text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+
+    # When it finishes
+    errors = process.stderr.read()
+    status = process.wait(timeout=60)
+
+    # Then it says nothing (no traceback) and exits as a shell's SIGPIPE'd writer does
+    assert (status, errors) == (141, "")

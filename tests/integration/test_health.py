@@ -66,3 +66,14 @@ async def test_the_openapi_document_says_a_rides_dispatch_round_is_never_null(ap
 
     assert ride["properties"]["dispatchRound"] == {"type": "integer"}
     assert "dispatchRound" in ride["required"]
+
+
+async def test_a_wrong_method_names_the_methods_the_route_has(api: Client) -> None:
+    # When a client DELETEs a route that only answers GET
+    response = await api.delete("/health")
+
+    # Then it is the contract's 404, naming GET among the methods there are
+    assert response.status_code == 404
+    details = response.json()["error"]["details"]
+    assert details["reason"] == "METHOD_NOT_ALLOWED"
+    assert "GET" in details["allowed"]

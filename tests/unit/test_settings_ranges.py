@@ -24,7 +24,7 @@ def test_a_cancellation_fee_rate_outside_0_to_1_is_refused(no_env_file: Path, va
 @pytest.mark.parametrize(("value", "rate"), [("0", Decimal(0)), ("1", Decimal(1)), ("0.35", Decimal("0.35"))])
 def test_a_cancellation_fee_rate_in_range_is_taken(no_env_file: Path, value: str, rate: Decimal) -> None:
     settings = load_settings({"PAYMENT_CANCELLATION_FEE_RATE": value}, env_file=no_env_file)
-    assert settings.stripe.cancellation_fee_rate == rate
+    assert settings.pricing.cancellation_fee_rate == rate
 
 
 def test_hsts_is_on_by_default_off_with_0_and_never_negative(no_env_file: Path) -> None:
