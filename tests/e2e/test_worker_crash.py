@@ -39,11 +39,14 @@ RIDES = 40
 #: are the defaults.
 CRASH_ENV = {
     "DISPATCH_RADII_KM": "5",
-    "DISPATCH_BID_WINDOW": "30",
+    "DISPATCH_BID_WINDOW": "60",
     "RECONCILE_INTERVAL": "3600",
 }
-#: WORKER_HEARTBEAT_TIMEOUT + WORKER_MAINTENANCE_INTERVAL (defaults), + start-up and slack.
-RECOVERY_BOUND_S = 15 + 5 + 15
+#: The slower of the two ways back for a dead worker's jobs (defaults), + start-up and slack: a
+#: batched dispatch row's lease lapses (LEDGER_LEASE 30 + LEDGER_LEASE_CHECK_INTERVAL 5); a Redis
+#: message is requeued (WORKER_HEARTBEAT_TIMEOUT 15 + WORKER_MAINTENANCE_INTERVAL 5). The bid
+#: window above outlasts it, so the dead worker's offers are still open when they are re-sent.
+RECOVERY_BOUND_S = 30 + 5 + 15
 
 
 @pytest.fixture(scope="module")
