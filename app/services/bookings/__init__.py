@@ -1,0 +1,1 @@
+"""Time-slot bookings: providers' availability, holds, confirmation, and what follows."""
