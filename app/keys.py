@@ -47,6 +47,10 @@ SESSIONS_END_SOCKETS: Final = JobKind("sessions.end_sockets", QUEUE_MAINTENANCE)
 TOKENS_CLEANUP: Final = JobKind("tokens.cleanup", QUEUE_MAINTENANCE)
 DRIVERS_PRUNE_STALE: Final = JobKind("drivers.prune_stale", QUEUE_MAINTENANCE)
 RETENTION_PRUNE: Final = JobKind("retention.prune", QUEUE_MAINTENANCE)
+#: Time-slot bookings: make the payment follow the booking; release a lapsed hold; remind.
+BOOKINGS_SETTLE: Final = JobKind("bookings.settle", QUEUE_PAYMENTS)
+BOOKINGS_EXPIRE_HOLD: Final = JobKind("bookings.expire_hold", QUEUE_DISPATCH)
+BOOKINGS_REMIND: Final = JobKind("bookings.remind", QUEUE_NOTIFICATIONS)
 
 # Inside the Dramatiq namespace (`<ns>:` + this): a hash of the worker processes alive, by broker
 # id. Dramatiq's own `__heartbeats__` also lists every process that only enqueues (web, clock).
@@ -87,6 +91,11 @@ def driver_room(driver_id: object) -> str:
 
 def ride_room(ride_id: object) -> str:
     return f"ride:{ride_id}"
+
+
+def calendar_room(provider_id: object) -> str:
+    """The viewers of a provider's calendar (`slots:changed`)."""
+    return f"calendar:{provider_id}"
 
 
 class RedisKeys:

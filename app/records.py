@@ -1,13 +1,16 @@
-"""Failed jobs and audit entries as records: the JSON the admin API answers with and the JSON
-lines `farmctl jobs … --json` and `farmctl audit --json` print (the same shape in both)."""
+"""Failed jobs, audit entries and bookings as records: the JSON the admin API answers with and the
+JSON lines `farmctl jobs … --json`, `farmctl audit --json` and `farmctl bookings … --json` print
+(the same shape in both)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 
+from app.services.bookings.views import BookingView
 from app.timestamps import rfc3339
 from models import AuditEntry
 from models.jobs import FailedJob, FailedJobReplay
@@ -111,3 +114,74 @@ class AuditEntryOut(Record):
         return cls(id=str(entry.id), at=rfc3339(entry.at), action=entry.action,
                    actor=AuditActor(id=entry.actor_id, role=entry.actor_role), operator=entry.operator,
                    target=target, details=dict(entry.details or {}))
+
+
+# --- time-slot bookings (`GET /bookings`, `GET /admin/bookings`, `farmctl bookings … --json`) -------
+class MoneyRecord(Record):
+    amount: int
+    currency: str
+
+
+class ActorRecord(Record):
+    id: uuid.UUID | None
+    role: str
+
+
+class HistoryRecord(Record):
+    """One status change: `{from, to, by: {id, role}, at, reason}` (as a ride's `history[]`)."""
+
+    from_: str | None = msgspec.field(name="from")
+    to: str
+    by: ActorRecord
+    at: str
+    reason: str | None
+
+
+class BookingPaymentOut(Record):
+    status: str
+    #: The booking's customer only: what Stripe.js confirms the card hold with.
+    client_secret: str | None = None
+
+
+class BookingOut(Record):
+    id: uuid.UUID
+    customer_id: uuid.UUID
+    provider_id: uuid.UUID
+    region: str
+    service: str | None
+    status: str
+    start: str
+    end: str
+    time_zone: str
+    local_start: str
+    local_end: str
+    payment_method: str
+    price: MoneyRecord
+    hold_expires_at: str
+    confirmed_at: str | None
+    payment: BookingPaymentOut | None
+    history: list[HistoryRecord]
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, view: BookingView) -> BookingOut:
+        b = view.booking
+        zone = ZoneInfo(b.time_zone)
+        return cls(
+            id=b.id, customer_id=b.customer_id, provider_id=b.provider_id, region=b.region_code,
+            service=b.service, status=b.status, start=rfc3339(b.starts_at), end=rfc3339(b.ends_at),
+            time_zone=b.time_zone, local_start=b.starts_at.astimezone(zone).isoformat(),
+            local_end=b.ends_at.astimezone(zone).isoformat(), payment_method=b.payment_method,
+            price=MoneyRecord(amount=b.amount, currency=b.currency),
+            hold_expires_at=rfc3339(b.hold_expires_at),
+            confirmed_at=rfc3339(b.confirmed_at) if b.confirmed_at else None,
+            payment=(BookingPaymentOut(status=view.payment_status, client_secret=view.client_secret)
+                     if view.payment_status else None),
+            history=[HistoryRecord(from_=e.from_status, to=e.to_status,
+                                   by=ActorRecord(id=e.actor_id, role=e.actor_role), at=rfc3339(e.at),
+                                   reason=e.reason) for e in view.history],
+            created_at=rfc3339(b.created_at), updated_at=rfc3339(b.updated_at),
+        )
+
+

@@ -4,8 +4,8 @@ Each actor module imports `jobs.base`, which imports `workers.broker` first, so 
 to the farm's configured broker.
 """
 
-from jobs import dispatch, drivers, notifications, payments, retention, rides, sessions, tokens
+from jobs import bookings, dispatch, drivers, notifications, payments, retention, rides, sessions, tokens
 from workers.broker import broker
 
-__all__ = ["broker", "dispatch", "drivers", "notifications", "payments", "retention", "rides", "sessions",
-           "tokens"]
+__all__ = ["bookings", "broker", "dispatch", "drivers", "notifications", "payments", "retention", "rides",
+           "sessions", "tokens"]

@@ -24,7 +24,7 @@ from jobs.base import JobContext, job
 from workers.resources import get_resources
 
 
-def _env(ctx: JobContext) -> payments.JobEnv:
+def payment_env(ctx: JobContext) -> payments.JobEnv:
     return payments.JobEnv(settings=ctx.settings, gateway=get_resources().stripe,
                            after_commit=ctx.uow.after_commit, emit=ctx.publisher.emit)
 
@@ -39,30 +39,30 @@ def _retry_when(retries: int, exc: BaseException) -> bool:
     return retries < 12
 
 
-_OPTIONS: dict[str, Any] = {"min_backoff_ms": 1_000, "max_backoff_ms": 10 * 60 * 1000,
+OPTIONS: dict[str, Any] = {"min_backoff_ms": 1_000, "max_backoff_ms": 10 * 60 * 1000,
                             "time_limit_ms": 120_000, "retry_when": _retry_when}
 
 
-@job(PAYMENTS_AUTHORIZE, **_OPTIONS)
+@job(PAYMENTS_AUTHORIZE, **OPTIONS)
 def authorize(ctx: JobContext, ride_id: str) -> None:
-    payments.authorize(ctx.uow.session, _env(ctx), uuid.UUID(ride_id))
+    payments.authorize(ctx.uow.session, payment_env(ctx), uuid.UUID(ride_id))
 
 
-@job(PAYMENTS_CAPTURE, **_OPTIONS)
+@job(PAYMENTS_CAPTURE, **OPTIONS)
 def capture(ctx: JobContext, ride_id: str) -> None:
-    payments.capture(ctx.uow.session, _env(ctx), uuid.UUID(ride_id))
+    payments.capture(ctx.uow.session, payment_env(ctx), uuid.UUID(ride_id))
 
 
-@job(PAYMENTS_CANCEL, **_OPTIONS)
+@job(PAYMENTS_CANCEL, **OPTIONS)
 def cancel(ctx: JobContext, ride_id: str) -> None:
-    payments.cancel(ctx.uow.session, _env(ctx), uuid.UUID(ride_id))
+    payments.cancel(ctx.uow.session, payment_env(ctx), uuid.UUID(ride_id))
 
 
-@job(PAYMENTS_REFUND, **_OPTIONS)
+@job(PAYMENTS_REFUND, **OPTIONS)
 def refund(ctx: JobContext, ride_id: str, request_id: str, amount: int | None = None) -> None:
-    payments.refund(ctx.uow.session, _env(ctx), uuid.UUID(ride_id), request_id, amount)
+    payments.refund(ctx.uow.session, payment_env(ctx), uuid.UUID(ride_id), request_id, amount)
 
 
-@job(PAYMENTS_HANDLE_EVENT, **_OPTIONS)
+@job(PAYMENTS_HANDLE_EVENT, **OPTIONS)
 def handle_event(ctx: JobContext, event_id: str) -> None:
-    payments.handle_event(ctx.uow.session, _env(ctx), event_id)
+    payments.handle_event(ctx.uow.session, payment_env(ctx), event_id)

@@ -2,6 +2,15 @@
 
 from models.audit import AuditEntry
 from models.base import Base
+from models.bookings import (
+    LIVE_BOOKING_STATUSES,
+    Booking,
+    BookingEvent,
+    BookingStatus,
+    ProviderException,
+    ProviderHours,
+    ProviderSchedule,
+)
 from models.jobs import FailedJob, Job, JobState
 from models.payment_states import PaymentStatus
 from models.payments import LedgerEntry, LedgerKind, Payment, StripeEvent
@@ -28,10 +37,14 @@ from models.users import (
 )
 
 __all__ = [
+    "LIVE_BOOKING_STATUSES",
     "AuditEntry",
     "Base",
     "Bid",
     "BidStatus",
+    "Booking",
+    "BookingEvent",
+    "BookingStatus",
     "Driver",
     "DriverAvailability",
     "FailedJob",
@@ -45,6 +58,9 @@ __all__ = [
     "PaymentMethod",
     "PaymentStatus",
     "PhoneVerification",
+    "ProviderException",
+    "ProviderHours",
+    "ProviderSchedule",
     "RefreshToken",
     "Region",
     "RevokedSession",

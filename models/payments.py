@@ -19,12 +19,15 @@ from models.payment_states import check_move
 
 
 class Payment(Base):
-    """What the customer pays for one ride, and where that money is at Stripe."""
+    """What the customer pays for one ride or one booking, and where that money is at Stripe."""
 
     __tablename__ = "payments"
 
     id: Mapped[uuid.UUID] = uuid_pk()
-    ride_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rides.id", ondelete="CASCADE"), unique=True)
+    #: What is paid for: a ride or a booking (exactly one of them).
+    ride_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("rides.id", ondelete="CASCADE"), unique=True)
+    booking_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("bookings.id", ondelete="CASCADE"),
+                                                         unique=True)
     customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
     driver_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
     method: Mapped[str] = mapped_column(String(8))
@@ -37,6 +40,8 @@ class Payment(Base):
     application_fee: Mapped[int] = mapped_column(BigInteger)
     #: The ride's status when it was cancelled (decides release vs cancellation fee).
     cancelled_from: Mapped[str | None] = mapped_column(String(24))
+    #: The fee to take instead of the ride's policy when cancelled (a booking's, by time before start).
+    cancellation_fee: Mapped[int | None] = mapped_column(BigInteger)
     stripe_account_id: Mapped[str | None] = mapped_column(String(64))
     payment_intent_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     client_secret: Mapped[str | None] = mapped_column(String(200))
@@ -52,7 +57,14 @@ class Payment(Base):
         CheckConstraint("application_fee >= 0 AND application_fee <= amount", name="fee_in_range"),
         CheckConstraint("method IN ('card', 'cash')", name="method_known"),
         CheckConstraint("amount_refunded <= amount_captured", name="refund_within_capture"),
+        CheckConstraint("num_nonnulls(ride_id, booking_id) = 1", name="one_subject"),
     )
+
+    @property
+    def subject(self) -> str:
+        """What the payment is for, as its keys spell it: `ride:<id>` or `booking:<id>` (the prefix of
+        its idempotency and ledger keys)."""
+        return f"ride:{self.ride_id}" if self.ride_id is not None else f"booking:{self.booking_id}"
 
     def move_to(self, target: PaymentStatus, at: datetime) -> None:
         """Change the status as `models.payment_states` allows (`InvalidPaymentTransition` if not;
@@ -81,7 +93,8 @@ class LedgerEntry(Base):
     __tablename__ = "ledger_entries"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    ride_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rides.id", ondelete="RESTRICT"))
+    ride_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("rides.id", ondelete="RESTRICT"))
+    booking_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("bookings.id", ondelete="RESTRICT"))
     driver_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
     kind: Mapped[str] = mapped_column(String(32))
     amount: Mapped[int] = mapped_column(BigInteger)
@@ -92,7 +105,9 @@ class LedgerEntry(Base):
     created_at: Mapped[datetime] = created_at()
 
     __table_args__ = (Index("ix_ledger_entries_driver", "driver_id", "id"),
-                      Index("ix_ledger_entries_ride", "ride_id"))
+                      Index("ix_ledger_entries_ride", "ride_id"),
+                      Index("ix_ledger_entries_booking", "booking_id"),
+                      CheckConstraint("num_nonnulls(ride_id, booking_id) = 1", name="one_subject"))
 
 
 class StripeEvent(Base):

@@ -64,6 +64,9 @@ class Region(Base):
     name: Mapped[str] = mapped_column(String(120))
     currency: Mapped[str] = mapped_column(String(3))
     commission_rate: Mapped[Decimal] = mapped_column(Numeric(5, 4))
+    #: Time-slot bookings: the slot length and the buffer after each slot, unless a provider sets its own.
+    slot_minutes: Mapped[int] = mapped_column(default=60, server_default="60")
+    slot_buffer_minutes: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

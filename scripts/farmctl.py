@@ -21,6 +21,7 @@ from app.errors import AppError
 from app.settings import SettingsError, get_settings
 from scripts.cli.accounts import add_drivers_parsers, add_users_parsers
 from scripts.cli.audit import add_audit_parser
+from scripts.cli.bookings import add_bookings_parsers
 from scripts.cli.database import add_db_parsers
 from scripts.cli.demo import add_demo_parsers
 from scripts.cli.failed_jobs import add_jobs_parsers
@@ -41,8 +42,8 @@ from scripts.cli.regions import add_regions_parsers
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="farmctl",
-        description="Operate a Dispatch Farm: database, users, drivers, regions, failed jobs, queues and the "
-                    "audit log.",
+        description="Operate a Dispatch Farm: database, users, drivers, regions, bookings, failed jobs, "
+                    "queues and the audit log.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  farmctl db upgrade\n  farmctl users create-admin ops@example.com\n"
                "  farmctl jobs failed --since 2h\n  farmctl queues --watch\n\n" + EXIT_CODES_HELP,
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_jobs_parsers(sub)
     add_queues_parser(sub)
     add_drivers_parsers(sub)
+    add_bookings_parsers(sub)
     add_audit_parser(sub)
     return parser
 

@@ -18,11 +18,13 @@ class HoldRequest:
     """A manual-capture destination charge of the fare to the driver's connected account, the
     platform's fee kept back."""
 
-    ride_id: str
     amount: int
     currency: str
     application_fee: int
     destination: str
+    #: What is paid for: a ride or a booking (Stripe's metadata and description name it).
+    ride_id: str | None = None
+    booking_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,14 @@ def hold_params(hold: HoldRequest) -> dict[str, Any]:
     return {"amount": hold.amount, "currency": hold.currency.lower(), "capture_method": "manual",
             "transfer_data": {"destination": hold.destination},
             "application_fee_amount": hold.application_fee,
-            "metadata": {"ride_id": hold.ride_id}, "description": f"Ride {hold.ride_id}"}
+            **_subject(hold)}
+
+
+def _subject(hold: HoldRequest) -> dict[str, Any]:
+    """The metadata and description of a hold: the ride's, or the booking's."""
+    if hold.ride_id is not None:
+        return {"metadata": {"ride_id": hold.ride_id}, "description": f"Ride {hold.ride_id}"}
+    return {"metadata": {"booking_id": hold.booking_id}, "description": f"Booking {hold.booking_id}"}
 
 
 class StripeWebhooks:

@@ -18,10 +18,12 @@ from app.api.context import WebContext
 from app.api.controllers.admin import AdminController
 from app.api.controllers.auth import AuthController, me
 from app.api.controllers.bids import BidController
+from app.api.controllers.bookings import AdminBookingController, BookingController
 from app.api.controllers.drivers import DriverController
 from app.api.controllers.health import health, ready
 from app.api.controllers.payments import PaymentController
 from app.api.controllers.phone import PhoneController
+from app.api.controllers.providers import ProviderScheduleController, free_slots
 from app.api.controllers.regions import regions
 from app.api.controllers.rides import RideController
 from app.api.controllers.twilio_status import TwilioStatusController
@@ -89,7 +91,8 @@ def create_app(settings: Settings, context_factory: Callable[[], WebContext] | N
     api = Router(
         path=API_PREFIX,
         route_handlers=[AuthController, AdminController, DriverController, RideController, BidController,
-                        PaymentController, PhoneController, regions, me, *WEBHOOK_CONTROLLERS],
+                        PaymentController, PhoneController, BookingController, AdminBookingController,
+                        ProviderScheduleController, free_slots, regions, me, *WEBHOOK_CONTROLLERS],
         dependencies={"uow": Provide(provide_uow)},
     )
     root_webhooks = Router(path="/", route_handlers=list(WEBHOOK_CONTROLLERS), include_in_schema=False,

@@ -28,11 +28,13 @@ class Money(Response):
 
 class LedgerEntryOut(Response):
     id: int
-    ride_id: uuid.UUID
+    #: The ride the entry is of, or (a time-slot booking's entry) null with `bookingId` set.
+    ride_id: uuid.UUID | None
     kind: str
     amount: Money
     reference: str | None
     at: datetime
+    booking_id: uuid.UUID | None = None
 
 
 class EarningsTotal(Response):
@@ -58,7 +60,8 @@ class EarningsOut(Response):
                     for t in earnings.totals],
             items=[LedgerEntryOut(id=e.id, ride_id=e.ride_id, kind=e.kind,
                                   amount=Money(amount=e.amount, currency=e.currency),
-                                  reference=e.reference, at=e.created_at) for e in earnings.entries],
+                                  reference=e.reference, at=e.created_at, booking_id=e.booking_id)
+                   for e in earnings.entries],
         )
 
 

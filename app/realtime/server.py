@@ -25,7 +25,7 @@ from app.api.context import WebContext
 from app.api.schemas_drivers import SocketLocationIn
 from app.db import async_unit_of_work
 from app.errors import AppError, ServiceUnavailable
-from app.keys import driver_room, ride_room, user_room
+from app.keys import calendar_room, driver_room, ride_room, user_room
 from app.logging import get_logger
 from app.observability.web import SOCKET_CONNECTIONS
 from app.realtime.manager import FanOutRedisManager
@@ -73,6 +73,8 @@ class ClientNamespace(socketio.AsyncNamespace):
         "driver:location": "driver_location",
         "subscribe:ride": "subscribe_ride",
         "unsubscribe:ride": "unsubscribe_ride",
+        "subscribe:calendar": "subscribe_calendar",
+        "unsubscribe:calendar": "unsubscribe_calendar",
     }
 
     def __init__(self, context: Callable[[], WebContext]) -> None:
@@ -202,11 +204,30 @@ class ClientNamespace(socketio.AsyncNamespace):
         return {"ok": True}
 
 
-def _ride_id(data: Any) -> uuid.UUID | None:
+    async def on_subscribe_calendar(self, sid: str, data: Any = None) -> dict[str, Any]:
+        """Join `calendar:{providerId}` for its `slots:changed` (a provider's free slots are public)."""
+        provider_id = _uuid_field(data, "providerId")
+        if provider_id is None:
+            return refusal("VALIDATION_ERROR", "Give the providerId to follow.", {"providerId": "a UUID"})
+        await self.enter_room(sid, calendar_room(provider_id))
+        return {"ok": True}
+
+    async def on_unsubscribe_calendar(self, sid: str, data: Any = None) -> dict[str, Any]:
+        provider_id = _uuid_field(data, "providerId")
+        if provider_id is not None:
+            await self.leave_room(sid, calendar_room(provider_id))
+        return {"ok": True}
+
+
+def _uuid_field(data: Any, name: str) -> uuid.UUID | None:
     try:
-        return uuid.UUID(str(data["rideId"])) if isinstance(data, dict) else None
+        return uuid.UUID(str(data[name])) if isinstance(data, dict) else None
     except (KeyError, ValueError):
         return None
+
+
+def _ride_id(data: Any) -> uuid.UUID | None:
+    return _uuid_field(data, "rideId")
 
 
 def refusal(code: str, message: str, details: Any = None) -> dict[str, Any]:

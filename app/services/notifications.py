@@ -55,6 +55,16 @@ TEMPLATES: Final[dict[str, str]] = {
                     "Book again whenever you are ready.",
     "payment_expired": "Dispatch Farm: the card payment of {price} for ride {ride} was not authorized "
                        "in time, so the ride was cancelled. Please book again.",
+    # time-slot bookings (`app.services.bookings.notices`)
+    "slot_confirmed": "Dispatch Farm: booking {booking}{service_text} is confirmed for {when}. "
+                      "We will remind you before it starts.",
+    "slot_booked": "Dispatch Farm: new booking {booking}{service_text} for {when}.",
+    "booking_reminder": "Dispatch Farm: reminder, booking {booking}{service_text} starts in {lead}, "
+                        "at {when}.",
+    "booking_cancelled": "Dispatch Farm: booking {booking} for {when} was cancelled by {by}."
+                         "{fee_text}{reason}",
+    "booking_payment_failed": "Dispatch Farm: the card payment of {price} for booking {booking} failed. "
+                              "Please check your card in the app.",
     # The code is in the body only (never in `params`), and the body is redacted once sent.
     "phone_code": "Dispatch Farm: your verification code is {code}. It expires in {minutes} minutes. "
                   "Never share it.",
@@ -89,7 +99,14 @@ def place(address: str | None, lat: float, lng: float) -> str:
 def render(template: str, params: Mapping[str, Any]) -> str:
     """The body of `template` for these params (`KeyError` names what a template is missing)."""
     shown: dict[str, Any] = {"ride": short_ride(params["rideId"])} if "rideId" in params else {}
-    for key in ("vehicleType", "pickup", "dropoff", "etaMinutes", "count", "by", "code", "minutes"):
+    if "bookingId" in params:
+        shown["booking"] = short_ride(params["bookingId"])
+    service = " ".join(str(params.get("service") or "").split())
+    shown["service_text"] = f" ({service if len(service) <= 24 else service[:21] + '...'})" if service else ""
+    shown["fee_text"] = (f" A fee of {money(int(params['feeAmount']), str(params['currency']))} was charged."
+                         if params.get("feeAmount") else "")
+    for key in ("vehicleType", "pickup", "dropoff", "etaMinutes", "count", "by", "code", "minutes", "when",
+                "lead"):
         if key in params:
             shown[{"vehicleType": "vehicle", "etaMinutes": "eta"}.get(key, key)] = params[key]
     if "amount" in params:
@@ -286,6 +303,15 @@ def payment_failed(session: Session, *, ride_id: uuid.UUID, customer_id: uuid.UU
     return notify(session, user_id=customer_id, template="payment_failed",
                   dedupe_key=ride_key(ride_id, "payment_failed", failure_key), settings=settings,
                   params={"rideId": str(ride_id), "amount": amount, "currency": currency})
+
+
+def booking_payment_failed(session: Session, *, booking_id: uuid.UUID, customer_id: uuid.UUID,
+                           amount: int, currency: str, failure_key: str,
+                           settings: TwilioSettings | None) -> bool:
+    """`payment_failed` for a time-slot booking's card hold."""
+    return notify(session, user_id=customer_id, template="booking_payment_failed",
+                  dedupe_key=f"booking:{booking_id}:payment_failed:{failure_key}", settings=settings,
+                  params={"bookingId": str(booking_id), "amount": amount, "currency": currency})
 
 
 async def payment_failed_async(session: AsyncSession, *, ride_id: uuid.UUID, customer_id: uuid.UUID,

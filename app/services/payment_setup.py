@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.adapters.payment_gateway import IntentState, PaymentGateway
@@ -59,7 +59,7 @@ async def client_intent(sessions: Sessions, gateway: PaymentGateway, customer: P
         hold = hold_params_of(payment)
     state = await gateway.create_hold_async(hold, idempotency_key=hold_key(ride_id))
     async with short_transaction(sessions, lock_timeout_ms=lock_timeout_ms) as session:
-        recorded = await _record_intent(session, ride_id, state)
+        recorded = await record_intent(session, Payment.ride_id == ride_id, state)
     if recorded is not None:
         return recorded
     # The payment closed meanwhile (the ride was cancelled before any intent was recorded): the
@@ -83,7 +83,8 @@ async def _payable(session: AsyncSession, customer: Principal, ride_id: uuid.UUI
     return payment
 
 
-async def _record_intent(session: AsyncSession, ride_id: uuid.UUID, state: IntentState) -> IntentView | None:
+async def record_intent(session: AsyncSession, subject: ColumnElement[bool],
+                        state: IntentState) -> IntentView | None:
     """Compare-and-set: record the intent only on an open payment with no client secret yet (never
     over what the job or a concurrent caller recorded); else answer with what is recorded.
     None when the payment closed without an intent. (An open payment may take any intent state:
@@ -91,7 +92,7 @@ async def _record_intent(session: AsyncSession, ride_id: uuid.UUID, state: Inten
     mapped = INTENT_STATUSES.get(state.status)
     row = (await session.execute(
         update(Payment)
-        .where(Payment.ride_id == ride_id, Payment.client_secret.is_(None),
+        .where(subject, Payment.client_secret.is_(None),
                Payment.status.in_(OPEN_STATUSES),
                Payment.payment_intent_id.is_(None) | (Payment.payment_intent_id == state.id))
         .values(payment_intent_id=state.id, client_secret=state.client_secret,
@@ -100,13 +101,11 @@ async def _record_intent(session: AsyncSession, ride_id: uuid.UUID, state: Inten
         .returning(Payment.client_secret, Payment.status)
     )).first()
     if row is None:
-        row = (await session.execute(select(Payment.client_secret, Payment.status)
-                                     .where(Payment.ride_id == ride_id))).first()
+        row = (await session.execute(select(Payment.client_secret, Payment.status).where(subject))).first()
         if row is None or row[0] is None:
             return None
     else:
-        log.info("payments.hold_created", ride_id=str(ride_id), intent=state.id, status=state.status,
-                 by="intent_route")
+        log.info("payments.hold_created", intent=state.id, status=state.status, by="intent_route")
     return IntentView(client_secret=row[0] or "", status=row[1])
 
 

@@ -18,6 +18,7 @@ from app.settings.access import (
     PhoneSettings,
 )
 from app.settings.auth import PLACEHOLDER_MARKERS, key_id_of
+from app.settings.bookings import BookingSettings
 from app.settings.declare import SettingsError
 from app.settings.infrastructure import (
     AutoscaleSettings,
@@ -47,6 +48,7 @@ __all__ = [
     "PLACEHOLDER_MARKERS",
     "AuthSettings",
     "AutoscaleSettings",
+    "BookingSettings",
     "Bucket",
     "ClockSettings",
     "DatabaseSettings",

@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar, get_type_hints
 from app.settings import rules
 from app.settings.access import AuthSettings, LimitSettings, PhoneSettings
 from app.settings.auth import signing_keys, trusted_proxies
+from app.settings.bookings import BookingSettings
 from app.settings.declare import Spec, part_spec, setting, spec_of
 from app.settings.infrastructure import (
     AutoscaleSettings,
@@ -54,6 +55,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     stripe: StripeSettings = field(default_factory=StripeSettings)
     pricing: PricingSettings = field(default_factory=PricingSettings)
+    bookings: BookingSettings = field(default_factory=BookingSettings)
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)

@@ -75,6 +75,8 @@ def parse(kind: Any, name: str, value: str) -> Any:
         item = get_args(kind)[0]
         if item is float:
             return _floats(name, value)
+        if item is int:
+            return tuple(_integer(name, part.strip()) for part in value.split(",") if part.strip())
         if item is str or get_origin(item) in (Union, UnionType):
             return tuple(part.strip() for part in value.split(",") if part.strip())
     parser = _PARSERS.get(kind)

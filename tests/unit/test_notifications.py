@@ -30,6 +30,13 @@ PARAMS: dict[str, dict[str, Any]] = {
     "bids_expired": {"pickup": place(LONG_ADDRESS, 0, 0)},
     "payment_expired": {"amount": 123456, "currency": "EUR", "pickup": place(LONG_ADDRESS, 0, 0)},
     "phone_code": {"code": "123456", "minutes": 10},
+    "slot_confirmed": {"bookingId": str(RIDE), "when": "Sat 06 Dec 09:00 CEST", "service": "x" * 120},
+    "slot_booked": {"bookingId": str(RIDE), "when": "Sat 06 Dec 09:00 CEST", "service": "x" * 120},
+    "booking_reminder": {"bookingId": str(RIDE), "when": "Sat 06 Dec 09:00 CEST", "service": "x" * 120,
+                         "lead": "24 hours"},
+    "booking_cancelled": {"bookingId": str(RIDE), "when": "Sat 06 Dec 09:00 CEST", "by": "the provider",
+                          "feeAmount": 123456, "currency": "EUR", "reason": "x" * 300},
+    "booking_payment_failed": {"bookingId": str(RIDE), "amount": 123456, "currency": "EUR"},
 }
 GSM7 = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
            "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")

@@ -33,12 +33,21 @@ def hold_key(ride_id: uuid.UUID | str) -> str:
     return f"ride:{ride_id}:hold"
 
 
+def hold_key_of(payment: Payment) -> str:
+    """The idempotency key of a payment's hold: `hold_key` for a ride's, `booking:<id>:hold` for a
+    booking's."""
+    return f"{payment.subject}:hold"
+
+
 def hold_params_of(payment: Payment) -> HoldRequest:
-    """The ride's hold: the fare, to the driver's connected account, the platform's fee kept back."""
+    """The hold of a ride or a booking: the price, to the driver's connected account, the platform's
+    fee kept back."""
     if not payment.stripe_account_id:
         raise Conflict("The driver has no Connect account.", details={"driverId": str(payment.driver_id)})
-    return HoldRequest(ride_id=str(payment.ride_id), amount=payment.amount, currency=payment.currency,
-                       application_fee=payment.application_fee, destination=payment.stripe_account_id)
+    return HoldRequest(amount=payment.amount, currency=payment.currency,
+                       application_fee=payment.application_fee, destination=payment.stripe_account_id,
+                       ride_id=None if payment.ride_id is None else str(payment.ride_id),
+                       booking_id=None if payment.booking_id is None else str(payment.booking_id))
 
 
 def apply_intent(payment: Payment, state: IntentState) -> None:

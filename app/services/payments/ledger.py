@@ -53,21 +53,23 @@ def write(session: Session, payment: Payment, entries: Iterable[Entry]) -> None:
     """Write the entries of the payment's ride; one already written (same key) is left as it is."""
     for entry in entries:
         session.execute(insert(LedgerEntry).values(
-            ride_id=payment.ride_id, driver_id=payment.driver_id, kind=entry.kind.value,
-            amount=entry.amount, currency=payment.currency, reference=entry.reference,
+            ride_id=payment.ride_id, booking_id=payment.booking_id, driver_id=payment.driver_id,
+            kind=entry.kind.value, amount=entry.amount, currency=payment.currency, reference=entry.reference,
             dedupe_key=entry.key,
         ).on_conflict_do_nothing(index_elements=["dedupe_key"]))
 
 
-def platform_totals(session: Session, ride_id: uuid.UUID) -> PlatformTotals:
-    """(the fee the platform took, what of it was refunded so far), from the ride's ledger."""
+def platform_totals(session: Session, payment: Payment) -> PlatformTotals:
+    """(the fee the platform took, what of it was refunded so far), from the ledger of the payment's
+    ride or booking."""
     def total(kind: LedgerKind) -> Any:
         return func.coalesce(func.sum(case((LedgerEntry.kind == kind.value, LedgerEntry.amount),
                                            else_=0)), 0)
 
     fee, refunded = session.execute(
         select(total(LedgerKind.PLATFORM_COMMISSION), total(LedgerKind.PLATFORM_REFUND))
-        .where(LedgerEntry.ride_id == ride_id)
+        .where(LedgerEntry.ride_id == payment.ride_id if payment.ride_id is not None
+               else LedgerEntry.booking_id == payment.booking_id)
     ).one()
     return PlatformTotals(fee=int(fee), refunded=-int(refunded))
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.adapters.payment_gateway import PaymentGateway
 from app.keys import ride_room
 from app.logging import get_logger
-from app.services.notifications import payment_failed
+from app.services.notifications import booking_payment_failed, payment_failed
 from app.services.payments import ledger, settlement
 from app.services.payments.policy import cancellation_fee_rate
 from app.settings import Settings
@@ -62,12 +62,19 @@ def carry_out(session: Session, env: JobEnv, payment: Payment, outcome: settleme
     ledger.write(session, payment, outcome.entries)
     if outcome.failure is not None:
         # Told once per failed PaymentIntent (a retry on a new intent is told again).
-        log.info("payments.failed", ride_id=str(payment.ride_id), reason=outcome.failure or "declined")
-        payment_failed(session, ride_id=payment.ride_id, customer_id=payment.customer_id,
-                       amount=payment.amount, currency=payment.currency,
-                       failure_key=payment.payment_intent_id or "no-intent", settings=env.settings.twilio)
-    if outcome.update:
-        emit_update(payment, env)
+        log.info("payments.failed", subject=payment.subject, reason=outcome.failure or "declined")
+        failure_key = payment.payment_intent_id or "no-intent"
+        if payment.ride_id is not None:
+            payment_failed(session, ride_id=payment.ride_id, customer_id=payment.customer_id,
+                           amount=payment.amount, currency=payment.currency, failure_key=failure_key,
+                           settings=env.settings.twilio)
+        else:
+            assert payment.booking_id is not None
+            booking_payment_failed(session, booking_id=payment.booking_id, customer_id=payment.customer_id,
+                                   amount=payment.amount, currency=payment.currency,
+                                   failure_key=failure_key, settings=env.settings.twilio)
+    if outcome.update and payment.ride_id is not None:
+        emit_update(payment, env)  # a booking's payment is told by its `booking:status`
     return outcome.result
 
 
@@ -102,6 +109,6 @@ def refund(session: Session, env: JobEnv, ride_id: uuid.UUID, request_id: str, a
     payment = lock_payment(session, ride_id)
     if payment is None:
         return "skipped"
-    totals = ledger.platform_totals(session, ride_id)
+    totals = ledger.platform_totals(session, payment)
     outcome = settlement.give_back(payment, env.gateway, totals, request_id, amount)
     return carry_out(session, env, payment, outcome)

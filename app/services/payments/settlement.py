@@ -18,7 +18,7 @@ from decimal import Decimal
 from app.adapters.payment_gateway import ChargeState, IntentState, PaymentGateway
 from app.errors import ProviderError
 from app.logging import get_logger
-from app.services.payments.intents import OPEN_STATUSES, apply_intent, fee_taken, hold_key, hold_params_of
+from app.services.payments.intents import OPEN_STATUSES, apply_intent, fee_taken, hold_key_of, hold_params_of
 from app.services.payments.ledger import Entry, PlatformTotals
 from app.services.payments.policy import commission, late_cancellation_fee, split_refund
 from models import LedgerKind, Payment, PaymentMethod, PaymentStatus, RideStatus
@@ -46,15 +46,22 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _ids(payment: Payment) -> dict[str, str]:
+    """The log fields naming what the payment is for."""
+    if payment.ride_id is not None:
+        return {"ride_id": str(payment.ride_id)}
+    return {"booking_id": str(payment.booking_id)}
+
+
 # --- the ledger's side of Stripe's answers ---------------------------------------------------------
 def record_capture(payment: Payment, captured: int, fee: int) -> list[Entry]:
     """Stripe captured `captured` (of which `fee` is the platform's): its two entries, once."""
     if payment.amount_captured >= captured and payment.status != PaymentStatus.AUTHORIZED.value:
         return []
-    key, reference = f"ride:{payment.ride_id}:capture", payment.payment_intent_id
+    key, reference = f"{payment.subject}:capture", payment.payment_intent_id
     payment.move_to(PaymentStatus.CAPTURED, _now())
     payment.amount_captured = captured
-    log.info("payments.captured", ride_id=str(payment.ride_id), amount=captured, fee=fee)
+    log.info("payments.captured", **_ids(payment), amount=captured, fee=fee)
     return [Entry(LedgerKind.DRIVER_EARNING, captured - fee, f"{key}:driver", reference),
             Entry(LedgerKind.PLATFORM_COMMISSION, fee, f"{key}:platform", reference)]
 
@@ -69,11 +76,11 @@ def sync_refunds(payment: Payment, refunded_total: int, charge_id: str,
     split = split_refund(refunded_before=payment.amount_refunded, refunded_total=refunded_total,
                          captured=payment.amount_captured, fee=totals.fee, platform_before=totals.refunded,
                          currency=payment.currency)
-    key = f"ride:{payment.ride_id}:refunded_to:{refunded_total}"
+    key = f"{payment.subject}:refunded_to:{refunded_total}"
     full = refunded_total >= payment.amount_captured
     payment.move_to(PaymentStatus.REFUNDED if full else PaymentStatus.PARTIALLY_REFUNDED, _now())
     payment.amount_refunded = refunded_total
-    log.info("payments.refunded", ride_id=str(payment.ride_id), amount=delta, total=refunded_total)
+    log.info("payments.refunded", **_ids(payment), amount=delta, total=refunded_total)
     return [Entry(LedgerKind.DRIVER_REFUND, -split.driver, f"{key}:driver", charge_id),
             Entry(LedgerKind.PLATFORM_REFUND, -split.platform, f"{key}:platform", charge_id)]
 
@@ -87,9 +94,9 @@ def hold(payment: Payment, ride_status: RideStatus | None, gateway: Gateway) -> 
         return Outcome("done")
     if ride_status in (RideStatus.CANCELLED, RideStatus.COMPLETED):
         return Outcome("skipped")  # `payments.cancel` / `payments.capture` decide what happens now
-    state = gateway().create_hold(hold_params_of(payment), idempotency_key=hold_key(payment.ride_id))
+    state = gateway().create_hold(hold_params_of(payment), idempotency_key=hold_key_of(payment))
     apply_intent(payment, state)
-    log.info("payments.hold_created", ride_id=str(payment.ride_id), intent=state.id, status=state.status)
+    log.info("payments.hold_created", **_ids(payment), intent=state.id, status=state.status)
     return Outcome(payment.status, update=True)
 
 
@@ -100,7 +107,7 @@ def take_fare(payment: Payment, gateway: Gateway) -> Outcome:
         if payment.status != PaymentStatus.PENDING.value:
             return Outcome(payment.status)
         owed = Entry(LedgerKind.CASH_COMMISSION_OWED, payment.application_fee,
-                     f"ride:{payment.ride_id}:cash_commission", None)
+                     f"{payment.subject}:cash_commission", None)
         payment.move_to(PaymentStatus.CASH_DUE, _now())
         return Outcome(payment.status, [owed], update=True)
     if payment.status == PaymentStatus.CAPTURED.value or payment.amount_captured:
@@ -108,19 +115,19 @@ def take_fare(payment: Payment, gateway: Gateway) -> Outcome:
     stripe = gateway()
     if payment.payment_intent_id is None:
         apply_intent(payment, stripe.create_hold(hold_params_of(payment),
-                                                 idempotency_key=hold_key(payment.ride_id)))
+                                                 idempotency_key=hold_key_of(payment)))
     assert payment.payment_intent_id is not None
     state = stripe.retrieve_intent(payment.payment_intent_id)
     if state.status == "requires_capture":
         state = stripe.capture(state.id, amount=payment.amount, application_fee=payment.application_fee,
-                               idempotency_key=f"ride:{payment.ride_id}:capture")
+                               idempotency_key=f"{payment.subject}:capture")
     if state.status == "succeeded":
         entries = record_capture(payment, state.amount_received, fee_taken(state, payment))
         return Outcome(payment.status, entries, update=True)
     # never authorized: the customer did not confirm the card (or it was declined)
     payment.move_to(PaymentStatus.FAILED, _now())
     payment.last_error = state.last_error or f"not authorized (PaymentIntent {state.status})"
-    log.warning("payments.capture_impossible", ride_id=str(payment.ride_id), intent_status=state.status)
+    log.warning("payments.capture_impossible", **_ids(payment), intent_status=state.status)
     return Outcome(payment.status, failure=payment.last_error, update=True)
 
 
@@ -137,21 +144,22 @@ def close(payment: Payment, gateway: Gateway, fee_rate: Decimal) -> Outcome:
         return _cancel_unheld(payment)  # nothing was ever held
     stripe = gateway()
     state = stripe.retrieve_intent(payment.payment_intent_id)
-    fee = late_cancellation_fee(payment.amount, payment.currency, payment.cancelled_from, fee_rate)
+    fee = (payment.cancellation_fee if payment.cancellation_fee is not None
+           else late_cancellation_fee(payment.amount, payment.currency, payment.cancelled_from, fee_rate))
     entries: list[Entry] = []
     if state.status == "requires_capture" and fee > 0:
         fee_commission = commission(fee, Decimal(payment.commission_rate), payment.currency)
         state = stripe.capture(state.id, amount=fee, application_fee=fee_commission,
-                               idempotency_key=f"ride:{payment.ride_id}:cancellation_fee")
+                               idempotency_key=f"{payment.subject}:cancellation_fee")
         entries = record_capture(payment, state.amount_received, fee_commission)
-        log.info("payments.cancellation_fee", ride_id=str(payment.ride_id), fee=fee)
+        log.info("payments.cancellation_fee", **_ids(payment), fee=fee)
     elif state.status == "succeeded":
         entries = record_capture(payment, state.amount_received, fee_taken(state, payment))
     elif state.status != "canceled":
-        state = stripe.cancel(state.id, idempotency_key=f"ride:{payment.ride_id}:release")
+        state = stripe.cancel(state.id, idempotency_key=f"{payment.subject}:release")
     if state.status == "canceled":
         payment.move_to(PaymentStatus.RELEASED, _now())
-        log.info("payments.released", ride_id=str(payment.ride_id))
+        log.info("payments.released", **_ids(payment))
     return Outcome(payment.status, entries, update=True)
 
 
@@ -173,7 +181,7 @@ def give_back(payment: Payment, gateway: Gateway, totals: PlatformTotals, reques
     state = stripe.retrieve_intent(payment.payment_intent_id)
     try:
         stripe.refund(state.id, amount=min(amount or refundable, refundable), ride_id=str(payment.ride_id),
-                      idempotency_key=f"ride:{payment.ride_id}:refund:{request_id}")
+                      idempotency_key=f"{payment.subject}:refund:{request_id}")
     except ProviderError as exc:
         if exc.transient:
             raise

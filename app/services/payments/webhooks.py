@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from app.adapters.payment_gateway import WebhookVerifier
 from app.errors import ValidationFailed
-from app.keys import PAYMENTS_HANDLE_EVENT
+from app.keys import BOOKINGS_SETTLE, PAYMENTS_HANDLE_EVENT
 from app.logging import get_logger
-from app.outbox import INSERT_JOB
+from app.outbox import INSERT_JOB, add_job
 from app.services.payments import ledger, settlement
 from app.services.payments.operations import JobEnv, carry_out, emit_update, lock_payment
 from app.statements import StatementPool
@@ -83,7 +83,7 @@ def handle_event(session: Session, env: JobEnv, event_id: str) -> str:
     kind = event.type
     outcome = "ignored"
     if kind.startswith("payment_intent."):
-        outcome = _on_intent(session, env, str(obj.get("id")), (obj.get("metadata") or {}).get("ride_id"))
+        outcome = _on_intent(session, env, str(obj.get("id")), obj.get("metadata") or {})
     elif kind == "charge.refunded":
         outcome = _on_charge_refunded(session, env, str(obj.get("id")))
     elif kind == "charge.dispute.created":
@@ -95,22 +95,34 @@ def handle_event(session: Session, env: JobEnv, event_id: str) -> str:
     return outcome
 
 
-def _payment_for_intent(session: Session, intent_id: str, ride_id: str | None) -> Payment | None:
+def _payment_for_intent(session: Session, intent_id: str, ride_id: str | None,
+                        booking_id: str | None = None) -> Payment | None:
     payment = session.scalar(select(Payment).where(Payment.payment_intent_id == intent_id).with_for_update())
     if payment is None and ride_id:
         try:
             payment = lock_payment(session, uuid.UUID(ride_id))
         except ValueError:
             return None
+    if payment is None and booking_id:
+        try:
+            payment = session.scalar(select(Payment).where(Payment.booking_id == uuid.UUID(booking_id))
+                                     .with_for_update())
+        except ValueError:
+            return None
     return payment
 
 
-def _on_intent(session: Session, env: JobEnv, intent_id: str, ride_id: str | None) -> str:
-    payment = _payment_for_intent(session, intent_id, ride_id)
+def _on_intent(session: Session, env: JobEnv, intent_id: str, metadata: dict[str, Any]) -> str:
+    payment = _payment_for_intent(session, intent_id, metadata.get("ride_id"), metadata.get("booking_id"))
     if payment is None:
         return "no payment"
     state = env.gateway().retrieve_intent(intent_id)
-    return carry_out(session, env, payment, settlement.follow_intent(payment, state))
+    outcome = carry_out(session, env, payment, settlement.follow_intent(payment, state))
+    if payment.booking_id is not None:
+        # The booking follows its payment in its own job (booking row first, then the payment).
+        add_job(session, BOOKINGS_SETTLE, str(payment.booking_id),
+                dedupe_key=f"booking:{payment.booking_id}:settle:payment:{payment.status}")
+    return outcome
 
 
 def _on_charge_refunded(session: Session, env: JobEnv, charge_id: str) -> str:
@@ -120,7 +132,7 @@ def _on_charge_refunded(session: Session, env: JobEnv, charge_id: str) -> str:
     payment = _payment_for_intent(session, charge.payment_intent, None)
     if payment is None:
         return "no payment"
-    totals = ledger.platform_totals(session, payment.ride_id)
+    totals = ledger.platform_totals(session, payment)
     return carry_out(session, env, payment, settlement.follow_charge(payment, charge, env.gateway, totals))
 
 

@@ -1,0 +1,151 @@
+"""`POST /bookings`: hold a provider's time for the customer while it pays.
+
+The hold is one transaction: holds of the same time that lapsed are released first (a hold past
+its `holdExpiresAt` keeps nothing, even before its expiry job ran), then the booking is inserted.
+**PostgreSQL decides who gets the time**: the exclusion constraint `ex_bookings_no_overlap` refuses
+a booking whose `blocked` range overlaps a live one of the provider, so of any number of
+concurrent holds of overlapping times exactly one commits and the others answer 409 `CONFLICT`
+(reason `SLOT_TAKEN`) — there is no read-then-write check to race.
+
+The same transaction writes the first history row, the payment (the provider is paid like a
+ride's driver: a destination charge, the region's commission), the hold's expiry as a due job
+(`bookings.expire_hold` at `holdExpiresAt`) and, for a card, `bookings.settle`, which creates the
+PaymentIntent (manual capture) at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import Range, insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.errors import Conflict, PaymentsDisabled, ValidationFailed
+from app.keys import BOOKINGS_EXPIRE_HOLD, BOOKINGS_SETTLE
+from app.outbox import add_job
+from app.services.bookings import slots
+from app.services.bookings.calendar import Calendar, load_calendar
+from app.services.bookings.effects import Effects, record
+from app.services.bookings.moves import BookingState, made, move
+from app.services.payments.policy import commission
+from app.services.ride_moves import BY_SYSTEM, Mover
+from app.settings import Settings
+from models import Booking, BookingStatus, Driver, Payment, PaymentStatus
+from models.booking_states import CUSTOMER
+
+#: The reason a lapsed hold's history gives.
+HOLD_LAPSED: str = "the hold expired before the booking was confirmed"
+#: The SQLSTATE of an exclusion constraint's refusal.
+EXCLUSION_VIOLATION = "23P01"
+
+
+@dataclass(frozen=True)
+class HoldRequest:
+    provider_id: uuid.UUID
+    start: datetime
+    end: datetime
+    payment_method: str
+    service: str | None = None
+
+
+def hold(session: Session, settings: Settings, customer_id: uuid.UUID, request: HoldRequest, *,
+         now: datetime, effects: Effects) -> uuid.UUID:
+    """Hold the time for the customer; the booking's id (`Conflict` if the time is taken)."""
+    calendar = load_calendar(session, request.provider_id)
+    slot_count = _check_request(calendar, settings, request, now)
+    account = _payee_account(session, settings, request)
+    blocked = slots.blocked_range(calendar.schedule, request.start, request.end)
+    release_lapsed(session, request.provider_id, blocked, now=now, effects=effects)
+    booking_id = uuid.uuid4()
+    amount = calendar.price_amount * slot_count
+    expires = now + timedelta(seconds=settings.bookings.hold_ttl_s)
+    try:
+        with session.begin_nested():
+            session.execute(insert(Booking).values(
+                id=booking_id, customer_id=customer_id, provider_id=request.provider_id,
+                region_code=calendar.region_code, service=request.service, starts_at=request.start,
+                ends_at=request.end, blocked=Range(*blocked, bounds="[)"),
+                time_zone=calendar.schedule.time_zone,
+                status=BookingStatus.HELD.value, payment_method=request.payment_method, amount=amount,
+                currency=calendar.currency, hold_expires_at=expires, created_at=now, updated_at=now,
+            ))
+    except IntegrityError as exc:
+        if getattr(exc.orig, "sqlstate", None) != EXCLUSION_VIOLATION:
+            raise
+        raise Conflict("This time is no longer free; pick another slot.",
+                       details={"reason": "SLOT_TAKEN", "providerId": str(request.provider_id)}) from exc
+    state = BookingState(booking_id, BookingStatus.HELD, customer_id, request.provider_id, request.start,
+                         request.end)
+    record(session, effects, made(state, by=Mover(CUSTOMER, customer_id), at=now))
+    session.add(Payment(
+        booking_id=booking_id, customer_id=customer_id, driver_id=request.provider_id,
+        method=request.payment_method, status=PaymentStatus.PENDING.value, amount=amount,
+        currency=calendar.currency, commission_rate=calendar.commission_rate,
+        application_fee=commission(amount, calendar.commission_rate, calendar.currency),
+        stripe_account_id=account, created_at=now, updated_at=now,
+    ))
+    add_job(session, BOOKINGS_EXPIRE_HOLD, str(booking_id), due_at=expires,
+            dedupe_key=f"booking:{booking_id}:expire")
+    if request.payment_method == "card":
+        add_job(session, BOOKINGS_SETTLE, str(booking_id), dedupe_key=f"booking:{booking_id}:settle:HELD")
+    return booking_id
+
+
+def _check_request(calendar: Calendar, settings: Settings, request: HoldRequest, now: datetime) -> int:
+    """The number of slots the request spans, once it is a bookable time (else 400 / 409)."""
+    length = request.end - request.start
+    slot = timedelta(minutes=calendar.schedule.slot_minutes)
+    if length <= timedelta(0) or length % slot:
+        raise ValidationFailed(
+            f"A booking lasts a whole number of this provider's slots "
+            f"({calendar.schedule.slot_minutes} minutes each).",
+            details={"end": "must be start plus a whole number of slots",
+                     "slotMinutes": calendar.schedule.slot_minutes})
+    if request.start <= now:
+        raise ValidationFailed("A booking starts in the future.", details={"start": "must be in the future"})
+    if request.start > now + timedelta(days=settings.bookings.horizon_days):
+        raise ValidationFailed(f"Bookings open {settings.bookings.horizon_days} days ahead.",
+                               details={"start": f"must be within {settings.bookings.horizon_days} days"})
+    if not slots.within_hours(calendar.schedule, request.start, request.end):
+        raise Conflict("The provider does not work at that time; pick one of its free slots.",
+                       details={"reason": "OUTSIDE_WORKING_HOURS"})
+    return length // slot
+
+
+def _payee_account(session: Session, settings: Settings, request: HoldRequest) -> str | None:
+    """For a card booking: the provider's Connect account, ready to be paid (else 409)."""
+    if request.payment_method != "card":
+        return None
+    if not settings.stripe.enabled:
+        raise PaymentsDisabled()
+    row = session.execute(select(Driver.stripe_account_id, Driver.charges_enabled, Driver.payouts_enabled)
+                          .where(Driver.user_id == request.provider_id)).first()
+    if row is None or not row[0] or not (row[1] and row[2]):
+        raise Conflict("This provider can't be paid by card yet (Stripe payouts not enabled); book it "
+                       "for cash.", details={"reason": "DRIVER_PAYOUTS_NOT_ENABLED",
+                                             "providerId": str(request.provider_id)})
+    return str(row[0])
+
+
+def release_lapsed(session: Session, provider_id: uuid.UUID, blocked: tuple[datetime, datetime], *,
+                   now: datetime, effects: Effects) -> int:
+    """Expire the provider's holds in `blocked` whose `holdExpiresAt` has passed (what their expiry
+    job would do: `EXPIRED`, and `bookings.settle` releases the card hold); how many."""
+    lapsed = session.execute(
+        update(Booking)
+        .where(Booking.provider_id == provider_id, Booking.status == BookingStatus.HELD.value,
+               Booking.hold_expires_at <= now, Booking.blocked.overlaps(Range(*blocked, bounds="[)")))
+        .values(status=BookingStatus.EXPIRED.value, updated_at=now)
+        .returning(Booking.id, Booking.customer_id, Booking.starts_at, Booking.ends_at)
+    ).all()
+    for row in lapsed:
+        before = BookingState(row.id, BookingStatus.HELD, row.customer_id, provider_id, row.starts_at,
+                              row.ends_at)
+        moved = move(before, BookingStatus.EXPIRED, by=BY_SYSTEM, at=now, reason=HOLD_LAPSED)
+        record(session, effects, moved)
+        add_job(session, BOOKINGS_SETTLE, str(row.id), dedupe_key=f"booking:{row.id}:settle:EXPIRED")
+    return len(lapsed)
