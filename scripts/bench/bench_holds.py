@@ -35,6 +35,7 @@ import httpx
 from scripts.bench.generators import run_wrk_json
 from scripts.bench.harness import BenchError, register_user, say
 from scripts.bench.measure import print_table, split_cpus
+from scripts.bench.profiling import start_profiler, wait_for_profile
 from scripts.bench.session import BenchSession, run_on_stack
 
 SCRIPT = Path(__file__).resolve().with_name("holds.lua")
@@ -52,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--providers", type=int, default=50, help="providers in the spread phase (default 50)"
     )
     parser.add_argument("--no-pin", action="store_true", help="let the OS place wrk and the web process")
+    parser.add_argument("--profile", type=Path, metavar="PATH",
+                        help="also sample the web process with py-spy during the spread phase (.svg, .txt, "
+                             ".json); py-spy takes CPU too, so figures from such a run are lower")
     args = parser.parse_args(argv)
     if min(args.duration, args.connections, args.providers) < 1:
         parser.error("--duration, --connections and --providers must be positive")
@@ -183,10 +187,14 @@ def measure(args: argparse.Namespace, session: BenchSession) -> Measured:
         cpus=wrk_cpus,
     )
     warm_rows = db.execute("SELECT count(*) FROM bookings").fetchone()[0]  # type: ignore[index]
+    py_spy = session.py_spy
+    profiler = start_profiler(py_spy, web.pid, args.duration, args.profile) if py_spy else None
     phases = [
         run_phase(session, url, "spread", spread, args, wrk_cpus),
         run_phase(session, url, "contended", hot, args, wrk_cpus),
     ]
+    if profiler is not None and not wait_for_profile(profiler, args.profile):
+        raise BenchError("py-spy did not write the profile")
     rows = db.execute("SELECT count(*) FROM bookings").fetchone()[0] - warm_rows  # type: ignore[index]
     overlaps = db.execute(
         "SELECT count(*) FROM bookings a JOIN bookings b ON a.provider_id = b.provider_id"
@@ -241,7 +249,7 @@ def report(args: argparse.Namespace, measured: Measured) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    measured = run_on_stack(lambda session: measure(args, session), wrk=True)
+    measured = run_on_stack(lambda session: measure(args, session), wrk=True, py_spy=bool(args.profile))
     if measured is None:
         return 2
     report(args, measured)

@@ -76,9 +76,9 @@ class BookingController(Controller):
         principal.require_role(Role.CUSTOMER)
         settings, now = web_context(state).settings, datetime.now(UTC)
         request = data.to_request()
-        booking_id = await run(uow, state, lambda s, fx: holds.hold(s, settings, principal.id, request,
-                                                                    now=now, effects=fx))
-        return await _view(uow, caller_of(principal), booking_id)
+        held = await run(uow, state, lambda s, fx: holds.hold(s, settings, principal.id, request, now=now,
+                                                              effects=fx))
+        return BookingOut.of(held)
 
     @get("/")
     async def list(self, uow: UnitOfWorkDep, principal: CallerDep, cursor: Cursor = None,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import Range, insert
 from sqlalchemy.orm import Session
 
@@ -57,38 +57,47 @@ class ScheduleRequest:
     exceptions: Sequence[slots.DayException]
 
 
+#: A provider's schedule, its region, its week and its exceptions, in one round trip.
+_CALENDAR = text("""
+SELECT s.time_zone, s.slot_minutes, s.buffer_minutes, s.price_amount, r.code, r.currency, r.commission_rate,
+       r.slot_minutes AS region_slot_minutes, r.slot_buffer_minutes AS region_buffer_minutes,
+       (SELECT coalesce(json_agg(json_build_array(h.weekday, h.start_time, h.end_time)
+                                 ORDER BY h.weekday, h.start_time), '[]')
+        FROM provider_hours h WHERE h.provider_id = s.provider_id) AS hours,
+       (SELECT coalesce(json_agg(json_build_array(e.day, e.start_time, e.end_time)
+                                 ORDER BY e.day, e.start_time), '[]')
+        FROM provider_exceptions e WHERE e.provider_id = s.provider_id) AS days
+FROM provider_schedules s JOIN regions r ON r.code = s.region_code
+WHERE s.provider_id = :provider_id
+""")
+
+
 def load_calendar(session: Session, provider_id: uuid.UUID) -> Calendar:
     """The provider's calendar (`NotFound` if it takes no bookings)."""
-    row = session.execute(
-        select(ProviderSchedule, Region).join(Region, Region.code == ProviderSchedule.region_code)
-        .where(ProviderSchedule.provider_id == provider_id)
-    ).first()
+    row = session.execute(_CALENDAR, {"provider_id": provider_id}).first()
     if row is None:
         raise NotFound("This provider takes no bookings.")
-    own, region = row
-    hours = session.scalars(select(ProviderHours).where(ProviderHours.provider_id == provider_id)
-                            .order_by(ProviderHours.weekday, ProviderHours.start_time)).all()
-    days = session.scalars(select(ProviderException).where(ProviderException.provider_id == provider_id)
-                           .order_by(ProviderException.day, ProviderException.start_time)).all()
     schedule = slots.Schedule(
-        time_zone=own.time_zone,
-        slot_minutes=own.slot_minutes or region.slot_minutes,
-        buffer_minutes=own.buffer_minutes if own.buffer_minutes is not None else region.slot_buffer_minutes,
-        periods=tuple(slots.Period(h.weekday, h.start_time, h.end_time) for h in hours),
-        exceptions=_exceptions(days),
+        time_zone=row.time_zone,
+        slot_minutes=row.slot_minutes or row.region_slot_minutes,
+        buffer_minutes=row.buffer_minutes if row.buffer_minutes is not None else row.region_buffer_minutes,
+        periods=tuple(slots.Period(day, time.fromisoformat(a), time.fromisoformat(b))
+                      for day, a, b in row.hours),
+        exceptions=_exceptions(row.days),
     )
-    return Calendar(provider_id=provider_id, region_code=region.code, currency=region.currency,
-                    commission_rate=Decimal(region.commission_rate), price_amount=own.price_amount,
-                    schedule=schedule, own_slot_minutes=own.slot_minutes,
-                    own_buffer_minutes=own.buffer_minutes)
+    return Calendar(provider_id=provider_id, region_code=row.code, currency=row.currency,
+                    commission_rate=Decimal(row.commission_rate), price_amount=row.price_amount,
+                    schedule=schedule, own_slot_minutes=row.slot_minutes,
+                    own_buffer_minutes=row.buffer_minutes)
 
 
-def _exceptions(rows: Sequence[ProviderException]) -> tuple[slots.DayException, ...]:
+def _exceptions(rows: list[list[str | None]]) -> tuple[slots.DayException, ...]:
     by_day: dict[date, list[tuple[time, time]]] = {}
-    for row in rows:
-        periods = by_day.setdefault(row.day, [])
-        if row.start_time is not None and row.end_time is not None:
-            periods.append((row.start_time, row.end_time))
+    for day, start, end in rows:
+        assert day is not None
+        periods = by_day.setdefault(date.fromisoformat(day), [])
+        if start is not None and end is not None:
+            periods.append((time.fromisoformat(start), time.fromisoformat(end)))
     return tuple(slots.DayException(day, tuple(periods)) for day, periods in by_day.items())
 
 

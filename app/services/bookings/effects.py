@@ -36,6 +36,11 @@ def record(session: Session, effects: Effects, moved: BookingMoved) -> None:
     """Persist a move's history row and collect its events (`booking:status` to both parties and,
     when the provider's time is taken or given back, `slots:changed` to its calendar's viewers)."""
     session.execute(moved.history_row)
+    record_events(effects, moved)
+
+
+def record_events(effects: Effects, moved: BookingMoved) -> None:
+    """A move's events, its history row written by the caller."""
     effects.emit("booking:status", moved.event, moved.rooms)
     if moved.frees_or_takes_time:
         payload, room = moved.slots_event

@@ -19,22 +19,23 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import Range, insert
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects.postgresql import Range
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, PaymentsDisabled, ValidationFailed
 from app.keys import BOOKINGS_EXPIRE_HOLD, BOOKINGS_SETTLE
-from app.outbox import add_job
+from app.outbox import INSERT_JOB, add_job
 from app.services.bookings import slots
 from app.services.bookings.calendar import Calendar, load_calendar
-from app.services.bookings.effects import Effects, record
+from app.services.bookings.effects import Effects, record, record_events
 from app.services.bookings.moves import BookingState, made, move
+from app.services.bookings.views import BookingView
 from app.services.payments.policy import commission
 from app.services.ride_moves import BY_SYSTEM, Mover
 from app.settings import Settings
-from models import Booking, BookingStatus, Driver, Payment, PaymentStatus
+from models import Booking, BookingEvent, BookingStatus, Driver, PaymentStatus
 from models.booking_states import CUSTOMER
 
 #: The reason a lapsed hold's history gives.
@@ -52,47 +53,75 @@ class HoldRequest:
     service: str | None = None
 
 
+#: The hold in one statement: the booking (the exclusion constraint decides here), its first
+#: history row, its payment, its expiry (a due job at `holdExpiresAt`) and, for a card, its settle.
+_HOLD = text(f"""
+WITH booking AS (
+    INSERT INTO bookings (id, customer_id, provider_id, region_code, service, starts_at, ends_at, blocked,
+                          time_zone, status, payment_method, amount, currency, hold_expires_at, created_at,
+                          updated_at)
+    VALUES (:id, :customer_id, :provider_id, :region_code, :service, :starts_at, :ends_at,
+            tstzrange(:blocked_start, :blocked_end, '[)'), :time_zone, 'HELD', :method, :amount, :currency,
+            :expires, :now, :now)
+    RETURNING id
+), history AS (
+    INSERT INTO booking_history (booking_id, from_status, to_status, actor_id, actor_role, at)
+    SELECT id, NULL, 'HELD', :customer_id, '{CUSTOMER}', :now FROM booking
+), payment AS (
+    INSERT INTO payments (id, booking_id, customer_id, driver_id, method, status, amount, currency,
+                          commission_rate, application_fee, stripe_account_id, created_at, updated_at)
+    SELECT :payment_id, id, :customer_id, :provider_id, :method, 'pending', :amount, :currency, :rate, :fee,
+           :account, :now, :now FROM booking
+), expiry AS (
+    {INSERT_JOB}
+    SELECT gen_random_uuid(), {BOOKINGS_EXPIRE_HOLD.sql}, jsonb_build_array(CAST(id AS text)), '{{}}'::jsonb,
+           '{{}}'::jsonb, :now, :expires FROM booking
+), settle AS (
+    {INSERT_JOB}
+    SELECT gen_random_uuid(), {BOOKINGS_SETTLE.sql}, jsonb_build_array(CAST(id AS text)), '{{}}'::jsonb,
+           '{{}}'::jsonb, :now, :now FROM booking WHERE :method = 'card'
+)
+SELECT id FROM booking
+""")
+
+
 def hold(session: Session, settings: Settings, customer_id: uuid.UUID, request: HoldRequest, *,
-         now: datetime, effects: Effects) -> uuid.UUID:
-    """Hold the time for the customer; the booking's id (`Conflict` if the time is taken)."""
+         now: datetime, effects: Effects) -> BookingView:
+    """Hold the time for the customer (`Conflict` if it is taken); the booking as it was written."""
     calendar = load_calendar(session, request.provider_id)
     slot_count = _check_request(calendar, settings, request, now)
     account = _payee_account(session, settings, request)
     blocked = slots.blocked_range(calendar.schedule, request.start, request.end)
     release_lapsed(session, request.provider_id, blocked, now=now, effects=effects)
-    booking_id = uuid.uuid4()
     amount = calendar.price_amount * slot_count
-    expires = now + timedelta(seconds=settings.bookings.hold_ttl_s)
+    booking = Booking(
+        id=uuid.uuid4(), customer_id=customer_id, provider_id=request.provider_id,
+        region_code=calendar.region_code, service=request.service, starts_at=request.start,
+        ends_at=request.end,
+        time_zone=calendar.schedule.time_zone, status=BookingStatus.HELD.value,
+        payment_method=request.payment_method, amount=amount, currency=calendar.currency,
+        hold_expires_at=now + timedelta(seconds=settings.bookings.hold_ttl_s), created_at=now, updated_at=now,
+    )
     try:
-        with session.begin_nested():
-            session.execute(insert(Booking).values(
-                id=booking_id, customer_id=customer_id, provider_id=request.provider_id,
-                region_code=calendar.region_code, service=request.service, starts_at=request.start,
-                ends_at=request.end, blocked=Range(*blocked, bounds="[)"),
-                time_zone=calendar.schedule.time_zone,
-                status=BookingStatus.HELD.value, payment_method=request.payment_method, amount=amount,
-                currency=calendar.currency, hold_expires_at=expires, created_at=now, updated_at=now,
-            ))
-    except IntegrityError as exc:
+        session.execute(_HOLD, {
+            "id": booking.id, "customer_id": customer_id, "provider_id": request.provider_id,
+            "region_code": calendar.region_code, "service": request.service, "starts_at": request.start,
+            "ends_at": request.end, "blocked_start": blocked[0], "blocked_end": blocked[1],
+            "time_zone": booking.time_zone, "method": request.payment_method, "amount": amount,
+            "currency": calendar.currency, "expires": booking.hold_expires_at, "now": now,
+            "payment_id": uuid.uuid4(), "rate": calendar.commission_rate,
+            "fee": commission(amount, calendar.commission_rate, calendar.currency), "account": account,
+        })
+    except IntegrityError as exc:  # the transaction is over: the caller's unit of work rolls it back
         if getattr(exc.orig, "sqlstate", None) != EXCLUSION_VIOLATION:
             raise
         raise Conflict("This time is no longer free; pick another slot.",
                        details={"reason": "SLOT_TAKEN", "providerId": str(request.provider_id)}) from exc
-    state = BookingState(booking_id, BookingStatus.HELD, customer_id, request.provider_id, request.start,
-                         request.end)
-    record(session, effects, made(state, by=Mover(CUSTOMER, customer_id), at=now))
-    session.add(Payment(
-        booking_id=booking_id, customer_id=customer_id, driver_id=request.provider_id,
-        method=request.payment_method, status=PaymentStatus.PENDING.value, amount=amount,
-        currency=calendar.currency, commission_rate=calendar.commission_rate,
-        application_fee=commission(amount, calendar.commission_rate, calendar.currency),
-        stripe_account_id=account, created_at=now, updated_at=now,
-    ))
-    add_job(session, BOOKINGS_EXPIRE_HOLD, str(booking_id), due_at=expires,
-            dedupe_key=f"booking:{booking_id}:expire")
-    if request.payment_method == "card":
-        add_job(session, BOOKINGS_SETTLE, str(booking_id), dedupe_key=f"booking:{booking_id}:settle:HELD")
-    return booking_id
+    moved = made(BookingState.of(booking), by=Mover(CUSTOMER, customer_id), at=now)
+    record_events(effects, moved)
+    first = BookingEvent(from_status=None, to_status=BookingStatus.HELD.value, actor_id=customer_id,
+                         actor_role=CUSTOMER, reason=None, at=now)
+    return BookingView(booking, PaymentStatus.PENDING.value, None, [first])
 
 
 def _check_request(calendar: Calendar, settings: Settings, request: HoldRequest, now: datetime) -> int:
