@@ -11,8 +11,8 @@ status callbacks: `app.services.notification_delivery`.
 
 The ride-level helpers at the bottom (`driver_assigned_async`, `ride_moved_async`,
 `ride_cancelled_async`, `bids_ready`, `no_drivers`, `bids_expired`, `hold_expired`,
-`payment_failed`) are what the services call; `booking_confirmed` is written inside `POST /rides`'
-own statement (`notification_ctes`).
+`payment_failed`) are what the services call; `booking_confirmed` (`ride_scheduled` for a ride
+booked for later) is written inside `POST /rides`' own statement (`app.services.ride_creation`).
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ from models.ride_states import ADMIN, CUSTOMER
 TEMPLATES: Final[dict[str, str]] = {
     "booking_confirmed": "Dispatch Farm: ride {ride} is booked ({vehicle} from {pickup}). "
                          "We are asking drivers nearby; you will hear when bids come in.",
+    # A ride booked for later (`scheduledFor`): its rounds start `DISPATCH_SCHEDULE_LEAD` before.
+    "ride_scheduled": "Dispatch Farm: ride {ride} is booked for {when} ({vehicle} from {pickup}). "
+                      "We will ask drivers before then.",
     "bids_ready": "Dispatch Farm: {count} bid{plural} on ride {ride}, from {lowest}. "
                   "Open the app to choose your driver.",
     "driver_assigned": "Dispatch Farm: your driver accepted ride {ride} for {price}; "
@@ -86,6 +89,11 @@ def place(address: str | None, lat: float, lng: float) -> str:
     return text_ if len(text_) <= _PLACE_CHARS else text_[:_PLACE_CHARS - 3] + "..."
 
 
+def pickup_time(moment: datetime) -> str:
+    """A scheduled pickup as a message names it: `14:30 UTC on 2026-12-03` (to the minute)."""
+    return moment.astimezone(UTC).strftime("%H:%M UTC on %Y-%m-%d")
+
+
 def render(template: str, params: Mapping[str, Any]) -> str:
     """The body of `template` for these params (`KeyError` names what a template is missing)."""
     shown: dict[str, Any] = {"ride": short_ride(params["rideId"])} if "rideId" in params else {}
@@ -98,6 +106,8 @@ def render(template: str, params: Mapping[str, Any]) -> str:
         shown["lowest"] = money(int(params["lowestAmount"]), str(params["currency"]))
     if "count" in params:
         shown["plural"] = "" if int(params["count"]) == 1 else "s"
+    if params.get("scheduledFor"):
+        shown["when"] = pickup_time(datetime.fromisoformat(str(params["scheduledFor"])))
     shown["eta_text"] = f", about {params['etaMinutes']} min" if "etaMinutes" in params else ""
     shown["fare"] = f" Fare {shown['price']}." if "price" in shown else ""
     shown["reason"] = ""

@@ -18,6 +18,8 @@ RIDE = uuid.UUID("3f2a91c0-1111-4222-8333-444455556666")
 LONG_ADDRESS = "Karl-Liebknecht-Strasse 13, Hinterhaus, 4. Etage links, 10178 Berlin"
 PARAMS: dict[str, dict[str, Any]] = {
     "booking_confirmed": {"vehicleType": "truck", "pickup": place(LONG_ADDRESS, 0, 0)},
+    "ride_scheduled": {"vehicleType": "motorbike", "pickup": place(LONG_ADDRESS, 0, 0),
+                       "scheduledFor": "2026-12-03T14:30:59.123456Z"},
     "bids_ready": {"count": 3, "lowestAmount": 123456, "currency": "EUR"},
     "driver_assigned": {"amount": 123456, "currency": "EUR", "etaMinutes": 12,
                         "pickup": place(LONG_ADDRESS, 0, 0)},
