@@ -34,7 +34,7 @@ def test_hsts_is_on_by_default_off_with_0_and_never_negative(no_env_file: Path) 
         load_settings({"HSTS_MAX_AGE": "-1"}, env_file=no_env_file)
 
 
-def test_a_schedule_horizon_within_the_minimum_ahead_is_refused_and_a_zero_lead_is_taken(no_env_file: Path) -> None:
+def test_a_schedule_horizon_within_the_minimum_ahead_is_refused_a_zero_lead_taken(no_env_file: Path) -> None:
     with pytest.raises(SettingsError, match=r"DISPATCH_SCHEDULE_HORIZON_DAYS \(1 days\) must be longer than"):
         load_settings({"DISPATCH_SCHEDULE_HORIZON_DAYS": "1", "DISPATCH_SCHEDULE_MIN_AHEAD": "86400"},
                       env_file=no_env_file)
