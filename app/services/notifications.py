@@ -31,6 +31,7 @@ from app import currencies
 from app.keys import NOTIFICATIONS_SEND
 from app.outbox import INSERT_JOB
 from app.settings import TwilioSettings
+from app.timestamps import rfc3339
 from models import Bid, Ride, RideStatus
 from models.ride_states import ADMIN, CUSTOMER
 
@@ -45,8 +46,9 @@ TEMPLATES: Final[dict[str, str]] = {
     "bids_ready": "Dispatch Farm: {count} bid{plural} on ride {ride}, from {lowest}. "
                   "Open the app to choose your driver.",
     "driver_assigned": "Dispatch Farm: your driver accepted ride {ride} for {price}; "
-                       "pickup at {pickup} in about {eta} min.",
-    "bid_accepted": "Dispatch Farm: your bid of {price} for ride {ride} was accepted. Pickup: {pickup}.",
+                       "pickup at {pickup} {pickup_when}.",
+    "bid_accepted": "Dispatch Farm: your bid of {price} for ride {ride} was accepted. "
+                    "Pickup: {pickup}{when_text}.",
     "driver_arriving": "Dispatch Farm: your driver is on the way to {pickup} (ride {ride}){eta_text}.",
     "ride_completed": "Dispatch Farm: ride {ride} is complete, dropped off at {dropoff}.{fare} Thank you!",
     "no_drivers": "Dispatch Farm: sorry, no driver was free for ride {ride}. "
@@ -106,8 +108,11 @@ def render(template: str, params: Mapping[str, Any]) -> str:
         shown["lowest"] = money(int(params["lowestAmount"]), str(params["currency"]))
     if "count" in params:
         shown["plural"] = "" if int(params["count"]) == 1 else "s"
-    if params.get("scheduledFor"):
-        shown["when"] = pickup_time(datetime.fromisoformat(str(params["scheduledFor"])))
+    when = pickup_time(datetime.fromisoformat(str(params["scheduledFor"]))) \
+        if params.get("scheduledFor") else None  # a ride booked ahead: its pickup time, not an ETA
+    shown["when"] = when
+    shown["when_text"] = f" at {when}" if when else ""
+    shown["pickup_when"] = f"at {when}" if when else f"in about {params.get('etaMinutes')} min"
     shown["eta_text"] = f", about {params['etaMinutes']} min" if "etaMinutes" in params else ""
     shown["fare"] = f" Fare {shown['price']}." if "price" in shown else ""
     shown["reason"] = ""
@@ -202,8 +207,9 @@ def ride_key(ride_id: object, template: str, *suffix: object) -> str:
 
 
 def _ride_params(ride: Ride, **extra: Any) -> dict[str, Any]:
+    when = {"scheduledFor": rfc3339(ride.scheduled_for)} if ride.scheduled_for else {}
     return {"rideId": str(ride.id), "pickup": place(ride.pickup_address, ride.pickup_lat, ride.pickup_lng),
-            **extra}
+            **when, **extra}
 
 
 async def driver_assigned_async(session: AsyncSession, ride: Ride, bid: Bid,
