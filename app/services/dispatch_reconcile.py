@@ -87,7 +87,8 @@ def _stalled_dispatch(settings: Settings, now: datetime, grace_s: int) -> Select
         Ride.scheduled_for < now - grace + timedelta(seconds=settings.dispatch.schedule_lead_s))
     needs_action = or_(
         and_(Ride.dispatch_round.is_(None), first_round_due),
-        and_(or_(Ride.checked_round.is_(None), Ride.checked_round < Ride.dispatch_round),
+        and_(Ride.dispatch_round.is_not(None),
+             or_(Ride.checked_round.is_(None), Ride.checked_round < Ride.dispatch_round),
              Ride.updated_at < now - grace - timedelta(seconds=settings.dispatch.bid_window_s)),
         and_(checked, live,
              Ride.updated_at < now - grace - timedelta(seconds=settings.dispatch.accept_window_s)),
