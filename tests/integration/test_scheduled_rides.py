@@ -183,6 +183,27 @@ async def test_a_ride_booked_sooner_than_the_lead_is_dispatched_at_once(soon: Ma
     assert job is not None and job.due_at == job.created_at
 
 
+async def test_the_customer_and_the_driver_are_told_the_pickup_time_when_a_bid_is_accepted(
+    market: Market, customer: Person
+) -> None:
+    # Given a ride booked for tomorrow, offered to a driver who bid
+    wanted = ahead(days=1)
+    ride = await booked(market, customer, wanted)
+    driver = await market.driver()
+    bid = await market.offered_bid(driver, ride["id"], eta_minutes=7)
+
+    # When the customer accepts the bid
+    response = await market.accept(customer, ride["id"], bid["id"])
+
+    # Then both are told when the pickup is, not that it is minutes away
+    assert response.status_code == 200, response.text
+    with market.db() as session:
+        bodies = dict(session.execute(select(NotificationRequest.template, NotificationRequest.body)).all())
+    assert bodies["driver_assigned"].endswith(f"at {pickup_time(wanted)}.")
+    assert bodies["bid_accepted"].endswith(f"at {pickup_time(wanted)}.")
+    assert "7 min" not in bodies["driver_assigned"]
+
+
 # --- dispatch --------------------------------------------------------------------------------------
 async def test_a_ride_booked_ahead_is_not_offered_while_its_first_round_is_not_due(
     market: Market, customer: Person, start_worker: Any, settings: Settings
