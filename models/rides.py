@@ -99,6 +99,9 @@ class Ride(Base):
     dispatch_round: Mapped[int | None]
     #: The last round whose bids were checked; compare-and-set by `dispatch.check_bids`.
     checked_round: Mapped[int | None]
+    #: When the customer wants the pickup (None: as soon as possible). Its first round is due
+    #: `DISPATCH_SCHEDULE_LEAD` before (`app.services.ride_creation`).
+    scheduled_for: Mapped[datetime | None]
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -19,6 +20,8 @@ Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
 Address = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 RegionCode = Annotated[str, msgspec.Meta(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_-]+\Z")]
 Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}\Z")]
+#: An RFC 3339 instant with its offset (`2026-12-24T14:30:00Z`, `…T15:30:00+01:00`).
+Instant = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 with an offset")]
 
 
 
@@ -35,13 +38,17 @@ class RideIn(Request):
     region: RegionCode
     payment_method: Literal["card", "cash"]
     notes: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    #: A ride booked for later: dispatched `DISPATCH_SCHEDULE_LEAD` before it (`ride_creation`).
+    scheduled_for: Annotated[Instant, msgspec.Meta(
+        description="when the pickup is wanted (a ride booked ahead); absent or null: as soon as possible",
+        examples=["2026-12-24T14:30:00Z"])] | None = None
 
     def to_request(self) -> RideRequest:
         return RideRequest(
             pickup=Place(self.pickup.lat, self.pickup.lng, self.pickup.address),
             dropoff=Place(self.dropoff.lat, self.dropoff.lng, self.dropoff.address),
             vehicle_type=self.vehicle_type, region=self.region, payment_method=self.payment_method,
-            notes=self.notes,
+            notes=self.notes, scheduled_for=self.scheduled_for,
         )
 
 
@@ -127,6 +134,8 @@ class RideOut(Response):
     pickup: PlaceOut
     dropoff: PlaceOut
     notes: str | None
+    #: When the pickup is wanted, for a ride booked ahead; null: as soon as possible.
+    scheduled_for: str | None
     distance_km: float
     #: The dispatch round the ride is in: 0 from its creation (the column is NULL until round 0
     #: is claimed, which dispatch's compare-and-set relies on), never null here.
@@ -145,7 +154,8 @@ class RideOut(Response):
             payment_method=ride.payment_method.value,
             pickup=PlaceOut(lat=ride.pickup_lat, lng=ride.pickup_lng, address=ride.pickup_address),
             dropoff=PlaceOut(lat=ride.dropoff_lat, lng=ride.dropoff_lng, address=ride.dropoff_address),
-            notes=ride.notes, distance_km=ride.distance_km, dispatch_round=ride.dispatch_round or 0,
+            notes=ride.notes, scheduled_for=rfc3339(ride.scheduled_for) if ride.scheduled_for else None,
+            distance_km=ride.distance_km, dispatch_round=ride.dispatch_round or 0,
             accepted_bid=BidOut.of(view.accepted_bid) if view.accepted_bid else None,
             history=[HistoryOut.of(e) for e in view.history],
             created_at=rfc3339(ride.created_at), updated_at=rfc3339(ride.updated_at),

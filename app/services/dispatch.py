@@ -61,6 +61,8 @@ def _offer_payload(ride: Any, distance_km: float, round_: int, expires_at: datet
         "distanceKm": round(distance_km, 3),
         "round": round_,
         "expiresAt": rfc3339(expires_at),
+        # a ride booked ahead: when its customer wants the pickup (what the driver bids for)
+        "scheduledFor": rfc3339(ride.scheduled_for) if ride.scheduled_for else None,
     }
 
 
@@ -75,7 +77,7 @@ WHERE rides.id = v.ride_id AND rides.status = 'PENDING_BIDS'
   AND (CASE WHEN v.round = 0 THEN rides.dispatch_round IS NULL ELSE rides.dispatch_round = v.round - 1 END)
 RETURNING rides.id, v.round, rides.vehicle_type, rides.pickup_lat, rides.pickup_lng, rides.pickup_address,
           rides.dropoff_lat, rides.dropoff_lng, rides.dropoff_address,
-          ARRAY(SELECT driver_id FROM offers WHERE offers.ride_id = rides.id) AS offered
+          ARRAY(SELECT driver_id FROM offers WHERE offers.ride_id = rides.id) AS offered, rides.scheduled_for
 """)
 
 # Eligibility, the offers and the bid checks' ledger rows of the whole batch in one statement: each
@@ -122,6 +124,7 @@ SELECT ride_id, driver_id, distance_km FROM offered
 @dataclass(frozen=True)
 class _RideForOffers:
     id: uuid.UUID
+    scheduled_for: datetime | None
     vehicle_type: str
     pickup_lat: float
     pickup_lng: float
@@ -190,7 +193,7 @@ def _step_wave(session: Session, drivers: NearbyDrivers, settings: DispatchSetti
     results: dict[tuple[uuid.UUID, int], StepResult] = {}
     claimed = session.execute(_CLAIM_ROUNDS, {
         "ride_ids": list(wanted), "rounds": list(wanted.values()), "now": now}).all() if wanted else []
-    rides = [(_RideForOffers(row[0], *row[2:9]), int(row[1]), list(row[9])) for row in claimed]
+    rides = [(_RideForOffers(row[0], row[10], *row[2:9]), int(row[1]), list(row[9])) for row in claimed]
     for ride_id in set(wanted) - {ride.id for ride, _, _ in rides}:
         _resend_open_offers(session, ride_id, wanted[ride_id], now, after_commit, emit)
         results[(ride_id, wanted[ride_id])] = StepResult(False, [])

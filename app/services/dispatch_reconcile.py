@@ -4,7 +4,9 @@ Only rides that need action are selected — the condition is in SQL — so any 
 legitimately waiting (bids ready and the customer deciding, a hold being confirmed) can never fill
 a page and hide a stalled one. What needs action, and the job sent again:
 
-- `PENDING_BIDS` with no round started → `dispatch.step(ride, 0)`;
+- `PENDING_BIDS` with no round started → `dispatch.step(ride, 0)`; for a ride booked ahead
+  (`scheduled_for`), only once its first round is due (`DISPATCH_SCHEDULE_LEAD` before it) + grace:
+  until then its waiting job is not lost, and a job sent now would dispatch it early;
 - a round whose bid check is overdue (`DISPATCH_BID_WINDOW` + grace after the round started) →
   `dispatch.check_bids(ride, round)`;
 - a round checked without live bids, with rounds left (the widening never began) →
@@ -79,9 +81,14 @@ def _stalled_dispatch(settings: Settings, now: datetime, grace_s: int) -> Select
     grace = timedelta(seconds=grace_s)
     live = exists().where(Bid.ride_id == Ride.id, Bid.status == BidStatus.PENDING)
     checked = Ride.checked_round == Ride.dispatch_round
+    # A scheduled ride's first round is due `schedule_lead_s` before it (`ride_creation`).
+    first_round_due = or_(
+        Ride.scheduled_for.is_(None),
+        Ride.scheduled_for < now - grace + timedelta(seconds=settings.dispatch.schedule_lead_s))
     needs_action = or_(
-        Ride.dispatch_round.is_(None),
-        and_(or_(Ride.checked_round.is_(None), Ride.checked_round < Ride.dispatch_round),
+        and_(Ride.dispatch_round.is_(None), first_round_due),
+        and_(Ride.dispatch_round.is_not(None),
+             or_(Ride.checked_round.is_(None), Ride.checked_round < Ride.dispatch_round),
              Ride.updated_at < now - grace - timedelta(seconds=settings.dispatch.bid_window_s)),
         and_(checked, live,
              Ride.updated_at < now - grace - timedelta(seconds=settings.dispatch.accept_window_s)),

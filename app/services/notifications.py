@@ -11,8 +11,8 @@ status callbacks: `app.services.notification_delivery`.
 
 The ride-level helpers at the bottom (`driver_assigned_async`, `ride_moved_async`,
 `ride_cancelled_async`, `bids_ready`, `no_drivers`, `bids_expired`, `hold_expired`,
-`payment_failed`) are what the services call; `booking_confirmed` is written inside `POST /rides`'
-own statement (`notification_ctes`).
+`payment_failed`) are what the services call; `booking_confirmed` (`ride_scheduled` for a ride
+booked for later) is written inside `POST /rides`' own statement (`app.services.ride_creation`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from app import currencies
 from app.keys import NOTIFICATIONS_SEND
 from app.outbox import INSERT_JOB
 from app.settings import TwilioSettings
+from app.timestamps import rfc3339
 from models import Bid, Ride, RideStatus
 from models.ride_states import ADMIN, CUSTOMER
 
@@ -39,11 +40,15 @@ from models.ride_states import ADMIN, CUSTOMER
 TEMPLATES: Final[dict[str, str]] = {
     "booking_confirmed": "Dispatch Farm: ride {ride} is booked ({vehicle} from {pickup}). "
                          "We are asking drivers nearby; you will hear when bids come in.",
+    # A ride booked for later (`scheduledFor`): its rounds start `DISPATCH_SCHEDULE_LEAD` before.
+    "ride_scheduled": "Dispatch Farm: ride {ride} is booked for {when} ({vehicle} from {pickup}). "
+                      "We will ask drivers before then.",
     "bids_ready": "Dispatch Farm: {count} bid{plural} on ride {ride}, from {lowest}. "
                   "Open the app to choose your driver.",
     "driver_assigned": "Dispatch Farm: your driver accepted ride {ride} for {price}; "
-                       "pickup at {pickup} in about {eta} min.",
-    "bid_accepted": "Dispatch Farm: your bid of {price} for ride {ride} was accepted. Pickup: {pickup}.",
+                       "pickup at {pickup} {pickup_when}.",
+    "bid_accepted": "Dispatch Farm: your bid of {price} for ride {ride} was accepted. "
+                    "Pickup: {pickup}{when_text}.",
     "driver_arriving": "Dispatch Farm: your driver is on the way to {pickup} (ride {ride}){eta_text}.",
     "ride_completed": "Dispatch Farm: ride {ride} is complete, dropped off at {dropoff}.{fare} Thank you!",
     "no_drivers": "Dispatch Farm: sorry, no driver was free for ride {ride}. "
@@ -96,6 +101,11 @@ def place(address: str | None, lat: float, lng: float) -> str:
     return text_ if len(text_) <= _PLACE_CHARS else text_[:_PLACE_CHARS - 3] + "..."
 
 
+def pickup_time(moment: datetime) -> str:
+    """A scheduled pickup as a message names it: `14:30 UTC on 2026-12-03` (to the minute)."""
+    return moment.astimezone(UTC).strftime("%H:%M UTC on %Y-%m-%d")
+
+
 def render(template: str, params: Mapping[str, Any]) -> str:
     """The body of `template` for these params (`KeyError` names what a template is missing)."""
     shown: dict[str, Any] = {"ride": short_ride(params["rideId"])} if "rideId" in params else {}
@@ -115,6 +125,11 @@ def render(template: str, params: Mapping[str, Any]) -> str:
         shown["lowest"] = money(int(params["lowestAmount"]), str(params["currency"]))
     if "count" in params:
         shown["plural"] = "" if int(params["count"]) == 1 else "s"
+    when = pickup_time(datetime.fromisoformat(str(params["scheduledFor"]))) \
+        if params.get("scheduledFor") else None  # a ride booked ahead: its pickup time, not an ETA
+    shown["when"] = when
+    shown["when_text"] = f" at {when}" if when else ""
+    shown["pickup_when"] = f"at {when}" if when else f"in about {params.get('etaMinutes')} min"
     shown["eta_text"] = f", about {params['etaMinutes']} min" if "etaMinutes" in params else ""
     shown["fare"] = f" Fare {shown['price']}." if "price" in shown else ""
     shown["reason"] = ""
@@ -209,8 +224,9 @@ def ride_key(ride_id: object, template: str, *suffix: object) -> str:
 
 
 def _ride_params(ride: Ride, **extra: Any) -> dict[str, Any]:
+    when = {"scheduledFor": rfc3339(ride.scheduled_for)} if ride.scheduled_for else {}
     return {"rideId": str(ride.id), "pickup": place(ride.pickup_address, ride.pickup_lat, ride.pickup_lng),
-            **extra}
+            **when, **extra}
 
 
 async def driver_assigned_async(session: AsyncSession, ride: Ride, bid: Bid,

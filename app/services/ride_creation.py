@@ -17,6 +17,14 @@ With a cap on open rides (`OPEN_RIDES_PER_CUSTOMER`), the statement runs in a tr
 the advisory lock of each customer in it (taken in key order, so two statements can't deadlock):
 each ride is written only while its customer has fewer open rides than the cap, counting the ones
 earlier in the same statement, and the rest answer 409 `CONFLICT` (reason `OPEN_RIDE_LIMIT`).
+
+**Scheduled rides.** A ride booked for later (`scheduledFor`, at least `DISPATCH_SCHEDULE_MIN_AHEAD`
+and at most `DISPATCH_SCHEDULE_HORIZON_DAYS` ahead) is the same rows, written the same way, with
+`rides.scheduled_for` set: its `dispatch.step(ride, 0)` row is due `DISPATCH_SCHEDULE_LEAD` before
+it (or at once when that moment has passed), so the job ledger holds the dispatch until then, and
+its confirmation is `ride_scheduled` instead of `booking_confirmed`. An immediate ride carries a
+null `scheduled_for`, which leaves its statement as it was (the due time is `GREATEST(created_at,
+NULL)`, the creation).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import asyncio
 import math
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, LiteralString
 
 import msgspec
@@ -37,8 +45,9 @@ from app.outbox import INSERT_JOB
 from app.services.access import Principal
 from app.services.notifications import SKIPPED_UNVERIFIED, channels, place, render, ride_key
 from app.services.phone_verification import require_verified_phone
-from app.settings import Settings
+from app.settings import DispatchSettings, Settings
 from app.statements import StatementPool, psycopg_named
+from app.timestamps import rfc3339
 from models import PaymentMethod, Ride, RideEvent, RideStatus, VehicleType
 from models.ride_states import CUSTOMER
 
@@ -56,9 +65,12 @@ _COLUMNS: Final = (
     ("pickup_address", "text"), ("dropoff_lat", "float8"), ("dropoff_lng", "float8"),
     ("dropoff_address", "text"), ("notes", "text"), ("distance_km", "float8"), ("created_at", "timestamptz"),
     ("message_id", "uuid"), ("args", "text"), ("note_id", "uuid"), ("dedupe_key", "text"),
-    ("note_params", "text"), ("body", "text"),
+    ("note_params", "text"), ("body", "text"), ("scheduled_for", "timestamptz"),
 )
 _NAMES: Final = tuple(name for name, _ in _COLUMNS)
+#: The customer's confirmation: of a ride dispatched at once, of a ride booked for later.
+BOOKED: Final = "booking_confirmed"
+SCHEDULED: Final = "ride_scheduled"
 
 
 def _create_rides_sql(*, capped: bool) -> str:
@@ -77,10 +89,10 @@ WITH input AS (
 ), ride AS (
     INSERT INTO rides (id, customer_id, region_code, vehicle_type, payment_method, pickup_lat, pickup_lng,
                        pickup_address, dropoff_lat, dropoff_lng, dropoff_address, notes, distance_km,
-                       status, created_at, updated_at)
+                       status, scheduled_for, created_at, updated_at)
     SELECT id, customer_id, region_code, vehicle_type, payment_method, pickup_lat, pickup_lng,
            pickup_address, dropoff_lat, dropoff_lng, dropoff_address, notes, distance_km,
-           :status, created_at, created_at
+           :status, scheduled_for, created_at, created_at
     FROM valid ORDER BY ord
     ON CONFLICT (id) DO NOTHING
     RETURNING id
@@ -92,7 +104,8 @@ WITH input AS (
 ), note AS (
     INSERT INTO notifications (id, user_id, template, dedupe_key, params, channel, recipient, body,
                                status, error_code, error_message, attempts, created_at, updated_at)
-    SELECT w.note_id, u.id, :template, w.dedupe_key, CAST(w.note_params AS jsonb),
+    SELECT w.note_id, u.id, CASE WHEN w.scheduled_for IS NULL THEN :template ELSE :scheduled_template END,
+           w.dedupe_key, CAST(w.note_params AS jsonb),
            CASE WHEN u.whatsapp_opt_in THEN :opt_in_channel ELSE :channel END,
            u.phone, w.body, CASE WHEN {unverified} THEN 'skipped' ELSE 'queued' END,
            CASE WHEN {unverified} THEN '{SKIPPED_UNVERIFIED}' END,
@@ -109,7 +122,7 @@ WITH input AS (
 ), step_job AS (
     {INSERT_JOB}
     SELECT message_id, {DISPATCH_STEP.sql}, CAST(args AS jsonb), '{{}}'::jsonb, '{{}}'::jsonb,
-           created_at, created_at
+           created_at, GREATEST(created_at, scheduled_for - make_interval(secs => :schedule_lead_s))
     FROM written
 )
 SELECT i.ord, r.code IS NOT NULL, EXISTS (SELECT 1 FROM valid v WHERE v.ord = i.ord)
@@ -150,7 +163,8 @@ class RideWriter:
         opt_in_channel, channel = channels(settings.twilio)
         twilio = settings.twilio
         self._constants = {
-            "status": RideStatus.PENDING_BIDS.value, "role": CUSTOMER, "template": "booking_confirmed",
+            "status": RideStatus.PENDING_BIDS.value, "role": CUSTOMER, "template": BOOKED,
+            "scheduled_template": SCHEDULED, "schedule_lead_s": settings.dispatch.schedule_lead_s,
             "opt_in_channel": opt_in_channel, "channel": channel,
             "verified_only": bool(twilio and twilio.verified_numbers_only),
         }
@@ -220,6 +234,8 @@ class RideRequest:
     region: str
     payment_method: str
     notes: str | None = None
+    #: When the pickup is wanted (timezone-aware); None: now, dispatched at once.
+    scheduled_for: datetime | None = None
 
 
 def haversine_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
@@ -231,18 +247,42 @@ def haversine_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
 
 def ride_row(ride_id: uuid.UUID, customer_id: uuid.UUID, request: RideRequest,
              now: datetime) -> tuple[Any, ...]:
-    """The `_COLUMNS` values of one ride (with its first round's job and its confirmation)."""
+    """The `_COLUMNS` values of one ride (with its first round's job and its confirmation: the
+    statement picks the template by the same rule, `scheduled_for` null or not)."""
     pickup, dropoff = request.pickup, request.dropoff
     note_params = {"rideId": str(ride_id), "vehicleType": request.vehicle_type,
                    "pickup": place(pickup.address, pickup.lat, pickup.lng)}
+    template = BOOKED
+    if request.scheduled_for is not None:
+        template = SCHEDULED
+        note_params["scheduledFor"] = rfc3339(request.scheduled_for)
     return (
         ride_id, customer_id, request.region, request.vehicle_type, request.payment_method,
         pickup.lat, pickup.lng, pickup.address, dropoff.lat, dropoff.lng, dropoff.address, request.notes,
         round(haversine_km(pickup.lat, pickup.lng, dropoff.lat, dropoff.lng), 3), now,
         uuid.uuid4(), msgspec.json.encode([str(ride_id), 0]).decode(),
-        uuid.uuid4(), ride_key(ride_id, "booking_confirmed"), msgspec.json.encode(note_params).decode(),
-        render("booking_confirmed", note_params),
+        uuid.uuid4(), ride_key(ride_id, template), msgspec.json.encode(note_params).decode(),
+        render(template, note_params), request.scheduled_for,
     )
+
+
+def check_schedule(scheduled_for: datetime, now: datetime, settings: DispatchSettings) -> None:
+    """A ride may be booked `DISPATCH_SCHEDULE_MIN_AHEAD` to `DISPATCH_SCHEDULE_HORIZON_DAYS` ahead;
+    `ValidationFailed` naming `scheduledFor` otherwise."""
+    earliest = now + timedelta(seconds=settings.schedule_min_ahead_s)
+    latest = now + timedelta(days=settings.schedule_horizon_days)
+    if scheduled_for < earliest:
+        problem = f"must be at least {_duration(settings.schedule_min_ahead_s)} from now"
+    elif scheduled_for > latest:
+        problem = f"must be at most {settings.schedule_horizon_days} days from now"
+    else:
+        return
+    raise ValidationFailed(f"scheduledFor {problem} (between {rfc3339(earliest)} and {rfc3339(latest)}).",
+                           details={"scheduledFor": problem})
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
 
 
 async def create_ride(writer: RideWriter, principal: Principal, request: RideRequest, *,
@@ -251,6 +291,8 @@ async def create_ride(writer: RideWriter, principal: Principal, request: RideReq
     principal.require_role(CUSTOMER)
     require_verified_phone(principal, settings)
     now = datetime.now(UTC)
+    if request.scheduled_for is not None:
+        check_schedule(request.scheduled_for, now, settings.dispatch)
     ride_id = uuid.uuid4()
     row = ride_row(ride_id, principal.id, request, now)
     outcome = await writer.write(row)
@@ -268,7 +310,7 @@ async def create_ride(writer: RideWriter, principal: Principal, request: RideReq
                 pickup_address=request.pickup.address, dropoff_lat=request.dropoff.lat,
                 dropoff_lng=request.dropoff.lng, dropoff_address=request.dropoff.address,
                 notes=request.notes, distance_km=row[12], status=RideStatus.PENDING_BIDS,
-                created_at=now, updated_at=now)
+                scheduled_for=request.scheduled_for, created_at=now, updated_at=now)
     log.info("ride.created", ride_id=str(ride_id), region=request.region, vehicle_type=request.vehicle_type)
     event = RideEvent(ride_id=ride_id, from_status=None, to_status=RideStatus.PENDING_BIDS.value,
                       actor_id=principal.id, actor_role=CUSTOMER, reason=None, at=now)

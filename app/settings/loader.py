@@ -109,6 +109,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
               for item in dataclasses.fields(Settings) if spec_of(item) is None}
     settings = Settings(env=env, **groups)
     rules.check_driver_pruning(settings.dispatch)
+    rules.check_schedule_window(settings.dispatch)
     rules.check_stripe_event_retention(settings.retention)
     rules.check_autoscale_bounds(settings.autoscale)
     return dataclasses.replace(settings, twilio=rules.verified_numbers_only(settings.twilio, settings.phone))

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
-from app.settings.declare import DAYS, POSITIVE, Check, setting
+from app.settings.declare import DAYS, NOT_NEGATIVE, POSITIVE, Check, setting
 
 RADII = Check(lambda radii: all(0 < r < math.inf for r in radii)
               and all(b > a for a, b in itertools.pairwise(radii)),
@@ -48,6 +48,17 @@ class DispatchSettings:
         "DISPATCH_THREADS", 2, check=POSITIVE,
         doc="dispatcher threads per worker process serving `dispatch` (each holds a pooled connection and "
             "a `LISTEN` one): while one waits on PostgreSQL or Redis, another runs")
+    schedule_lead_s: int = setting(
+        "DISPATCH_SCHEDULE_LEAD", 30 * 60, check=NOT_NEGATIVE,
+        doc="seconds before a scheduled ride's `scheduledFor` its first round is due (the due time of its "
+            "`dispatch.step` job); a ride scheduled sooner than this is dispatched at once")
+    schedule_min_ahead_s: int = setting(
+        "DISPATCH_SCHEDULE_MIN_AHEAD", 15 * 60, check=POSITIVE,
+        doc="seconds a ride's `scheduledFor` must be ahead of its request at least (sooner: book it without "
+            "`scheduledFor`); earlier is 400 `VALIDATION_ERROR`")
+    schedule_horizon_days: int = setting(
+        "DISPATCH_SCHEDULE_HORIZON_DAYS", 30, check=POSITIVE,
+        doc="days ahead a ride may be scheduled at most; later is 400 `VALIDATION_ERROR`")
 
 
 #: Stripe redelivers an event for up to three days: its id is kept at least that long.

@@ -36,6 +36,14 @@ def check_driver_pruning(dispatch: DispatchSettings) -> None:
                             f"{stale} ({dispatch.driver_stale_after_s})")
 
 
+def check_schedule_window(dispatch: DispatchSettings) -> None:
+    if dispatch.schedule_horizon_days * 86_400 <= dispatch.schedule_min_ahead_s:
+        horizon = env_name(DispatchSettings, "schedule_horizon_days")
+        min_ahead = env_name(DispatchSettings, "schedule_min_ahead_s")
+        raise SettingsError(f"{horizon} ({dispatch.schedule_horizon_days} days) must be longer than "
+                            f"{min_ahead} ({dispatch.schedule_min_ahead_s} s)")
+
+
 def check_stripe_event_retention(retention: RetentionSettings) -> None:
     if 0 < retention.stripe_events_days < MIN_STRIPE_EVENT_DAYS:
         name = env_name(RetentionSettings, "stripe_events_days")

@@ -38,15 +38,17 @@ class Farm:
 
     def rides(self, count: int, *, status: RideStatus = RideStatus.PENDING_BIDS,
               round_: int | None = None, checked: int | None = None, ago_s: float, bid: bool = False,
-              card: bool = False) -> list[uuid.UUID]:
-        """`count` rides last touched `ago_s` seconds before NOW (with a live bid each if `bid`)."""
+              card: bool = False, scheduled_in_s: float | None = None) -> list[uuid.UUID]:
+        """`count` rides last touched `ago_s` seconds before NOW (with a live bid each if `bid`;
+        booked for `scheduled_in_s` seconds after NOW if given)."""
         ids = [uuid.uuid4() for _ in range(count)]
         at = NOW - timedelta(seconds=ago_s)
         base = {"customer_id": self.customer, "region_code": "BER", "vehicle_type": VehicleType.VAN,
                 "payment_method": "card" if card else "cash", "pickup_lat": PICKUP[0],
                 "pickup_lng": PICKUP[1], "dropoff_lat": PICKUP[0] + 0.02, "dropoff_lng": PICKUP[1],
                 "distance_km": 2.2, "status": status, "dispatch_round": round_, "checked_round": checked,
-                "created_at": at, "updated_at": at}
+                "created_at": at, "updated_at": at,
+                "scheduled_for": None if scheduled_in_s is None else NOW + timedelta(seconds=scheduled_in_s)}
         with self.db.begin() as session:
             session.execute(insert(Ride), [{**base, "id": ride_id} for ride_id in ids])
             if bid:
@@ -157,3 +159,23 @@ def test_each_kind_of_stall_gets_its_job_and_nothing_not_yet_due_does(farm: Farm
         ("rides.expire_bids", [str(window_end_lost), 1]),
         ("rides.expire_hold", [str(hold_end_lost)]),
     ])
+
+
+def test_a_ride_booked_ahead_waits_for_its_first_round_to_be_due_then_is_redriven_if_it_never_began(
+    farm: Farm,
+) -> None:
+    lead = farm.settings.dispatch.schedule_lead_s
+    # Given rides booked a day ago, long past the reconciler's grace, none of them dispatched yet:
+    farm.rides(1, ago_s=86_400, scheduled_in_s=lead + 600)  # its first round is due in ten minutes
+    farm.rides(1, ago_s=86_400, scheduled_in_s=lead - 10)  # due ten seconds ago: within the grace
+    lost = farm.rides(1, ago_s=86_400, scheduled_in_s=lead - 120)[0]  # due two minutes ago
+    passed = farm.rides(1, ago_s=86_400, scheduled_in_s=-3600)[0]  # its pickup time is an hour gone
+    # And one whose first round is on, its bid window still open
+    farm.rides(1, round_=0, ago_s=60, scheduled_in_s=lead - 120)
+
+    # When the reconciler runs
+    report = farm.reconcile()
+
+    # Then only the rides whose first round is overdue get it again
+    assert (report.steps, report.checks, report.expiries) == (2, 0, 0)
+    assert farm.jobs() == sorted([("dispatch.step", [str(lost), 0]), ("dispatch.step", [str(passed), 0])])

@@ -18,6 +18,8 @@ RIDE = uuid.UUID("3f2a91c0-1111-4222-8333-444455556666")
 LONG_ADDRESS = "Karl-Liebknecht-Strasse 13, Hinterhaus, 4. Etage links, 10178 Berlin"
 PARAMS: dict[str, dict[str, Any]] = {
     "booking_confirmed": {"vehicleType": "truck", "pickup": place(LONG_ADDRESS, 0, 0)},
+    "ride_scheduled": {"vehicleType": "motorbike", "pickup": place(LONG_ADDRESS, 0, 0),
+                       "scheduledFor": "2026-12-03T14:30:59.123456Z"},
     "bids_ready": {"count": 3, "lowestAmount": 123456, "currency": "EUR"},
     "driver_assigned": {"amount": 123456, "currency": "EUR", "etaMinutes": 12,
                         "pickup": place(LONG_ADDRESS, 0, 0)},
@@ -42,14 +44,30 @@ GSM7 = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&
            "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
 
 
+@pytest.mark.parametrize("ahead", [False, True], ids=["now", "booked-ahead"])
 @pytest.mark.parametrize("template", sorted(TEMPLATES))
-def test_every_template_fits_one_sms_segment_with_long_values(template: str) -> None:
-    body = render(template, {"rideId": str(RIDE), **PARAMS[template]})
+def test_every_template_fits_one_sms_segment_with_long_values(template: str, ahead: bool) -> None:
+    when = {"scheduledFor": "2026-12-03T14:30:00.123456Z"} if ahead else {}  # any message of such a ride
+    body = render(template, {"rideId": str(RIDE), **PARAMS[template], **when})
 
     assert body.startswith("Dispatch Farm: ")
     assert ("3F2A91C0" in body) is (template != "phone_code")
     assert len(body) <= 160, body
     assert set(body) <= GSM7, set(body) - GSM7  # a character outside GSM-7 halves the segment
+
+
+def test_a_ride_booked_ahead_is_told_its_pickup_time_in_utc_instead_of_an_eta() -> None:
+    ahead = {"rideId": str(RIDE), "pickup": "Alexanderplatz 1", "vehicleType": "van", "amount": 2500,
+             "currency": "EUR", "etaMinutes": 7, "scheduledFor": "2026-12-24T15:30:00+01:00"}
+
+    assert render("ride_scheduled", ahead) == ("Dispatch Farm: ride 3F2A91C0 is booked for 14:30 UTC on "
+                                               "2026-12-24 (van from Alexanderplatz 1). We will ask drivers "
+                                               "before then.")
+    assert render("driver_assigned", ahead).endswith("pickup at Alexanderplatz 1 at 14:30 UTC on 2026-12-24.")
+    assert render("bid_accepted", ahead).endswith("Pickup: Alexanderplatz 1 at 14:30 UTC on 2026-12-24.")
+    now = {key: value for key, value in ahead.items() if key != "scheduledFor"}
+    assert render("driver_assigned", now).endswith("pickup at Alexanderplatz 1 in about 7 min.")
+    assert render("bid_accepted", now).endswith("Pickup: Alexanderplatz 1.")
 
 
 def test_bodies_name_prices_counts_and_etas_as_people_read_them() -> None:

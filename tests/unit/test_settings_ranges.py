@@ -32,3 +32,11 @@ def test_hsts_is_on_by_default_off_with_0_and_never_negative(no_env_file: Path) 
     assert load_settings({"HSTS_MAX_AGE": "0"}, env_file=no_env_file).web.hsts_max_age_s == 0
     with pytest.raises(SettingsError, match="HSTS_MAX_AGE must be 0 or more"):
         load_settings({"HSTS_MAX_AGE": "-1"}, env_file=no_env_file)
+
+
+def test_a_schedule_horizon_within_the_minimum_ahead_is_refused_a_zero_lead_taken(no_env_file: Path) -> None:
+    with pytest.raises(SettingsError, match=r"DISPATCH_SCHEDULE_HORIZON_DAYS \(1 days\) must be longer than"):
+        load_settings({"DISPATCH_SCHEDULE_HORIZON_DAYS": "1", "DISPATCH_SCHEDULE_MIN_AHEAD": "86400"},
+                      env_file=no_env_file)
+    settings = load_settings({"DISPATCH_SCHEDULE_LEAD": "0"}, env_file=no_env_file)
+    assert (settings.dispatch.schedule_lead_s, settings.dispatch.schedule_min_ahead_s) == (0, 900)

@@ -35,6 +35,9 @@ class RideController(Controller):
                      limit: RateLimitDep) -> RideOut:
         """Request a ride: stored as PENDING_BIDS at once; nearby drivers are offered it in rounds.
 
+        With `scheduledFor` (15 min to 30 days ahead by default) the ride is booked ahead: its rounds
+        start `DISPATCH_SCHEDULE_LEAD` (30 min) before it, or at once when that has passed.
+
         A card ride on a farm without a Stripe key is refused (409 `CONFLICT`, reason
         `PAYMENTS_DISABLED`); cash works.
         """
