@@ -26,7 +26,8 @@ async def list_regions(session: AsyncSession) -> list[Region]:
 
 
 async def set_region(uow: AsyncUnitOfWork, code: str, *, name: str, currency: str,
-                     commission_rate: Decimal, operator: str | None = None) -> Region:
+                     commission_rate: Decimal, operator: str | None = None, slot_minutes: int | None = None,
+                     slot_buffer_minutes: int | None = None) -> Region:
     """Create the region or update it in place; audited. The currency must be in the currency table;
     one Stripe doesn't charge (IQD, CUP, ...) makes a cash-only region (card bids there are refused)."""
     if not _CODE.fullmatch(code):
@@ -41,14 +42,29 @@ async def set_region(uow: AsyncUnitOfWork, code: str, *, name: str, currency: st
                                details={"currency": "unknown ISO 4217 currency"})
     if not known.card:
         log.warning("region.cash_only_currency", region=code, currency=currency)
+    slots = _slot_defaults(slot_minutes, slot_buffer_minutes)
     upsert = insert(Region).values(code=code, name=name, currency=currency,
-                                   commission_rate=commission_rate)
+                                   commission_rate=commission_rate, **slots)
     statement = upsert.on_conflict_do_update(
         index_elements=[Region.code],
-        set_={"name": name, "currency": currency, "commission_rate": commission_rate},
+        set_={"name": name, "currency": currency, "commission_rate": commission_rate, **slots},
     ).returning(Region)
     region = (await uow.session.execute(statement)).scalar_one()
     audit.record(uow.session, audit.Operator(role=audit.CLI, name=operator), "region.set",
                  target_type="region", target_id=code,
-                 details={"name": name, "currency": currency, "commission": str(commission_rate)})
+                 details={"name": name, "currency": currency, "commission": str(commission_rate), **slots})
     return region
+
+
+def _slot_defaults(slot_minutes: int | None, buffer_minutes: int | None) -> dict[str, int]:
+    """The region's slot length and buffer for time-slot bookings, where given (kept otherwise)."""
+    given: dict[str, int] = {}
+    if slot_minutes is not None:
+        if not 5 <= slot_minutes <= 720:
+            raise ValidationFailed("A slot lasts 5 to 720 minutes.", details={"slotMinutes": slot_minutes})
+        given["slot_minutes"] = slot_minutes
+    if buffer_minutes is not None:
+        if not 0 <= buffer_minutes <= 240:
+            raise ValidationFailed("A buffer is 0 to 240 minutes.", details={"bufferMinutes": buffer_minutes})
+        given["slot_buffer_minutes"] = buffer_minutes
+    return given

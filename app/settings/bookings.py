@@ -35,6 +35,10 @@ class BookingSettings:
         "BOOKINGS_REMINDERS", (24 * 3600, 3600), check=REMINDERS,
         doc="when reminders go out, in seconds before the start (one message each, only to bookings "
             "still confirmed; one already past at confirmation is not sent)")
+    holds_per_customer: int = setting(
+        "BOOKINGS_HOLDS_PER_CUSTOMER", 5, check=NOT_NEGATIVE,
+        doc="how many unconfirmed holds one customer may have at once (0: no cap), so nobody keeps a "
+            "provider's calendar from others; one more is 409 `CONFLICT`, reason `HOLD_LIMIT`")
     horizon_days: int = setting(
         "BOOKINGS_HORIZON_DAYS", 180, check=POSITIVE,
         doc="how far ahead a slot may be booked, in days")

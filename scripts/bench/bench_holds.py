@@ -53,9 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--providers", type=int, default=50, help="providers in the spread phase (default 50)"
     )
     parser.add_argument("--no-pin", action="store_true", help="let the OS place wrk and the web process")
-    parser.add_argument("--profile", type=Path, metavar="PATH",
-                        help="also sample the web process with py-spy during the spread phase (.svg, .txt, "
-                             ".json); py-spy takes CPU too, so figures from such a run are lower")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="PATH",
+        help="also sample the web process with py-spy during the spread phase (.svg, .txt, "
+        ".json); py-spy takes CPU too, so figures from such a run are lower",
+    )
     args = parser.parse_args(argv)
     if min(args.duration, args.connections, args.providers) < 1:
         parser.error("--duration, --connections and --providers must be positive")
@@ -155,7 +159,14 @@ def measure(args: argparse.Namespace, session: BenchSession) -> Measured:
         "INSERT INTO regions (code, name, currency, commission_rate, updated_at) "
         "VALUES ('BNC', 'Bench', 'EUR', 0.15, now()) ON CONFLICT DO NOTHING"
     )
-    web = session.start_web({"ACCESS_TOKEN_TTL": "7200", "AUTH_RATE_LIMIT_REQUESTS": "100000"}, cpus=web_cpus)
+    web = session.start_web(
+        {
+            "ACCESS_TOKEN_TTL": "7200",
+            "AUTH_RATE_LIMIT_REQUESTS": "100000",
+            "BOOKINGS_HOLDS_PER_CUSTOMER": "0",
+        },
+        cpus=web_cpus,
+    )
     providers = publish_providers(web.base_url, args.providers + 1)
     tokens = [register_user(web.base_url, "customer")[1] for _ in range(CUSTOMERS)]
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -22,8 +22,10 @@ def cmd_regions_set(args: argparse.Namespace) -> int:
             from error
     region = run_async(lambda: with_uow(lambda uow: set_region(
         uow, args.code, name=args.name, currency=args.currency, commission_rate=commission,
-        operator=operator_name(args))))
-    print(f"region {region.code} ({region.name}): {region.currency}, commission {region.commission_rate}")
+        operator=operator_name(args), slot_minutes=args.slot_minutes,
+        slot_buffer_minutes=args.buffer_minutes)))
+    print(f"region {region.code} ({region.name}): {region.currency}, commission {region.commission_rate}, "
+          f"booking slots {region.slot_minutes} min + {region.slot_buffer_minutes} min buffer")
     return EXIT_OK
 
 
@@ -36,3 +38,7 @@ def add_regions_parsers(sub: Any) -> None:
     region.add_argument("--name", required=True)
     region.add_argument("--currency", required=True, help="ISO 4217, e.g. EUR")
     region.add_argument("--commission", required=True, help="the platform's share, e.g. 0.15")
+    region.add_argument("--slot-minutes", type=int, help="time-slot bookings: the slot length of providers "
+                                                         "who set none (default 60)")
+    region.add_argument("--buffer-minutes", type=int, help="time-slot bookings: the gap after each booking "
+                                                           "for providers who set none (default 0)")

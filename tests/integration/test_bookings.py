@@ -9,10 +9,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.fakes.stripe_server import FakeStripe
-from tests.integration.bookings_support import BookingBench, at_local, bookings, iso, with_bookings
+from tests.integration.bookings_support import (
+    BookingBench,
+    at_local,
+    bookings,
+    iso,
+    schedule_body,
+    with_bookings,
+)
 from tests.integration.conftest import AppFactory
 from tests.integration.market_support import Call, assert_error, at_once
 from tests.integration.payments_support import paid_settings, stripe_fake
+from tests.integration.test_farmctl_regions import farmctl
 
 __all__ = ["bookings", "paid_settings", "stripe_fake"]
 
@@ -196,3 +204,86 @@ async def test_admins_list_every_booking_with_filters(bookings: BookingBench) ->
     assert_error(refused, 403, "FORBIDDEN")
     mine = await bookings.api.get("/api/v1/bookings", params={"limit": 1}, headers=customer.headers)
     assert len(mine.json()["items"]) == 1 and mine.json()["nextCursor"]
+
+
+async def test_a_customer_keeps_at_most_the_cap_of_unconfirmed_holds(
+        make_client: AppFactory, paid_settings: object, stripe_fake: FakeStripe) -> None:
+    settings = with_bookings(paid_settings, holds_per_customer=2)  # type: ignore[arg-type]
+    bench = BookingBench(await make_client(settings), settings, stripe_fake)
+    await bench.market.region()
+    try:
+        provider = await bench.provider(card=False)
+        customer = await bench.market.customer()
+        first = await bench.hold(customer, provider, at_local(3, 9), method="cash")
+        await bench.hold(customer, provider, at_local(3, 10), method="cash")
+        refused = await bench.hold(customer, provider, at_local(3, 11), method="cash", expect=409)
+        assert refused["error"]["details"] == {"reason": "HOLD_LIMIT", "limit": 2}
+        # a confirmed booking no longer counts
+        await bench.api.post(f"/api/v1/bookings/{first['id']}/confirm", headers=customer.headers)
+        await bench.hold(customer, provider, at_local(3, 11), method="cash")
+    finally:
+        bench.close()
+
+
+@pytest.mark.parametrize(("day", "first", "last"), [
+    ("2027-03-28", "2027-03-28T07:00:00Z", "2027-03-28T14:00:00Z"),  # the last Sunday of March: CEST
+    ("2027-03-27", "2027-03-27T08:00:00Z", "2027-03-27T15:00:00Z"),
+    ("2027-10-31", "2027-10-31T08:00:00Z", "2027-10-31T15:00:00Z"),  # the last Sunday of October: CET
+    ("2027-10-30", "2027-10-30T07:00:00Z", "2027-10-30T14:00:00Z"),
+])
+async def test_a_berlin_provider_has_the_right_utc_slots_on_the_dst_sundays(
+        bookings: BookingBench, day: str, first: str, last: str) -> None:
+    week = [{"weekday": d, "start": "09:00", "end": "17:00"} for d in range(7)]
+    provider = await bookings.provider(card=False, weeklyHours=week)
+    start = datetime.fromisoformat(f"{day}T00:00:00+00:00")
+    response = await bookings.api.get(f"/api/v1/providers/{provider.id}/slots",
+                                      params={"from": iso(start), "to": iso(start + timedelta(days=1))})
+    items = response.json()["items"]
+    assert (items[0]["start"], items[-1]["start"], len(items)) == (first, last, 8)
+    assert all(item["localStart"][11:16] == f"{9 + i:02d}:00" for i, item in enumerate(items))
+
+
+async def test_regions_set_the_slot_length_of_providers_who_set_none(
+        bookings: BookingBench, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = await farmctl(capsys, "regions", "set", "BER", "--name", "Berlin", "--currency", "EUR",
+                                 "--commission", "0.15", "--slot-minutes", "30", "--buffer-minutes", "10")
+    assert code == 0 and "30 min + 10 min buffer" in out
+    provider = await bookings.provider(card=False, slotMinutes=None, bufferMinutes=None)
+    mine = await bookings.api.get("/api/v1/providers/me/schedule", headers=provider.headers)
+    assert (mine.json()["slotMinutes"], mine.json()["bufferMinutes"]) == (30, 10)
+    start = at_local(3, 8)
+    free = await bookings.slots(provider, start, start + timedelta(hours=1, minutes=30))
+    assert free == [iso(start), iso(start + timedelta(minutes=40)), iso(start + timedelta(minutes=80))]
+
+
+async def test_the_openapi_document_lists_the_booking_routes(bookings: BookingBench) -> None:
+    paths = (await bookings.api.get("/schema/openapi.json")).json()["paths"]
+    for path in ("/api/v1/bookings", "/api/v1/bookings/{booking_id}", "/api/v1/bookings/{booking_id}/confirm",
+                 "/api/v1/providers/{provider_id}/slots", "/api/v1/providers/me/schedule",
+                 "/api/v1/admin/bookings"):
+        assert path in paths, sorted(paths)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"timeZone": "Mars/Olympus"}, "schedule"),
+    ({"price": {"amount": 4000, "currency": "USD"}}, "price.currency"),
+    ({"weeklyHours": [{"weekday": 0, "start": "09:00", "end": "12:00"},
+                      {"weekday": 0, "start": "11:00", "end": "13:00"}]}, "schedule"),
+    ({"weeklyHours": [{"weekday": 7, "start": "09:00", "end": "12:00"}]}, "weeklyHours"),
+    ({"weeklyHours": [{"weekday": 1, "start": "9am", "end": "12:00"}]}, "weeklyHours"),
+    ({"region": "NOWHERE"}, "region"),
+])
+async def test_a_schedule_that_cannot_be_kept_is_400_and_changes_nothing(
+        bookings: BookingBench, change: dict[str, object], field: str) -> None:
+    provider = await bookings.provider(card=False)
+    before = (await bookings.api.get("/api/v1/providers/me/schedule", headers=provider.headers)).json()
+    response = await bookings.api.put("/api/v1/providers/me/schedule", json=schedule_body(**change),
+                                      headers=provider.headers)
+    details = assert_error(response, 400, "VALIDATION_ERROR")
+    assert any(key.startswith(field) for key in details), details
+    after = (await bookings.api.get("/api/v1/providers/me/schedule", headers=provider.headers)).json()
+    assert after == before
+    customer = await bookings.market.customer()
+    refused = await bookings.api.put("/api/v1/providers/me/schedule", json=schedule_body(),
+                                     headers=customer.headers)
+    assert_error(refused, 403, "FORBIDDEN")

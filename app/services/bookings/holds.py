@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import Range
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -93,6 +93,7 @@ def hold(session: Session, settings: Settings, customer_id: uuid.UUID, request: 
     account = _payee_account(session, settings, request)
     blocked = slots.blocked_range(calendar.schedule, request.start, request.end)
     release_lapsed(session, request.provider_id, blocked, now=now, effects=effects)
+    _check_hold_cap(session, settings.bookings.holds_per_customer, customer_id, now)
     amount = calendar.price_amount * slot_count
     booking = Booking(
         id=uuid.uuid4(), customer_id=customer_id, provider_id=request.provider_id,
@@ -143,6 +144,21 @@ def _check_request(calendar: Calendar, settings: Settings, request: HoldRequest,
         raise Conflict("The provider does not work at that time; pick one of its free slots.",
                        details={"reason": "OUTSIDE_WORKING_HOURS"})
     return length // slot
+
+
+def _check_hold_cap(session: Session, cap: int, customer_id: uuid.UUID, now: datetime) -> None:
+    """At most `cap` live holds per customer (0: no cap), counted under the customer's advisory lock
+    (held to the commit), so two holds at once can't both slip under it."""
+    if not cap:
+        return
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                    {"key": f"booking-holds:{customer_id}"})
+    live = session.scalar(select(func.count()).select_from(Booking).where(
+        Booking.customer_id == customer_id, Booking.status == BookingStatus.HELD.value,
+        Booking.hold_expires_at > now))
+    if (live or 0) >= cap:
+        raise Conflict(f"You already hold {cap} unconfirmed slots: confirm or cancel one first.",
+                       details={"reason": "HOLD_LIMIT", "limit": cap})
 
 
 def _payee_account(session: Session, settings: Settings, request: HoldRequest) -> str | None:
