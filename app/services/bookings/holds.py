@@ -19,8 +19,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import Range
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -176,17 +175,21 @@ def _payee_account(session: Session, settings: Settings, request: HoldRequest) -
     return str(row[0])
 
 
+#: The provider's lapsed holds in a range, expired (Core: it runs before every hold).
+_RELEASE_LAPSED = text("""
+UPDATE bookings SET status = 'EXPIRED', updated_at = :now
+WHERE provider_id = :provider_id AND status = 'HELD' AND hold_expires_at <= :now
+  AND blocked && tstzrange(:start, :end, '[)')
+RETURNING id, customer_id, starts_at, ends_at
+""")
+
+
 def release_lapsed(session: Session, provider_id: uuid.UUID, blocked: tuple[datetime, datetime], *,
                    now: datetime, effects: Effects) -> int:
     """Expire the provider's holds in `blocked` whose `holdExpiresAt` has passed (what their expiry
     job would do: `EXPIRED`, and `bookings.settle` releases the card hold); how many."""
-    lapsed = session.execute(
-        update(Booking)
-        .where(Booking.provider_id == provider_id, Booking.status == BookingStatus.HELD.value,
-               Booking.hold_expires_at <= now, Booking.blocked.overlaps(Range(*blocked, bounds="[)")))
-        .values(status=BookingStatus.EXPIRED.value, updated_at=now)
-        .returning(Booking.id, Booking.customer_id, Booking.starts_at, Booking.ends_at)
-    ).all()
+    lapsed = session.execute(_RELEASE_LAPSED, {"provider_id": provider_id, "now": now, "start": blocked[0],
+                                               "end": blocked[1]}).all()
     for row in lapsed:
         before = BookingState(row.id, BookingStatus.HELD, row.customer_id, provider_id, row.starts_at,
                               row.ends_at)
