@@ -287,3 +287,14 @@ async def test_a_schedule_that_cannot_be_kept_is_400_and_changes_nothing(
     refused = await bookings.api.put("/api/v1/providers/me/schedule", json=schedule_body(),
                                      headers=customer.headers)
     assert_error(refused, 403, "FORBIDDEN")
+
+
+async def test_the_provider_may_see_a_booking_but_not_confirm_it(bookings: BookingBench) -> None:
+    provider = await bookings.provider(card=False)
+    customer = await bookings.market.customer()
+    booking = await bookings.hold(customer, provider, at_local(3, 9), method="cash")
+    confirm = await bookings.api.post(f"/api/v1/bookings/{booking['id']}/confirm", headers=provider.headers)
+    assert_error(confirm, 403, "FORBIDDEN")
+    intent = await bookings.api.post(f"/api/v1/bookings/{booking['id']}/intent", headers=provider.headers)
+    assert_error(intent, 403, "FORBIDDEN")
+    assert (await bookings.booking(customer, booking["id"]))["status"] == "HELD"

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.adapters.payment_gateway import PaymentGateway
 from app.db import short_transaction
-from app.errors import Conflict
+from app.errors import Conflict, Forbidden
 from app.logging import get_logger
 from app.services.bookings.lifecycle import Caller, load_booking, party_of
 from app.services.payment_setup import IntentView, Sessions, record_intent
@@ -26,8 +26,8 @@ log = get_logger("bookings")
 
 def _payable(session: Session, caller: Caller, booking_id: uuid.UUID) -> Payment:
     booking: Booking = load_booking(session, booking_id, caller)
-    if party_of(caller, booking) != CUSTOMER:
-        raise Conflict("Only the booking's customer pays for it.", details={"reason": "NOT_THE_CUSTOMER"})
+    if party_of(caller, booking) != CUSTOMER:  # its provider or an admin: may see it, not pay for it
+        raise Forbidden("Only the booking's customer pays for it.")
     if booking.payment_method != "card":
         raise Conflict("This booking is paid in cash.", details={"paymentMethod": "cash"})
     if booking.status != BookingStatus.HELD.value:

@@ -23,7 +23,7 @@ from decimal import Decimal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, Forbidden, NotFound
 from app.keys import BOOKINGS_REMIND, BOOKINGS_SETTLE
 from app.outbox import add_job
 from app.services import audit
@@ -101,8 +101,8 @@ def confirm(session: Session, settings: Settings, caller: Caller, booking_id: uu
     """The customer confirms its hold: at once for cash or a card hold already authorized; otherwise
     `bookings.settle` re-reads the PaymentIntent at Stripe and confirms when it is authorized."""
     booking = load_booking(session, booking_id, caller, for_update=True)
-    if party_of(caller, booking) != CUSTOMER:
-        raise NotFound("No such booking.")
+    if party_of(caller, booking) != CUSTOMER:  # its provider or an admin: may see it, not confirm it
+        raise Forbidden("Only the booking's customer confirms it.")
     if booking.status == BookingStatus.CONFIRMED.value:
         return booking  # a repeated confirm answers the same
     if booking.status == BookingStatus.HELD.value and booking.hold_expires_at <= now:
