@@ -34,7 +34,8 @@ def settle(ctx: JobContext, booking_id: str) -> None:
 @job(BOOKINGS_EXPIRE_HOLD, max_retries=8, min_backoff_ms=200, time_limit_ms=30_000)
 def expire_hold(ctx: JobContext, booking_id: str) -> None:
     effects = Effects()
-    lifecycle.expire(ctx.uow.session, uuid.UUID(booking_id), now=datetime.now(UTC), effects=effects)
+    lifecycle.expire(ctx.uow.session, ctx.settings, uuid.UUID(booking_id), now=datetime.now(UTC),
+                     effects=effects)
     effects.emit_after_commit(ctx.uow.after_commit, ctx.publisher.emit)
 
 

@@ -179,7 +179,8 @@ def test_a_burst_adds_workers_and_the_drain_removes_them_losing_nothing(
     figures = {"reason", "workers", "ready", "in_flight", "oldest_ready_age_s", "ready_per_worker"}
     assert figures <= set(ups[0])
     assert ups[0]["ready"] > 0 and all(down["ready"] == 0 and down["reason"] == "idle" for down in downs)
-    assert all(stopped["exit_code"] == 0 for stopped in autoscaler.events("autoscale.worker_stopped"))
+    stopped = autoscaler.events("autoscale.worker_stopped")
+    assert all(event["exit_code"] == 0 for event in stopped), (stopped, autoscaler.output()[-4000:])
 
     # And the exporter adds up the job metrics of every worker, the removed ones included
     sleep = {"queue_name": probe_jobs.QUEUE, "actor_name": "probe.sleep"}
@@ -206,7 +207,8 @@ def test_a_sigterm_lets_running_jobs_finish_and_leaves_the_rest_queued(
     ready = int(runs.llen(queue))
     assert len(done) + ready == 6
     assert int(runs.hlen(f"{queue}.msgs")) == ready
-    assert all(stopped["exit_code"] == 0 for stopped in autoscaler.events("autoscale.worker_stopped"))
+    stopped = autoscaler.events("autoscale.worker_stopped")
+    assert all(event["exit_code"] == 0 for event in stopped), (stopped, autoscaler.output()[-4000:])
 
 
 def test_a_sigkilled_autoscaler_leaves_no_worker_behind(autoscaler: Autoscaler) -> None:

@@ -109,7 +109,7 @@ class BookingBench(PayBench):
                                                                now=datetime.now(UTC), effects=fx)))
 
     def expire(self, booking_id: str) -> bool:
-        return bool(self._unit(lambda s, env, fx: lifecycle.expire(s, uuid.UUID(booking_id),
+        return bool(self._unit(lambda s, env, fx: lifecycle.expire(s, self.settings, uuid.UUID(booking_id),
                                                                     now=datetime.now(UTC), effects=fx)))
 
     def remind(self, booking_id: str, offset_s: int, now: datetime | None = None) -> bool:

@@ -81,10 +81,15 @@ async def test_overlapping_but_unequal_ranges_conflict_too(bookings: BookingBenc
 async def test_the_buffer_keeps_the_next_booking_away(bookings: BookingBench) -> None:
     provider = await bookings.provider(card=False, bufferMinutes=15)
     first, second = await bookings.market.customer(), await bookings.market.customer()
-    await bookings.hold(first, provider, at_local(6, 9), method="cash")
-    refused = await bookings.hold(second, provider, at_local(6, 10), method="cash", expect=409)
+    assert (await bookings.slots(provider, at_local(6, 8), at_local(6, 11)))[:3] == [
+        iso(at_local(6, 8)), iso(at_local(6, 9, 15)), iso(at_local(6, 10, 30))]
+    await bookings.hold(first, provider, at_local(6, 10, 30), method="cash")  # keeps 10:30-11:45
+    # two slots from 09:15 would end at 11:15 and keep its buffer until 11:30: refused by PostgreSQL
+    refused = await bookings.hold(second, provider, at_local(6, 9, 15), hours=2, method="cash", expect=409)
     assert refused["error"]["details"]["reason"] == "SLOT_TAKEN"
-    await bookings.hold(second, provider, at_local(6, 10, 15), method="cash")
+    await bookings.hold(second, provider, at_local(6, 9, 15), method="cash")  # 09:15-10:15 (+15) fits
+    off_grid = await bookings.hold(second, provider, at_local(6, 12), method="cash", expect=400)
+    assert "start" in off_grid["error"]["details"]
 
 
 async def test_a_lapsed_hold_frees_its_slot_the_moment_it_expires(
@@ -232,7 +237,11 @@ async def test_a_customer_keeps_at_most_the_cap_of_unconfirmed_holds(
     ("2027-10-30", "2027-10-30T07:00:00Z", "2027-10-30T14:00:00Z"),
 ])
 async def test_a_berlin_provider_has_the_right_utc_slots_on_the_dst_sundays(
-        bookings: BookingBench, day: str, first: str, last: str) -> None:
+        make_client: AppFactory, paid_settings: object, stripe_fake: FakeStripe, day: str, first: str,
+        last: str) -> None:
+    settings = with_bookings(paid_settings, horizon_days=700)  # type: ignore[arg-type]
+    bookings = BookingBench(await make_client(settings), settings, stripe_fake)
+    await bookings.market.region()
     week = [{"weekday": d, "start": "09:00", "end": "17:00"} for d in range(7)]
     provider = await bookings.provider(card=False, weeklyHours=week)
     start = datetime.fromisoformat(f"{day}T00:00:00+00:00")
@@ -241,6 +250,7 @@ async def test_a_berlin_provider_has_the_right_utc_slots_on_the_dst_sundays(
     items = response.json()["items"]
     assert (items[0]["start"], items[-1]["start"], len(items)) == (first, last, 8)
     assert all(item["localStart"][11:16] == f"{9 + i:02d}:00" for i, item in enumerate(items))
+    bookings.close()
 
 
 async def test_regions_set_the_slot_length_of_providers_who_set_none(

@@ -38,6 +38,7 @@ from app.services.access import Principal
 from app.services.bookings import holds, intent, lifecycle, views
 from app.services.bookings.effects import Effects
 from app.services.bookings.lifecycle import Caller
+from app.services.phone_verification import require_verified_phone
 from models import BookingStatus, Role
 
 T = TypeVar("T")
@@ -75,6 +76,7 @@ class BookingController(Controller):
         that overlaps another live booking or hold of the provider: 409 `CONFLICT` (`SLOT_TAKEN`)."""
         principal.require_role(Role.CUSTOMER)
         settings, now = web_context(state).settings, datetime.now(UTC)
+        require_verified_phone(principal, settings)
         request = data.to_request()
         held = await run(uow, state, lambda s, fx: holds.hold(s, settings, principal.id, request, now=now,
                                                               effects=fx))

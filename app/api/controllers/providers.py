@@ -36,7 +36,10 @@ class ProviderScheduleController(Controller):
                       limit: RateLimitDep) -> ScheduleOut:
         """Publish (replace) the caller's weekly hours, exceptions, time zone, price and slot length;
         bookings already made are kept."""
-        request = data.to_request()
+        try:
+            request = data.to_request()
+        except ValueError as exc:  # a period backwards, two of one day overlapping
+            raise ValidationFailed(str(exc), details={"schedule": str(exc)}) from exc
         published = await run(uow, state, lambda s, fx: calendar.publish(s, provider.id, request, effects=fx))
         return ScheduleOut.of(published)
 
@@ -57,11 +60,13 @@ async def free_slots(
     now = datetime.now(UTC)
     start = _instant(starts_from, "from") or now
     end = _instant(starts_before, "to") or start + timedelta(days=7)
-    longest = web_context(state).settings.bookings.listing_max_days
+    settings = web_context(state).settings.bookings
+    longest, horizon = settings.listing_max_days, timedelta(days=settings.horizon_days)
     if end <= start or end - start > timedelta(days=longest):
         raise ValidationFailed(f"`to` must be after `from`, at most {longest} days later.",
                                details={"to": f"after from, within {longest} days"})
-    found, free = await uow.session.run_sync(lambda s: calendar.free_slots(s, provider_id, start, end, now))
+    found, free = await uow.session.run_sync(lambda s: calendar.free_slots(s, provider_id, start, end, now,
+                                                                                 horizon=horizon))
     return SlotList.of(found, free)
 
 

@@ -13,8 +13,10 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import Range, insert
 from sqlalchemy.orm import Session
 
+from app import currencies
 from app.errors import NotFound, ValidationFailed
 from app.keys import calendar_room
+from app.services.bids import check_price
 from app.services.bookings import slots
 from app.services.bookings.effects import Effects
 from app.timestamps import rfc3339
@@ -116,9 +118,13 @@ def busy_ranges(session: Session, provider_id: uuid.UUID, start: datetime, end: 
 
 
 def free_slots(session: Session, provider_id: uuid.UUID, start: datetime, end: datetime,
-               now: datetime) -> tuple[Calendar, list[slots.Slot]]:
-    """The provider's calendar and its free slots starting in `[max(start, now), end)`."""
+               now: datetime, *, horizon: timedelta) -> tuple[Calendar, list[slots.Slot]]:
+    """The provider's calendar and its free slots starting in `[max(start, now), end)`, no further
+    ahead than `horizon` (what may be booked)."""
+    start, end = max(start, now), min(end, now + horizon)
     calendar = load_calendar(session, provider_id)
+    if end <= start:
+        return calendar, []
     busy = busy_ranges(session, provider_id, start, end + _longest(calendar), now)
     return calendar, slots.free_slots(calendar.schedule, busy, max(start, now), end)
 
@@ -142,6 +148,8 @@ def publish(session: Session, provider_id: uuid.UUID, request: ScheduleRequest, 
     if region.currency != request.price_currency:
         raise ValidationFailed(f"Prices in {region.code} are in {region.currency}.",
                                details={"price.currency": f"must be {region.currency}"})
+    money = currencies.of(region.currency)
+    check_price(money, request.price_amount, card=money.card)  # what a card could be charged, where it can
     values = {"region_code": request.region_code, "time_zone": request.time_zone,
               "price_amount": request.price_amount, "slot_minutes": request.slot_minutes,
               "buffer_minutes": request.buffer_minutes, "updated_at": func.now()}

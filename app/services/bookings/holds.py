@@ -23,6 +23,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app import currencies
 from app.errors import Conflict, PaymentsDisabled, ValidationFailed
 from app.keys import BOOKINGS_EXPIRE_HOLD, BOOKINGS_SETTLE
 from app.outbox import INSERT_JOB, add_job
@@ -89,10 +90,11 @@ def hold(session: Session, settings: Settings, customer_id: uuid.UUID, request: 
     """Hold the time for the customer (`Conflict` if it is taken); the booking as it was written."""
     calendar = load_calendar(session, request.provider_id)
     slot_count = _check_request(calendar, settings, request, now)
-    account = _payee_account(session, settings, request)
+    account = _payee_account(session, settings, request, calendar)
     blocked = slots.blocked_range(calendar.schedule, request.start, request.end)
-    release_lapsed(session, request.provider_id, blocked, now=now, effects=effects)
+    # The customer's advisory lock first, then the lapsed holds' rows (every hold takes them in this order).
     _check_hold_cap(session, settings.bookings.holds_per_customer, customer_id, now)
+    release_lapsed(session, request.provider_id, blocked, now=now, effects=effects)
     amount = calendar.price_amount * slot_count
     booking = Booking(
         id=uuid.uuid4(), customer_id=customer_id, provider_id=request.provider_id,
@@ -142,6 +144,10 @@ def _check_request(calendar: Calendar, settings: Settings, request: HoldRequest,
     if not slots.within_hours(calendar.schedule, request.start, request.end):
         raise Conflict("The provider does not work at that time; pick one of its free slots.",
                        details={"reason": "OUTSIDE_WORKING_HOURS"})
+    if not slots.on_grid(calendar.schedule, request.start, request.end):
+        raise ValidationFailed("A booking starts where one of the provider's slots starts "
+                               "(GET /providers/{id}/slots lists them).",
+                               details={"start": "must be the start of one of the provider's slots"})
     return length // slot
 
 
@@ -160,12 +166,16 @@ def _check_hold_cap(session: Session, cap: int, customer_id: uuid.UUID, now: dat
                        details={"reason": "HOLD_LIMIT", "limit": cap})
 
 
-def _payee_account(session: Session, settings: Settings, request: HoldRequest) -> str | None:
+def _payee_account(session: Session, settings: Settings, request: HoldRequest,
+                   calendar: Calendar) -> str | None:
     """For a card booking: the provider's Connect account, ready to be paid (else 409)."""
     if request.payment_method != "card":
         return None
     if not settings.stripe.enabled:
         raise PaymentsDisabled()
+    if not currencies.of(calendar.currency).card:
+        raise Conflict(f"Card payments can't be taken in {calendar.currency}: book for cash.",
+                       details={"reason": "CARD_NOT_TAKEN", "currency": calendar.currency})
     row = session.execute(select(Driver.stripe_account_id, Driver.charges_enabled, Driver.payouts_enabled)
                           .where(Driver.user_id == request.provider_id)).first()
     if row is None or not row[0] or not (row[1] and row[2]):

@@ -153,9 +153,7 @@ def end(session: Session, settings: Settings, caller: Caller, booking_id: uuid.U
     booking = load_booking(session, booking_id, caller, for_update=True)
     party = party_of(caller, booking)
     assert party is not None
-    if target in AFTER_START and now < booking.starts_at:
-        raise Conflict("This booking has not started yet.", details={"reason": "NOT_STARTED",
-                                                                      "start": booking.starts_at.isoformat()})
+    _check_timing(booking, party, target, now)
     fee = fee_owed(settings, booking, party, target, now)
     before = booking.status
     payment = _payment(session, booking)
@@ -163,8 +161,10 @@ def end(session: Session, settings: Settings, caller: Caller, booking_id: uuid.U
     if target != BookingStatus.COMPLETED:
         payment.cancellation_fee, payment.cancelled_from = fee, before
     _settle(session, booking)
-    if target == BookingStatus.CANCELLED:
-        notices.cancelled(session, booking, by_role=party, fee=fee, reason=reason, settings=settings.twilio)
+    if target == BookingStatus.CANCELLED or fee:
+        was_confirmed = before == BookingStatus.CONFIRMED.value
+        notices.ended(session, booking, by_role=party, fee=fee, reason=reason, was_confirmed=was_confirmed,
+                      settings=settings.twilio)
     if party == ADMIN:
         audit.record(session, caller.operator or audit.Operator(ADMIN, account_id=caller.id),
                      f"booking.{target.value.lower()}", target_type="booking", target_id=booking.id,
@@ -172,16 +172,42 @@ def end(session: Session, settings: Settings, caller: Caller, booking_id: uuid.U
     return booking
 
 
-def expire(session: Session, booking_id: uuid.UUID, *, now: datetime, effects: Effects) -> bool:
+def _check_timing(booking: Booking, party: str, target: BookingStatus, now: datetime) -> None:
+    """What the start decides: a customer never completes nor marks a no-show (403: it may see the
+    booking, not act on it so), nothing is completed or missed before the start, and a customer
+    can't cancel once the slot has begun (the provider marks a no-show instead)."""
+    if target in AFTER_START and party == CUSTOMER:
+        raise Forbidden("Only the provider (or support) completes a booking or marks a no-show.")
+    if target in AFTER_START and now < booking.starts_at:
+        raise Conflict("This booking has not started yet.",
+                       details={"reason": "NOT_STARTED", "start": booking.starts_at.isoformat()})
+    if target == BookingStatus.CANCELLED and party == CUSTOMER and now >= booking.starts_at \
+            and booking.status == BookingStatus.CONFIRMED.value:
+        raise Conflict("This booking has started; it can no longer be cancelled.",
+                       details={"reason": "STARTED", "start": booking.starts_at.isoformat()})
+
+
+class HoldNotDue(Exception):
+    """A hold's expiry job ran before its `holdExpiresAt` (clocks apart): retried, not dropped."""
+
+
+def expire(session: Session, settings: Settings, booking_id: uuid.UUID, *, now: datetime,
+           effects: Effects) -> bool:
     """`bookings.expire_hold`: a hold still HELD at its `holdExpiresAt` is EXPIRED, the time freed,
-    and `bookings.settle` releases the card hold. A booking confirmed, cancelled or already expired
-    meanwhile (or a job early or delivered twice) changes nothing."""
+    and `bookings.settle` releases the card hold. A hold whose card was authorized in time (the
+    webhook recorded it, its settle has not run yet) is CONFIRMED instead. A booking confirmed,
+    cancelled or already expired meanwhile, or a job delivered twice, changes nothing; a job early
+    by more than the clock tolerance raises `HoldNotDue`, and its retry comes back later."""
     booking = session.scalar(select(Booking).where(Booking.id == booking_id).with_for_update())
     if booking is None or booking.status != BookingStatus.HELD.value:
         return False
     if booking.hold_expires_at > now + CLOCK_TOLERANCE:
+        raise HoldNotDue(f"booking {booking_id} holds until {booking.hold_expires_at.isoformat()}")
+    payment = _payment(session, booking)
+    if booking.payment_method == "card" and payment.status in HOLD_SECURED:
+        confirmed(session, settings, booking, BY_SYSTEM, now=now, effects=effects)
         return False
     _move(session, effects, booking, BookingStatus.EXPIRED, BY_SYSTEM, now, HOLD_EXPIRED_REASON)
-    _payment(session, booking).cancellation_fee = 0
+    payment.cancellation_fee = 0
     _settle(session, booking)
     return True

@@ -55,11 +55,16 @@ def reminder(session: Session, booking: Booking, offset_s: int, settings: Twilio
                   params=_params(booking, lead=lead_text(offset_s)))
 
 
-def cancelled(session: Session, booking: Booking, *, by_role: str, fee: int, reason: str | None,
-              settings: TwilioSettings | None) -> None:
-    """The other party is told (an admin's cancellation: both); the customer learns of any fee."""
+def ended(session: Session, booking: Booking, *, by_role: str, fee: int, reason: str | None,
+          was_confirmed: bool, settings: TwilioSettings | None) -> None:
+    """A cancellation: the other party is told (an admin's: both; the provider only of a booking it
+    was told of, a confirmed one). A fee (a late cancellation, a no-show) is told to the customer."""
     by = {CUSTOMER: "the customer", PROVIDER: "the provider", ADMIN: "support"}.get(by_role, "the system")
     recipients = {CUSTOMER: [PROVIDER], PROVIDER: [CUSTOMER]}.get(by_role, [CUSTOMER, PROVIDER])
+    if not was_confirmed and PROVIDER in recipients:
+        recipients.remove(PROVIDER)
+    if fee and CUSTOMER not in recipients:
+        recipients.append(CUSTOMER)
     for party in recipients:
         user_id = booking.customer_id if party == CUSTOMER else booking.provider_id
         fee_params = {"feeAmount": fee, "currency": booking.currency} if party == CUSTOMER and fee else {}

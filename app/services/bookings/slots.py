@@ -156,6 +156,17 @@ def within_hours(schedule: Schedule, start: datetime, end: datetime) -> bool:
                for period_start, period_end in working_periods(schedule, start, end))
 
 
+def on_grid(schedule: Schedule, start: datetime, end: datetime) -> bool:
+    """Whether [start, end) starts where one of the listed slots starts (the period's start plus a
+    whole number of slot + buffer steps) and ends inside that same period."""
+    _check_aware(start, end)
+    if end <= start:
+        raise ValueError("a booking must end after it starts")
+    step = timedelta(minutes=schedule.slot_minutes + schedule.buffer_minutes)
+    return any(period_start <= start and end <= period_end and (start - period_start) % step == timedelta(0)
+               for period_start, period_end in working_periods(schedule, start, end))
+
+
 def _zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)

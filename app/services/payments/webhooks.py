@@ -144,9 +144,10 @@ def _on_dispute(session: Session, env: JobEnv, dispute: dict[str, Any]) -> str:
     if not payment.disputed:
         payment.disputed = True
         payment.updated_at = datetime.now(UTC)
-        log.warning("payments.disputed", ride_id=str(payment.ride_id), dispute=dispute.get("id"),
+        log.warning("payments.disputed", subject=payment.subject, dispute=dispute.get("id"),
                     amount=dispute.get("amount"), reason=dispute.get("reason"))
-        emit_update(payment, env, status="disputed")
+        if payment.ride_id is not None:  # a booking's parties learn of it from support
+            emit_update(payment, env, status="disputed")
     return "disputed"
 
 

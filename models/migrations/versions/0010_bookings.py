@@ -144,6 +144,12 @@ def _payments_of_bookings() -> None:
 def downgrade() -> None:
     op.drop_constraint(op.f('ck_ledger_entries_one_subject'), 'ledger_entries', type_='check')
     op.drop_constraint(op.f('ck_payments_one_subject'), 'payments', type_='check')
+    # The money ledger is append-only: a farm whose bookings moved money can't go back before them.
+    op.execute("""DO $$ BEGIN
+        IF EXISTS (SELECT 1 FROM ledger_entries WHERE booking_id IS NOT NULL) THEN
+            RAISE EXCEPTION 'ledger entries of bookings exist: 0010 cannot be downgraded';
+        END IF;
+    END $$""")
     op.execute("DELETE FROM payments WHERE booking_id IS NOT NULL")
     op.drop_column('regions', 'slot_buffer_minutes')
     op.drop_column('regions', 'slot_minutes')
