@@ -170,7 +170,7 @@ def test_a_burst_adds_workers_and_the_drain_removes_them_losing_nothing(
              what="the workers to be removed", timeout=20)
 
     # And every job ran exactly once, spread over several worker processes
-    assert ran(runs) == {job: 1 for job in range(JOBS)}
+    assert ran(runs) == {job: 1 for job in range(JOBS)}, autoscaler.output()[-4000:]
     assert len(runs.smembers(probe_jobs.pids_key())) >= 2
 
     # And each decision was logged with the figures behind it
