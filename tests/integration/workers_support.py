@@ -29,7 +29,6 @@ T = TypeVar("T")
 
 #: How long a test waits for something the worker should do within a second or two (generous: CI
 #: runs on a busy machine, and a condition met early ends the wait at once).
-#: Generous: CI is a busy 2-core machine (a deadline only bounds a wait that ends when its condition holds).
 DEADLINE_S = 60.0
 
 
