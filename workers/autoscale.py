@@ -21,6 +21,8 @@ every worker that way, then the autoscaler exits. Each worker runs in a session 
 terminal's Ctrl-C or a process manager's group signal reaches the autoscaler alone, and every
 worker gets exactly one SIGTERM (Dramatiq kills a worker on the second). If the autoscaler itself
 dies (SIGKILL, OOM), the kernel sends each worker SIGTERM (`PR_SET_PDEATHSIG`): no orphans.
+A worker stopped while it is still starting keeps the signal blocked until Dramatiq handles it,
+so it too stops cleanly (exit 0) rather than dying of the signal.
 
 Metrics: the workers write their job metrics to one prometheus_client multiprocess directory and
 the autoscaler serves them, the queue gauges and its own (`farm_autoscaler_*`) on
@@ -72,6 +74,8 @@ MAX_RESTART_BACKOFF_S = 60.0
 _PR_SET_PDEATHSIG = 1
 #: Looked up here, in the parent: the forked child only calls it (no dlopen between fork and exec).
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+#: What Dramatiq's CLI handles (and blocks while it starts its processes).
+WORKER_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
 
 @dataclass
@@ -118,7 +122,7 @@ class Supervisor:
     def start_worker(self, reason: str) -> None:
         argv, env = worker_command(self.settings, self.worker_args, self.metrics_dir)
         popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
-                                 preexec_fn=_term_when_orphaned)
+                                 preexec_fn=_prepare_worker)
         self.workers.append(WorkerProcess(popen, self.clock()))
         log.info("autoscale.worker_started", pool=self.name, pid=popen.pid, reason=reason,
                  workers=len(self.running))
@@ -331,10 +335,19 @@ def parse_arguments(argv: list[str]) -> Arguments:
     return Arguments(worker_args=list(argv), queues=QUEUES, pools=list(DEFAULT_POOLS))
 
 
-def _term_when_orphaned() -> None:
-    """In the forked child, before exec: SIGTERM it if the autoscaler dies, even by SIGKILL
-    (Linux `PR_SET_PDEATHSIG`), so a killed supervisor leaves no orphaned workers; they stop as
-    on any SIGTERM, finishing running jobs and requeueing the rest."""
+def _prepare_worker() -> None:
+    """In the forked child, before exec.
+
+    SIGTERM it if the autoscaler dies, even by SIGKILL (Linux `PR_SET_PDEATHSIG`), so a killed
+    supervisor leaves no orphaned workers; they stop as on any SIGTERM, finishing running jobs and
+    requeueing the rest.
+
+    Dramatiq's stop signals are blocked across the exec: the mask is inherited, and Dramatiq
+    unblocks them only once its handlers are installed. A worker told to stop while it is still
+    starting (the interpreter and Dramatiq's CLI take a fraction of a second) keeps the signal
+    pending and stops cleanly then, instead of dying of it with nothing to clean up.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_STOP_SIGNALS)
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 

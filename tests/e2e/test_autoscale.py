@@ -25,10 +25,12 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.adapters.queue_stats import QueueInspector
 from app.settings import Settings
 from tests.e2e import probe_jobs
 from tests.e2e.farm import REPO, free_port
 from tests.integration.workers_support import wait_for
+from workers.autoscale import Supervisor
 
 pytestmark = pytest.mark.e2e
 
@@ -232,3 +234,25 @@ def test_a_sigkilled_autoscaler_leaves_no_worker_behind(autoscaler: Autoscaler) 
         return not alive
 
     wait_for(all_gone, what="the orphaned workers to stop", timeout=30)
+
+
+def test_a_worker_told_to_stop_while_it_is_still_starting_stops_cleanly(
+        clean: None, settings: Settings, tmp_path: Path) -> None:
+    # Given a worker the supervisor has just started (its interpreter is still loading)
+    client = redis.Redis.from_url(settings.redis.url)
+    inspector = QueueInspector(client, settings.redis.dramatiq_namespace, queues=(probe_jobs.QUEUE,),
+                               heartbeat_timeout_s=settings.worker.heartbeat_timeout_s)
+    supervisor = Supervisor(settings, ["tests.e2e.probe_jobs", "--queues", probe_jobs.QUEUE], inspector,
+                            str(tmp_path), name="probe")
+    supervisor.start_worker("test")
+    worker = supervisor.workers[0]
+    try:
+        # When it is told to stop at once (a scale-down or a shutdown right after a scale-up)
+        supervisor.stop_worker(worker, "test")
+
+        # Then it stops as a worker that had been running would: cleanly, not killed by the signal
+        assert worker.popen.wait(timeout=60) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        client.close()
