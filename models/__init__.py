@@ -26,6 +26,7 @@ from models.rides import (
     RideStatus,
 )
 from models.users import (
+    AdminAccess,
     Driver,
     DriverAvailability,
     PhoneVerification,
@@ -38,6 +39,7 @@ from models.users import (
 
 __all__ = [
     "LIVE_BOOKING_STATUSES",
+    "AdminAccess",
     "AuditEntry",
     "Base",
     "Bid",

@@ -6,7 +6,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Index, String, text
+from sqlalchemy import CheckConstraint, Enum, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, created_at, utcnow, uuid_pk
@@ -16,6 +16,14 @@ class Role(enum.StrEnum):
     CUSTOMER = "customer"
     DRIVER = "driver"
     ADMIN = "admin"
+
+
+class AdminAccess(enum.StrEnum):
+    """What an admin may do: everything, or only read (support staff: every admin page and list,
+    no action). Meaningless for other roles (they keep the default)."""
+
+    FULL = "full"
+    READ_ONLY = "read_only"
 
 
 class VehicleType(enum.StrEnum):
@@ -38,6 +46,9 @@ class User(Base):
     full_name: Mapped[str] = mapped_column(String(200))
     phone: Mapped[str] = mapped_column(String(16))
     role: Mapped[Role] = mapped_column(_str_enum(Role, "user_role"))
+    admin_access: Mapped[AdminAccess] = mapped_column(
+        _str_enum(AdminAccess, "admin_access"), default=AdminAccess.FULL,
+        server_default=AdminAccess.FULL.value)
     whatsapp_opt_in: Mapped[bool] = mapped_column(default=False)
     is_active: Mapped[bool] = mapped_column(default=True)
     #: Bumped by logout-all and suspension: access tokens carrying an older generation are refused.
@@ -51,7 +62,10 @@ class User(Base):
 
     driver: Mapped[Driver | None] = relationship(back_populates="user", uselist=False, lazy="raise")
 
-    __table_args__ = (Index("uq_users_email_lower", text("lower(email)"), unique=True),)
+    __table_args__ = (
+        Index("uq_users_email_lower", text("lower(email)"), unique=True),
+        CheckConstraint("admin_access IN ('full', 'read_only')", name="admin_access"),
+    )
 
 
 class DriverAvailability(enum.StrEnum):

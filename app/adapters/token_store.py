@@ -56,6 +56,8 @@ class UserSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     #: The phone was proven by a one-time code (snapshots cached before this field: False).
     phone_verified: bool = False
+    #: An admin's `full` or `read_only` access (`models.AdminAccess`); `full` for every other role.
+    admin_access: str = "full"
 
 
 _encoder = msgspec.json.Encoder()

@@ -70,14 +70,25 @@ def bearer_token(request: Request[Any, Any, Any]) -> str | None:
     return token.strip() or None
 
 
+#: Methods that change nothing: all a read-only admin may send (beside its own account's routes).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Routes about the caller's own session and account, open to a read-only admin whatever the method.
+OWN_ACCOUNT_PREFIXES = ("/api/v1/auth/", "/api/v1/me")
+
+
 async def provide_principal(request: Request[Any, Any, Any], state: State) -> Principal:
-    """The authenticated caller (401/403/503 otherwise)."""
+    """The authenticated caller (401/403/503 otherwise). A read-only admin gets 403
+    (`READ_ONLY_ADMIN`) here for any request that could change something, on every route."""
     try:
-        return await web_context(state).gate.authenticate(bearer_token(request))
+        principal = await web_context(state).gate.authenticate(bearer_token(request))
     except REDIS_ERRORS as error:
         log.error("auth.revocation_check_unavailable", error=repr(error))
         raise ServiceUnavailable("Token checks are unavailable; try again shortly.",
                                  details={"dependency": "redis"}) from error
+    if principal.read_only and request.method not in SAFE_METHODS \
+            and not request.scope["path"].startswith(OWN_ACCOUNT_PREFIXES):
+        principal.require_write()
+    return principal
 
 
 def client_address(request: Request[Any, Any, Any], trusted: Sequence[IPv4Network | IPv6Network]) -> str:

@@ -55,7 +55,7 @@ class ReasonIn(Request):
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 
 
-class UserOut(Response):
+class UserOut(Response, omit_defaults=True):
     id: uuid.UUID
     email: str
     full_name: str
@@ -66,12 +66,16 @@ class UserOut(Response):
     created_at: datetime
     #: The phone was proven by a one-time code (`POST /me/phone/verify`).
     phone_verified: bool
+    #: Admins only (absent for other roles): `full`, or `read_only` (reads every admin page, acts on
+    #: nothing).
+    admin_access: str | None = None
 
     @classmethod
     def of(cls, user: UserSnapshot) -> UserOut:
         return cls(id=user.id, email=user.email, full_name=user.full_name, phone=user.phone,
                    role=user.role, vehicle_type=user.vehicle_type, whatsapp_opt_in=user.whatsapp_opt_in,
-                   created_at=user.created_at, phone_verified=user.phone_verified)
+                   created_at=user.created_at, phone_verified=user.phone_verified,
+                   admin_access=user.admin_access if user.role == "admin" else None)
 
 
 class TokensOut(Response):

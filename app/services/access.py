@@ -23,9 +23,12 @@ from app.errors import AccountDeactivated, Forbidden, InvalidToken, ServiceUnava
 from app.logging import get_logger
 from app.security import AccessClaims, decode_access_token
 from app.settings import AuthSettings
-from models import Driver, RevokedSession, User
+from models import AdminAccess, Driver, RevokedSession, Role, User
 
 log = get_logger("auth.access")
+
+#: `details.reason` of the 403 a read-only admin gets for an action.
+READ_ONLY_ADMIN = "READ_ONLY_ADMIN"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +46,20 @@ class Principal:
     def role(self) -> str:
         return self.user.role
 
+    @property
+    def read_only(self) -> bool:
+        """A read-only admin (support staff): it may read what admins read, and change nothing."""
+        return self.user.role == Role.ADMIN and self.user.admin_access == AdminAccess.READ_ONLY
+
     def require_role(self, *roles: str) -> None:
         if self.user.role not in roles:
             raise Forbidden(f"This needs the role {' or '.join(roles)}.")
+
+    def require_write(self) -> None:
+        """403 `FORBIDDEN` (`details.reason` `READ_ONLY_ADMIN`) for a read-only admin."""
+        if self.read_only:
+            raise Forbidden("This admin account is read-only: it may look but not act.",
+                            details={"reason": READ_ONLY_ADMIN})
 
 
 def snapshot_of(user: User, vehicle_type: str | None) -> UserSnapshot:
@@ -61,6 +75,7 @@ def snapshot_of(user: User, vehicle_type: str | None) -> UserSnapshot:
         generation=user.token_generation,
         created_at=user.created_at,
         phone_verified=user.phone_verified_at is not None,
+        admin_access=str(user.admin_access or AdminAccess.FULL),
     )
 
 

@@ -1,4 +1,5 @@
-"""Admin account actions: suspend and re-activate drivers, create admins. Every one is audited."""
+"""Admin account actions: suspend and re-activate drivers, create admins and set their access.
+Every one is audited."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from app.logging import get_logger
 from app.security import hash_password
 from app.services import audit, drivers
 from app.services.auth import revoke_all_tokens
-from models import Driver, Role, User
+from models import AdminAccess, Driver, Role, User
 
 log = get_logger("accounts")
 
@@ -68,17 +69,42 @@ async def activate_driver(uow: AsyncUnitOfWork, store: TokenStore, driver_id: uu
 
 
 async def create_admin(uow: AsyncUnitOfWork, email: str, password: str, full_name: str,
-                       phone: str, *, operator: str | None = None) -> User:
+                       phone: str, *, operator: str | None = None,
+                       access: AdminAccess = AdminAccess.FULL) -> User:
     existing = await uow.session.scalar(select(User.id).where(func.lower(User.email) == email.lower()))
     if existing is not None:
         raise Conflict("An account with this email already exists.", details={"email": "taken"})
     password_hash = await anyio.to_thread.run_sync(hash_password, password)
     user = User(id=uuid.uuid4(), email=email, password_hash=password_hash, full_name=full_name,
-                phone=phone, role=Role.ADMIN, created_at=datetime.now(UTC))
+                phone=phone, role=Role.ADMIN, admin_access=access, created_at=datetime.now(UTC))
     uow.session.add(user)
     try:
         await uow.session.flush()
     except IntegrityError as exc:
         raise Conflict("An account with this email already exists.", details={"email": "taken"}) from exc
-    _audit(uow, None, audit.CLI, "admin.created", user.id, {"email": email}, operator)
+    _audit(uow, None, audit.CLI, "admin.created", user.id, {"email": email, "access": access.value}, operator)
     return user
+
+
+async def set_admin_access(uow: AsyncUnitOfWork, store: TokenStore, email: str, access: AdminAccess, *,
+                           operator: str | None = None) -> tuple[User, AdminAccess]:
+    """Make the admin with this email `full` or `read_only`; (the admin, its access before).
+
+    It holds from the admin's next request, with the tokens it has now: every process drops its
+    cached copy of the account after commit. Audited `admin.access_changed` (also when unchanged
+    nothing is written and nothing is audited).
+    """
+    user = await uow.session.scalar(
+        select(User).where(func.lower(User.email) == email.lower(), User.role == Role.ADMIN)
+        .with_for_update())
+    if user is None:
+        raise NotFound(f"No admin has the email {email}.")
+    before = AdminAccess(user.admin_access)
+    if before != access:
+        user.admin_access = access
+        _audit(uow, None, audit.CLI, "admin.access_changed", user.id,
+               {"email": user.email, "from": before.value, "to": access.value}, operator)
+        user_id = user.id
+        uow.after_commit(lambda: store.forget_user(user_id))
+        log.info("accounts.admin_access_changed", user_id=str(user_id), access=access.value)
+    return user, before

@@ -33,12 +33,47 @@ def _read_password_twice() -> str:
 
 def cmd_users_create_admin(args: argparse.Namespace) -> int:
     from app.services.accounts import create_admin
+    from models import AdminAccess
 
     password = _read_password_twice()
+    access = AdminAccess.READ_ONLY if args.read_only else AdminAccess.FULL
     user = run_async(lambda: with_uow(
         lambda uow: create_admin(uow, args.email, password, args.name, args.phone,
-                                 operator=operator_name(args))))
-    print(f"admin {user.email} created with id {user.id}")
+                                 operator=operator_name(args), access=access)))
+    kind = "read-only admin" if args.read_only else "admin"
+    print(f"{kind} {user.email} created with id {user.id}")
+    return EXIT_OK
+
+
+#: `farmctl users set-access` words → the stored access.
+ACCESS_WORDS = {"full": "full", "read-only": "read_only"}
+
+
+async def _set_access(email: str, access: str, by: str) -> tuple[str, str]:
+    from app.adapters.token_store import TokenStore
+    from app.keys import RedisKeys
+    from app.redis_conn import create_async_redis
+    from app.services.accounts import set_admin_access
+    from models import AdminAccess
+
+    settings = get_settings()
+    client = create_async_redis(settings.redis)
+    store = TokenStore(client, RedisKeys(settings.redis), settings.auth.user_cache_ttl_s)
+    try:
+        user, before = await with_uow(
+            lambda uow: set_admin_access(uow, store, email, AdminAccess(access), operator=by))
+        return user.email, before.value
+    finally:
+        await client.aclose()
+
+
+def cmd_users_set_access(args: argparse.Namespace) -> int:
+    access = ACCESS_WORDS[args.access]
+    email, before = run_async(lambda: _set_access(args.email, access, operator_name(args)))
+    if before == access:
+        print(f"admin {email} already has {args.access} access: nothing changed")
+    else:
+        print(f"admin {email}: {before.replace('_', '-')} → {args.access} access, from its next request")
     return EXIT_OK
 
 
@@ -52,6 +87,13 @@ def add_users_parsers(sub: Any) -> None:
     admin.add_argument("email")
     admin.add_argument("--name", default="Administrator")
     admin.add_argument("--phone", default="+10000000000")
+    admin.add_argument("--read-only", action="store_true",
+                       help="support staff: may read every admin page and list, may act on nothing")
+    access = command(users, "set-access", "make an admin full or read-only (from its next request)", [
+        "farmctl users set-access support@example.com read-only",
+        "farmctl users set-access ops@example.com full"], cmd_users_set_access, audited=True)
+    access.add_argument("email")
+    access.add_argument("access", choices=sorted(ACCESS_WORDS))
 
 
 # --- drivers -------------------------------------------------------------------------------

@@ -97,14 +97,16 @@ class Accounts:
         session: dict[str, Any] = response.json()
         return session
 
-    async def admin(self) -> dict[str, Any]:
-        """An admin created the way `farmctl users create-admin` does, then logged in."""
+    async def admin(self, *, read_only: bool = False) -> dict[str, Any]:
+        """An admin created the way `farmctl users create-admin [--read-only]` does, then logged in."""
         from app.services.accounts import create_admin
+        from models import AdminAccess
 
-        email = self.fresh_email("admin")
+        email = self.fresh_email("support" if read_only else "admin")
         async with own_session() as session:
             uow = AsyncUnitOfWork(session)
-            await create_admin(uow, email, PASSWORD, "An admin", "+4917000000001")
+            await create_admin(uow, email, PASSWORD, "An admin", "+4917000000001",
+                               access=AdminAccess.READ_ONLY if read_only else AdminAccess.FULL)
             await uow.commit()
         return await self.session(email)
 
