@@ -12,6 +12,7 @@ from models.bookings import (
     ProviderSchedule,
 )
 from models.jobs import FailedJob, Job, JobState
+from models.ops import QueuePause, ScheduleRun
 from models.payment_states import PaymentStatus
 from models.payments import LedgerEntry, LedgerKind, Payment, StripeEvent
 from models.rides import (
@@ -63,6 +64,7 @@ __all__ = [
     "ProviderException",
     "ProviderHours",
     "ProviderSchedule",
+    "QueuePause",
     "RefreshToken",
     "Region",
     "RevokedSession",
@@ -70,6 +72,7 @@ __all__ = [
     "RideEvent",
     "RideStatus",
     "Role",
+    "ScheduleRun",
     "StripeEvent",
     "User",
     "VehicleType",
