@@ -150,6 +150,12 @@ def test_failed_lists_newest_first_and_filters(
         (["--error", "CarrierDown"], [flaky_row]),
         (["--queue", QUEUE, "--since", "1h"], [refused_row, flaky_row]),
         (["--not-replayed"], [refused_row, flaky_row]),
+        (["--args", "RIDE-2"], [refused_row]),  # text anywhere in args or kwargs, any case
+        (["--args", "FIRST"], [flaky_row]),
+        (["--args", "ride-"], [refused_row, flaky_row]),
+        (["--args", '{"note": "first"}'], [flaky_row]),  # a JSON object: contained in kwargs
+        (["--args", '["ride-2"]'], [refused_row]),  # a JSON array: contained in args
+        (["--args", "ride", "--actor", "test.farmctl.flaky"], [flaky_row]),
     ]:
         code, out, _ = farmctl(capsys, "jobs", "failed", "--json", *argv)
         assert code == 0, argv
@@ -168,7 +174,8 @@ def test_failed_lists_newest_first_and_filters(
     assert code == 0 and len(out.strip().splitlines()) == 2
     assert "1 of 2 shown" in err
     # And nothing matching is exit 1, with one line on stderr
-    for argv in (["--actor", "nobody"], ["--since", "2099-01-01T00:00:00Z"], ["--replayed"]):
+    for argv in (["--actor", "nobody"], ["--since", "2099-01-01T00:00:00Z"], ["--replayed"],
+                 ["--args", '{"note": "second"}'], ["--args", "ride_1"]):
         code, out, err = farmctl(capsys, "jobs", "failed", *argv)
         assert (code, out) == (1, ""), argv
         assert err.strip() == "farmctl: no failed job matches"
