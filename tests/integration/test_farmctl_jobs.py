@@ -387,6 +387,34 @@ def test_purge_needs_yes_counts_on_dry_run_and_deletes_with_the_dead_letters(
     assert refused_row.id not in {r.id for r in failed_jobs(db)}
 
 
+def test_replay_and_purge_pick_jobs_by_their_arguments(
+    start_worker: WorkerFactory, db: sessionmaker[Session], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given two real failures, for ride-1 and ride-2
+    start_worker(relay=get_settings())
+    flaky_row, refused_row = fail_both(db)
+
+    # When the admin dry-runs a replay of the jobs whose arguments mention ride-1
+    code, out, _ = farmctl(capsys, "jobs", "replay", "--all", "--args", "ride-1", "--dry-run")
+    # Then only that job would be sent
+    assert code == 0
+    assert out.splitlines() == [f"{str(flaky_row.id)[:8]}  test.farmctl.flaky on {QUEUE}  would replay"]
+
+    # When it purges the jobs called with ["ride-2"] (dry run, then for real)
+    code, out, _ = farmctl(capsys, "jobs", "purge", "--args", '["ride-2"]', "--dry-run")
+    assert code == 0 and out.strip() == "would delete 1 failed job; nothing was deleted"
+    code, out, _ = farmctl(capsys, "jobs", "purge", "--args", '["ride-2"]', "--yes", "--by", "ops@desk")
+    # Then only that one is gone, and the audit log keeps the filter as given
+    assert (code, out.strip()) == (0, "deleted 1 failed job")
+    assert [r.id for r in failed_jobs(db)] == [flaky_row.id]
+    assert refused_row.id not in {r.id for r in failed_jobs(db)}
+    assert audited(db, "jobs.purged") == [("cli", "ops@desk", None,
+                                           {"count": 1, "filter": {"args": '["ride-2"]'}})]
+    # And --args goes with --all, not with IDs
+    code, out, err = farmctl(capsys, "jobs", "replay", str(flaky_row.id), "--args", "ride-1")
+    assert (code, out) == (2, "") and "--args" in err
+
+
 # --- dead letters --------------------------------------------------------------------------------
 @pytest.fixture
 def registry_down(monkeypatch: pytest.MonkeyPatch) -> Any:
