@@ -12,6 +12,8 @@ A **replay** sends the job again on its own queue as a new message: new message 
 sends it twice, which is safe because actors are idempotent. A job is replayed once unless forced.
 
 Services don't commit: the caller's unit of work does (the CLI commits each replay on its own).
+The filters are `failed_job_filter.JobFilter`; the admin API's use cases (replay or purge everything
+matching an expected count, in the request's transaction) are `failed_jobs_admin`.
 """
 
 from __future__ import annotations
