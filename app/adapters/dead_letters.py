@@ -5,10 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import dramatiq
 import redis
+import redis.asyncio as aredis
+
+
+class DeadLetterEraser(Protocol):
+    """What the registry needs to drop dead letters it now tracks (sync, or async for the web)."""
+
+    def forget(self, queue: str, redis_ids: Sequence[str]) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -58,3 +65,20 @@ class DeadLetters:
         pipe.zrem(self._key(queue), *redis_ids)
         pipe.hdel(f"{self._key(queue)}.msgs", *redis_ids)
         pipe.execute()
+
+
+class AsyncDeadLetterEraser:
+    """`DeadLetters.forget` for the web process (its async client): run as an after-commit action."""
+
+    def __init__(self, client: aredis.Redis, namespace: str) -> None:
+        self._redis = client
+        self._ns = namespace
+
+    async def forget(self, queue: str, redis_ids: Sequence[str]) -> None:
+        if not redis_ids:
+            return
+        key = f"{self._ns}:{queue}.XQ"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(key, *redis_ids)
+            pipe.hdel(f"{key}.msgs", *redis_ids)
+            await pipe.execute()

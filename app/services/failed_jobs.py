@@ -12,6 +12,8 @@ A **replay** sends the job again on its own queue as a new message: new message 
 sends it twice, which is safe because actors are idempotent. A job is replayed once unless forced.
 
 Services don't commit: the caller's unit of work does (the CLI commits each replay on its own).
+The filters are `failed_job_filter.JobFilter`; the admin API's use cases (replay or purge everything
+matching an expected count, in the request's transaction) are `failed_jobs_admin`.
 """
 
 from __future__ import annotations
@@ -23,15 +25,15 @@ import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
-from sqlalchemy import ColumnElement, String, and_, cast, delete, func, or_, select
+from sqlalchemy import String, and_, cast, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app.adapters.dead_letters import DeadLetters
+from app.adapters.dead_letters import DeadLetterEraser, DeadLetters
 from app.cursors import Position, decode_cursor, encode_cursor
 from app.db import UnitOfWork
 from app.errors import NotFound, ValidationFailed
@@ -39,6 +41,9 @@ from app.keys import JobKind
 from app.logging import get_logger
 from app.outbox import job_insert
 from app.services import audit
+from app.services.failed_job_filter import JobFilter as JobFilter
+from app.services.failed_job_filter import escape_like
+from app.services.failed_job_filter import parse_since as parse_since
 from models.jobs import FailedJob, FailedJobReplay
 
 log = get_logger("failed_jobs")
@@ -49,65 +54,9 @@ DELIVERY_OPTIONS = frozenset({"retries", "eta", "traceback", "redis_message_id",
 #: The option naming the message a replay was made from (kept on its own failure, if any).
 REPLAY_OF = "replay_of"
 
-_DURATION = re.compile(r"^\s*(\d{1,18})\s*(s|m|h|d|w)\s*\Z")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
 
 Enqueue = Callable[[dramatiq.Message[Any]], dramatiq.Message[Any]]
-
-
-# --- filters -----------------------------------------------------------------------------------
-def parse_since(text: str, *, now: datetime | None = None) -> datetime:
-    """`30m`, `2h`, `7d`, `1w` ago, or an ISO 8601 / RFC 3339 moment (UTC when it has no offset)."""
-    now = now or datetime.now(UTC)
-    match = _DURATION.match(text)
-    try:
-        if match:
-            return now - timedelta(seconds=int(match[1]) * _UNIT_S[match[2]])
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except (ValueError, OverflowError) as exc:
-        raise ValidationFailed("since must be a duration such as 2h or 7d, or a date-time.",
-                               details={"since": text}) from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class JobFilter:
-    """Which failed jobs a command is about; every field left at None matches all."""
-
-    actor: str | None = None
-    queue: str | None = None
-    since: datetime | None = None
-    #: Text found (case-insensitively) in the exception's type or message.
-    error: str | None = None
-    #: True: only jobs replayed at least once; False: only jobs never replayed.
-    replayed: bool | None = None
-
-    def describe(self) -> dict[str, str | bool]:
-        """The filters that are set, as JSON-simple values (for the audit log)."""
-        found = {"actor": self.actor, "queue": self.queue, "error": self.error, "replayed": self.replayed,
-                 "since": self.since.isoformat() if self.since else None}
-        return {name: value for name, value in found.items() if value is not None}
-
-    def clauses(self) -> list[ColumnElement[bool]]:
-        where: list[ColumnElement[bool]] = []
-        if self.actor:
-            where.append(FailedJob.actor == self.actor)
-        if self.queue:
-            where.append(FailedJob.queue == self.queue)
-        if self.since:
-            where.append(FailedJob.failed_at >= self.since)
-        if self.error:
-            pattern = f"%{_escape_like(self.error)}%"
-            where.append(or_(FailedJob.exception_type.ilike(pattern, escape="\\"),
-                             FailedJob.exception_message.ilike(pattern, escape="\\")))
-        if self.replayed is not None:
-            where.append(FailedJob.replay_count > 0 if self.replayed else FailedJob.replay_count == 0)
-        return where
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -142,7 +91,7 @@ def resolve(session: Session, reference: str) -> FailedJob:
     if not re.fullmatch(r"[0-9a-f-]{4,64}", ref):
         raise ValidationFailed(f"{reference!r} is not a failed job id (give at least 4 hex characters).",
                                details={"id": reference})
-    prefix = f"{_escape_like(ref)}%"
+    prefix = f"{escape_like(ref)}%"
     matches = list(session.scalars(
         select(FailedJob).where(or_(cast(FailedJob.id, String).like(prefix, escape="\\"),
                                     FailedJob.message_id.like(prefix, escape="\\")))
@@ -220,7 +169,8 @@ class ReplayOutcome:
 def replay(uow: UnitOfWork, failed_job_id: uuid.UUID, *, by: str, enqueue: Enqueue | None = None,
            force: bool = False,
            known_actor: Callable[[str], bool] | None = None,
-           dead_letters: DeadLetters | None = None) -> ReplayOutcome:
+           dead_letters: DeadLetterEraser | None = None,
+           operator: audit.Operator | None = None) -> ReplayOutcome:
     """Send one failed job again and record it (commit the unit of work right after).
 
     The new job is written into the durable ledger in the same transaction as the replay's record
@@ -253,8 +203,8 @@ def replay(uow: UnitOfWork, failed_job_id: uuid.UUID, *, by: str, enqueue: Enque
     redis_id = job.options.get("redis_message_id")
     if dead_letters is not None and isinstance(redis_id, str):
         uow.after_commit(lambda: dead_letters.forget(job.queue, [redis_id]))
-    audit.record(uow.session, audit.Operator.at_terminal(by), "job.replayed", target_type="failed_job",
-                 target_id=job.id, details={"actor": job.actor, "queue": job.queue,
+    audit.record(uow.session, operator or audit.Operator.at_terminal(by), "job.replayed",
+                 target_type="failed_job", target_id=job.id, details={"actor": job.actor, "queue": job.queue,
                                             "messageId": sent.message_id, "forced": forced})
     log.info("failed_jobs.replayed", failed_job_id=str(job.id), actor=job.actor, queue=job.queue,
              message_id=sent.message_id, by=by, forced=forced)
@@ -262,9 +212,11 @@ def replay(uow: UnitOfWork, failed_job_id: uuid.UUID, *, by: str, enqueue: Enque
 
 
 # --- purge -------------------------------------------------------------------------------------
-def purge(uow: UnitOfWork, where: JobFilter, *, by: str, dead_letters: DeadLetters | None = None) -> int:
+def purge(uow: UnitOfWork, where: JobFilter, *, by: str, dead_letters: DeadLetterEraser | None = None,
+          operator: audit.Operator | None = None, action: str = "jobs.purged") -> int:
     """Delete the matching failed jobs (and their replay history); their dead letters after commit.
-    The purge is audited as `by` with the filter and the count."""
+    The purge is audited (`action`) as `operator` (default: `by` at a terminal) with the filter and
+    the count."""
     deleted = uow.session.execute(
         delete(FailedJob).where(*where.clauses())
         .returning(FailedJob.queue, FailedJob.options["redis_message_id"].astext)
@@ -276,7 +228,7 @@ def purge(uow: UnitOfWork, where: JobFilter, *, by: str, dead_letters: DeadLette
                 by_queue.setdefault(queue, []).append(redis_id)
         for queue, ids in by_queue.items():
             uow.after_commit(functools.partial(dead_letters.forget, queue, ids))
-    audit.record(uow.session, audit.Operator.at_terminal(by), "jobs.purged", target_type="failed_job",
+    audit.record(uow.session, operator or audit.Operator.at_terminal(by), action, target_type="failed_job",
                  details={"count": len(deleted), "filter": where.describe()})
     log.info("failed_jobs.purged", count=len(deleted), by=by)
     return len(deleted)

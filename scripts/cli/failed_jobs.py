@@ -28,11 +28,12 @@ def _job_filter(args: argparse.Namespace) -> JobFilter:
 
     return JobFilter(actor=args.actor, queue=args.queue,
                      since=parse_since(args.since) if args.since else None, error=args.error,
-                     replayed=args.replayed)
+                     replayed=args.replayed, args=args.args)
 
 
 def _has_filters(args: argparse.Namespace) -> bool:
-    return any(v is not None for v in (args.actor, args.queue, args.since, args.error, args.replayed))
+    return any(v is not None for v in (args.actor, args.queue, args.since, args.error, args.replayed,
+                                       args.args))
 
 
 def _replayed_cell(job: FailedJob) -> str:
@@ -113,7 +114,7 @@ def cmd_jobs_replay(args: argparse.Namespace) -> int:
     if bool(args.ids) == bool(args.all):
         raise UsageError("name the failed jobs to replay (IDs), or give --all with optional filters")
     if args.ids and _has_filters(args):
-        raise UsageError("filters (--actor, --queue, --since, --error, --replayed) go with --all, "
+        raise UsageError("filters (--actor, --queue, --since, --error, --args, --replayed) go with --all, "
                          "not with IDs")
     where = _job_filter(args)
     if args.all and where.replayed is None and not args.force:
@@ -256,6 +257,9 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     found.add_argument("--queue", help="only this queue, e.g. payments")
     found.add_argument("--since", help="failed since: 30m, 2h, 7d, 1w, or a date-time (2026-01-31T12:00Z)")
     found.add_argument("--error", help="text in the exception's type or message (case-insensitive)")
+    found.add_argument("--args", metavar="TEXT",
+                       help="the arguments contain: text in the args/kwargs JSON (case-insensitive), or a "
+                            "JSON object/array they contain, e.g. '{\"ride_id\": \"r-1\"}'")
     replayed = found.add_mutually_exclusive_group()
     replayed.add_argument("--replayed", dest="replayed", action="store_const", const=True,
                           help="only jobs replayed at least once")
@@ -270,6 +274,7 @@ def add_jobs_parsers(sub: Any) -> None:
     failed = command(actions, "failed", "list failed jobs, newest first (a table, or JSON lines)", [
         "farmctl jobs failed", "farmctl jobs failed --actor payments.capture --since 2h",
         "farmctl jobs failed --queue dispatch --error timeout --limit 200",
+        "farmctl jobs failed --args ride-42", "farmctl jobs failed --args '[\"ride-42\"]'",
         "farmctl jobs failed --json | jq -r .id", "farmctl jobs failed --import-dead-letters",
     ], cmd_jobs_failed)
     _add_filters(failed)
@@ -289,6 +294,7 @@ def add_jobs_parsers(sub: Any) -> None:
         "send failed jobs again: new message id, fresh timestamp and retry budget, same queue and arguments",
         ["farmctl jobs replay 3f2a9c1e", "farmctl jobs replay 3f2a9c1e 77b0c4d2 --dry-run",
          "farmctl jobs replay --all --actor payments.capture --since 1d",
+         "farmctl jobs replay --all --args '{\"note\": \"first\"}' --dry-run",
          "farmctl jobs replay 3f2a9c1e --force        # once more, although it was replayed before"],
         cmd_jobs_replay, audited=True)
     replay.add_argument("ids", nargs="*", metavar="ID", help="failed job ids (or unique prefixes)")

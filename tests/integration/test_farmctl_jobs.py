@@ -150,6 +150,12 @@ def test_failed_lists_newest_first_and_filters(
         (["--error", "CarrierDown"], [flaky_row]),
         (["--queue", QUEUE, "--since", "1h"], [refused_row, flaky_row]),
         (["--not-replayed"], [refused_row, flaky_row]),
+        (["--args", "RIDE-2"], [refused_row]),  # text anywhere in args or kwargs, any case
+        (["--args", "FIRST"], [flaky_row]),
+        (["--args", "ride-"], [refused_row, flaky_row]),
+        (["--args", '{"note": "first"}'], [flaky_row]),  # a JSON object: contained in kwargs
+        (["--args", '["ride-2"]'], [refused_row]),  # a JSON array: contained in args
+        (["--args", "ride", "--actor", "test.farmctl.flaky"], [flaky_row]),
     ]:
         code, out, _ = farmctl(capsys, "jobs", "failed", "--json", *argv)
         assert code == 0, argv
@@ -168,7 +174,8 @@ def test_failed_lists_newest_first_and_filters(
     assert code == 0 and len(out.strip().splitlines()) == 2
     assert "1 of 2 shown" in err
     # And nothing matching is exit 1, with one line on stderr
-    for argv in (["--actor", "nobody"], ["--since", "2099-01-01T00:00:00Z"], ["--replayed"]):
+    for argv in (["--actor", "nobody"], ["--since", "2099-01-01T00:00:00Z"], ["--replayed"],
+                 ["--args", '{"note": "second"}'], ["--args", "ride_1"]):
         code, out, err = farmctl(capsys, "jobs", "failed", *argv)
         assert (code, out) == (1, ""), argv
         assert err.strip() == "farmctl: no failed job matches"
@@ -378,6 +385,34 @@ def test_purge_needs_yes_counts_on_dry_run_and_deletes_with_the_dead_letters(
     # And purging again matches nothing
     assert farmctl(capsys, "jobs", "purge", "--actor", "test.farmctl.refused", "--yes")[0] == 1
     assert refused_row.id not in {r.id for r in failed_jobs(db)}
+
+
+def test_replay_and_purge_pick_jobs_by_their_arguments(
+    start_worker: WorkerFactory, db: sessionmaker[Session], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given two real failures, for ride-1 and ride-2
+    start_worker(relay=get_settings())
+    flaky_row, refused_row = fail_both(db)
+
+    # When the admin dry-runs a replay of the jobs whose arguments mention ride-1
+    code, out, _ = farmctl(capsys, "jobs", "replay", "--all", "--args", "ride-1", "--dry-run")
+    # Then only that job would be sent
+    assert code == 0
+    assert out.splitlines() == [f"{str(flaky_row.id)[:8]}  test.farmctl.flaky on {QUEUE}  would replay"]
+
+    # When it purges the jobs called with ["ride-2"] (dry run, then for real)
+    code, out, _ = farmctl(capsys, "jobs", "purge", "--args", '["ride-2"]', "--dry-run")
+    assert code == 0 and out.strip() == "would delete 1 failed job; nothing was deleted"
+    code, out, _ = farmctl(capsys, "jobs", "purge", "--args", '["ride-2"]', "--yes", "--by", "ops@desk")
+    # Then only that one is gone, and the audit log keeps the filter as given
+    assert (code, out.strip()) == (0, "deleted 1 failed job")
+    assert [r.id for r in failed_jobs(db)] == [flaky_row.id]
+    assert refused_row.id not in {r.id for r in failed_jobs(db)}
+    assert audited(db, "jobs.purged") == [("cli", "ops@desk", None,
+                                           {"count": 1, "filter": {"args": '["ride-2"]'}})]
+    # And --args goes with --all, not with IDs
+    code, out, err = farmctl(capsys, "jobs", "replay", str(flaky_row.id), "--args", "ride-1")
+    assert (code, out) == (2, "") and "--args" in err
 
 
 # --- dead letters --------------------------------------------------------------------------------

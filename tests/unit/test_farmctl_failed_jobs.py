@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.errors import ValidationFailed
+from app.services.failed_job_filter import json_document
 from app.services.failed_jobs import JobFilter, parse_since, replay_message
 from models.jobs import FailedJob
 
@@ -60,6 +61,25 @@ def test_since_refuses_anything_else(text: str) -> None:
 def test_an_empty_filter_matches_everything_and_each_field_narrows() -> None:
     assert JobFilter().clauses() == []
     assert len(JobFilter(actor="a", queue="q", since=NOW, error="50%_off", replayed=False).clauses()) == 5
+    assert len(JobFilter(args="ride-1").clauses()) == 1
+
+
+@pytest.mark.parametrize(("text", "document"), [
+    ('{"ride_id": "r-1"}', {"ride_id": "r-1"}), ('["r-1", 2]', ["r-1", 2]), ("[]", []),
+    ("r-1", None), ("42", None), ('"r-1"', None), ("true", None), ("{not json", None),
+])
+def test_args_is_json_containment_only_for_an_object_or_an_array(text: str, document: object) -> None:
+    assert json_document(text) == document
+
+
+def test_args_text_is_searched_as_text_and_described_as_given() -> None:
+    from sqlalchemy.dialects import postgresql
+
+    contains = JobFilter(args='{"ride_id": "r-1"}').clauses()[0]
+    text = JobFilter(args="50%").clauses()[0]
+    assert "@>" in str(contains.compile(dialect=postgresql.dialect()))
+    assert "ILIKE" in str(text.compile(dialect=postgresql.dialect())).upper()
+    assert JobFilter(args="50%", actor="a").describe() == {"actor": "a", "args": "50%"}
 
 
 def test_a_dead_letter_is_named_by_the_error_its_traceback_ends_with() -> None:

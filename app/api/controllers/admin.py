@@ -1,4 +1,5 @@
-"""`/api/v1/admin/*`: admin-only account and payment actions."""
+"""`/api/v1/admin/*`: admin-only account and payment actions, and the audit log (failed jobs:
+`admin_jobs.py`)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from app.api.dependencies import CallerDep, UnitOfWorkDep, caller_with_role, web_context
 from app.api.schemas import ReasonIn
-from app.api.schemas_admin import AuditEntryList, FailedJobList
+from app.api.schemas_admin import AuditEntryList
 from app.api.schemas_payments import RefundIn, RefundOut
-from app.records import AuditEntryOut, FailedJobOut
+from app.records import AuditEntryOut
 from app.services import accounts, audit, failed_jobs, payments
 from models import Role
 
@@ -62,26 +63,6 @@ class AdminController(Controller):
                      target_type="ride", target_id=ride_id,
                      details={"amount": data.amount, "reason": data.reason, "requestId": request_id})
         return RefundOut(ride_id=ride_id, request_id=request_id, status="requested")
-
-    @get("/jobs/failed")
-    async def list_failed_jobs(
-        self, uow: UnitOfWorkDep, admin: CallerDep,
-        actor: Annotated[str | None, QueryParameter(name="actor", max_length=128)] = None,
-        queue: Annotated[str | None, QueryParameter(name="queue", max_length=64)] = None,
-        since: Annotated[str | None, QueryParameter(name="since", max_length=64,
-                                                    description="2h, 7d, … or an RFC 3339 time")] = None,
-        cursor: Annotated[str | None, QueryParameter(name="cursor", max_length=200)] = None,
-        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=100)] = 50,
-    ) -> FailedJobList:
-        """Failed jobs of the durable registry, newest first (replay them with `farmctl jobs replay`).
-
-        `admin` is asked for so that the admin check runs (Litestar resolves only what is asked for).
-        """
-        where = failed_jobs.JobFilter(actor=actor, queue=queue,
-                                      since=failed_jobs.parse_since(since) if since else None)
-        rows, next_cursor = await uow.session.run_sync(
-            lambda session: failed_jobs.list_failed(session, where, limit=limit, cursor=cursor))
-        return FailedJobList(items=[FailedJobOut.of(row) for row in rows], next_cursor=next_cursor)
 
     @get("/audit")
     async def list_audit(
