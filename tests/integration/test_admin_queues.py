@@ -143,7 +143,8 @@ async def test_who_may_read_and_who_may_pause(api: Client, accounts: Accounts) -
         assert refused_as_read_only(refused), refused.text
     # And customers and drivers see nothing
     for who in (customer, driver):
-        for method, path in (("GET", "/api/v1/admin/queues"), ("POST", "/api/v1/admin/queues/dispatch/pause")):
+        for method, path in (("GET", "/api/v1/admin/queues"),
+                             ("POST", "/api/v1/admin/queues/dispatch/pause")):
             response = await api.request(method, path, headers=bearer(who["accessToken"]))
             assert response.status_code == 403 and error_code(response) == "FORBIDDEN", response.text
     # And nobody without a token
