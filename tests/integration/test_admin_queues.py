@@ -119,6 +119,16 @@ async def test_pause_and_resume_are_idempotent_audited_and_shown(api: Client, ac
     assert resumes[0].details["pausedBy"] == email
 
 
+async def test_a_pause_needs_no_body_and_refuses_unknown_fields(api: Client, accounts: Accounts) -> None:
+    admin = await accounts.admin()
+    token = bearer(admin["accessToken"])
+    refused = await api.post("/api/v1/admin/queues/dispatch/pause", json={"why": "x"}, headers=token)
+    assert refused.status_code == 400 and error_code(refused) == "VALIDATION_ERROR", refused.text
+    bare = await api.post("/api/v1/admin/queues/dispatch/pause", headers=token)
+    assert bare.status_code == 200, bare.text
+    assert bare.json()["paused"] is True and bare.json()["pauseReason"] is None
+
+
 async def test_an_unknown_queue_is_not_found(api: Client, accounts: Accounts) -> None:
     admin = await accounts.admin()
     token = bearer(admin["accessToken"])
