@@ -15,7 +15,6 @@ QUEUE_MAINTENANCE: Final = "maintenance"
 QUEUES: Final = (QUEUE_DISPATCH, QUEUE_PAYMENTS, QUEUE_NOTIFICATIONS, QUEUE_MAINTENANCE)
 
 
-
 class JobKind(NamedTuple):
     """What a job row names: the actor that runs it and the queue that actor listens on."""
 
@@ -62,6 +61,9 @@ OUTBOX_CHANNEL: Final = "farm_outbox"
 DISPATCH_CHANNEL: Final = "farm_dispatch"
 # ... and the one that wakes the notification senders: a `notifications.send` became waiting.
 NOTIFICATIONS_CHANNEL: Final = "farm_notifications"
+# ... and the one that tells every worker process an operator paused or resumed a queue
+# (`app.services.queue_pauses`); the payload is the queue's name.
+OPS_CHANNEL: Final = "farm_ops"
 # The jobs that the dispatchers (`workers/dispatcher.py`) and the notification senders
 # (`workers/notifier.py`) run in batches straight from the ledger; the relay hands over the rest.
 # The same lists are in migration 0008 (trigger and partial indexes) and `models.jobs`.
@@ -164,3 +166,9 @@ class RedisKeys:
     def driver_index_versions(self, vehicle_type: str) -> str:
         """Sorted set: driver id → version (epoch µs) of the last index change applied to it."""
         return self._k("geo", "versions", vehicle_type)
+
+    # operations
+    def queue_minute(self, queue: str, minute: int) -> str:
+        """Hash of one queue's jobs in one minute (epoch s // 60): fields `finished` (runs that
+        ended, failed ones included) and `failed` (runs that raised); kept 2 h."""
+        return self._k("queue-minute", queue, minute)

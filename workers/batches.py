@@ -17,6 +17,11 @@ What every such thread shares, here:
   nothing: the thread logs once and tries again every second. A job that fails is settled on its
   row like any ledger job (`settle`: retried after its actor's backoff; out of retries, failed and
   recorded in `failed_jobs` for the CLI to replay).
+- **Pauses**: while an operator has paused the thread's `queue` (`app.services.queue_pauses`:
+  the worker's `PausedQueues`, an in-memory set) it claims nothing and looks again every
+  `STOP_CHECK_S`; its rows wait in the ledger.
+- **Throughput**: each batch is counted in its queue's minute (`ThroughputCounters`), each failed
+  job too, for the operators' last hour.
 - **Waking**: the thread sleeps on `LISTEN <channel>` (the jobs trigger notifies when one of its
   rows becomes waiting) until the next row is due, so a new job starts within a millisecond or two
   of the commit that wrote it. Under load, rows pile up while a batch runs and the next batch takes
@@ -36,9 +41,11 @@ import redis
 from sqlalchemy import TextClause, text
 from sqlalchemy import exc as sa_exc
 
+from app.adapters.queue_throughput import ThroughputCounters
 from app.db import libpq_dsn
 from app.keys import actors_sql, batched_actors
 from app.logging import get_logger
+from app.services.queue_pauses import PausedQueues
 from app.settings import Settings
 from workers import ledger
 
@@ -77,11 +84,16 @@ class LedgerBatches(threading.Thread, ABC):
 
     actors: ClassVar[tuple[str, ...]]
     channel: ClassVar[str]
+    #: The queue the actors are on: pausing it stops the claims.
+    queue: ClassVar[str]
 
     def __init__(self, settings: Settings, resources: Any = None,
-                 actor_options: Callable[[str], dict[str, Any]] | None = None, series: Any = None) -> None:
+                 actor_options: Callable[[str], dict[str, Any]] | None = None, series: Any = None, *,
+                 paused: PausedQueues | None = None, throughput: ThroughputCounters | None = None) -> None:
         super().__init__(name=type(self).__name__.lower(), daemon=True)
         self.settings = settings
+        self._paused = paused
+        self._throughput = throughput
         self._resources = resources
         self._actor_options = actor_options or (lambda actor: {})
         self._series = series
@@ -120,8 +132,21 @@ WHERE id IN (SELECT id FROM jobs WHERE state = 'waiting' AND {predicate} AND due
         settings: Settings = self.resources.settings
         return settings
 
+    @property
+    def paused(self) -> bool:
+        """Whether an operator has paused this thread's queue (an in-memory lookup)."""
+        return self._paused is not None and self._paused.is_paused(self.queue)
+
+    def tally(self, finished: int, failed: int = 0) -> None:
+        """Count jobs that ran (`finished`, of which `failed` failed) in the queue's minute."""
+        if self._throughput is not None:
+            self._throughput.add(self.queue, finished=finished, failed=failed)
+
     def claim(self, session: Any, limit: int) -> list[Any]:
-        """Up to `limit` due rows, now `handed` to this thread (in the session's transaction)."""
+        """Up to `limit` due rows, now `handed` to this thread (in the session's transaction);
+        none while the queue is paused."""
+        if self.paused:
+            return []
         lease_s = self.jobs_settings.worker.ledger_lease_s
         return list(session.execute(self._claim, {"limit": limit, "lease_s": lease_s}).all())
 
@@ -144,6 +169,7 @@ WHERE id IN (SELECT id FROM jobs WHERE state = 'waiting' AND {predicate} AND due
                 created_ms=int(job.created_at.timestamp() * 1000), exception=error,
                 max_retries=options.get("max_retries", 8), min_backoff_ms=options.get("min_backoff", 1000),
                 max_backoff_ms=options.get("max_backoff", 15 * 60 * 1000))
+        self.tally(1, 1)
         if log_traceback:
             log.warning("job.batch_run_failed", actor=job.actor, args=list(job.args), outcome=outcome,
                         error=repr(error), exc_info=error)
@@ -218,6 +244,8 @@ WHERE id IN (SELECT id FROM jobs WHERE state = 'waiting' AND {predicate} AND due
                 self._stopping.wait(OUTAGE_WAIT_S)
 
     def _pass(self) -> float:
+        if self.paused:
+            return STOP_CHECK_S
         try:
             self.drain()
             pause = self._pause()

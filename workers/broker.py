@@ -30,6 +30,8 @@ from workers.middleware import (
     FailedJobRecorder,
     LedgerRelayMiddleware,
     LogContext,
+    QueuePausesView,
+    QueueThroughput,
     SessionPerMessage,
 )
 from workers.waking import WakingRedisBroker
@@ -49,6 +51,7 @@ def build_broker(settings: Settings) -> RedisBroker:
     for middleware in (
         LogContext(),
         JobMetrics(settings),  # before the retries: its after-hook must see their verdict
+        QueueThroughput(),
         CurrentMessage(),
         AgeLimit(),
         TimeLimit(time_limit=5 * 60 * 1000),
@@ -59,6 +62,7 @@ def build_broker(settings: Settings) -> RedisBroker:
         LedgerRetries(max_retries=10, min_backoff=1_000, max_backoff=15 * 60 * 1000),
         SessionPerMessage(settings),
         LedgerRelayMiddleware(settings),
+        QueuePausesView(settings),  # before the batch threads: they are given its view
         BatchesMiddleware(settings),
         BrokerMaintenance(settings),
     ):

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy.orm import Session
 
-from app.keys import DISPATCH_ACTORS, DISPATCH_CHANNEL
+from app.keys import DISPATCH_ACTORS, DISPATCH_CHANNEL, QUEUE_DISPATCH
 from app.logging import get_logger
 from app.services import dispatch
 from workers.batches import LedgerBatches, is_outage
@@ -62,6 +62,7 @@ class Dispatcher(LedgerBatches):
 
     actors: ClassVar[tuple[str, ...]] = DISPATCH_ACTORS
     channel: ClassVar[str] = DISPATCH_CHANNEL
+    queue: ClassVar[str] = QUEUE_DISPATCH
 
     def batch_size(self) -> int:
         return self.jobs_settings.dispatch.batch_size
@@ -90,6 +91,7 @@ class Dispatcher(LedgerBatches):
                 return self._run_alone([job.id for job in jobs])
         self._after_commit(actions, [job.id for job in jobs])
         self.count(jobs, time.perf_counter() - started)
+        self.tally(len(jobs))
         return batch
 
     def _run(self, session: Session, jobs: list[Any], after_commit: AfterCommit) -> Batch:
@@ -138,6 +140,7 @@ class Dispatcher(LedgerBatches):
                     self.settle(job, error)
                     continue
             self._after_commit(actions, [job.id])
+            self.tally(1)
             total = Batch(total.jobs + 1, total.rounds + done.rounds, total.offers + done.offers,
                           total.checks + done.checks)
         return total

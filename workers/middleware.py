@@ -1,4 +1,5 @@
-"""Worker middleware: log context, a session per message, durable failure records, the ledger relay."""
+"""Worker middleware: log context, a session per message, durable failure records, the ledger relay,
+the batch threads, the paused-queues view and the per-minute throughput counters."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import threading
 from typing import Any
 
 import structlog
-from dramatiq import Broker, Middleware
+from dramatiq import Broker, Middleware, Retry
 from dramatiq.broker import MessageProxy
 from sqlalchemy.dialects.postgresql import insert
 
+from app.adapters.queue_throughput import ThroughputCounters
 from app.db import UnitOfWork
 from app.logging import get_logger
 from app.services.failed_jobs import failed_job_row
+from app.services.queue_pauses import PausedQueues
 from app.settings import Settings
 from models import FailedJob
 from workers import context
@@ -164,10 +167,13 @@ class BatchesMiddleware(Middleware):
         dispatch, notifications = self.settings.dispatch, self.settings.notifications
         runners = ((Dispatcher, QUEUE_DISPATCH, dispatch.batched, dispatch.threads),
                    (Notifier, QUEUE_NOTIFICATIONS, notifications.batched, 1))
+        paused = getattr(broker, "paused_queues", None)
+        throughput = _throughput()
         for runner, queue, enabled, count in runners:
             if enabled and (not whitelist or queue in whitelist):
                 for _ in range(count):
-                    thread = runner(self.settings, actor_options=actor_options, series=series)
+                    thread = runner(self.settings, actor_options=actor_options, series=series,
+                                    paused=paused, throughput=throughput)
                     thread.start()
                     self._threads.append(thread)
 
@@ -175,3 +181,59 @@ class BatchesMiddleware(Middleware):
         for thread in self._threads:
             thread.stop()
         self._threads.clear()
+
+
+class QueuePausesView(Middleware):
+    """Gives the worker process its `PausedQueues` (`app.services.queue_pauses`) before its consumers
+    and batch threads start; they read it on every fetch and claim (a set lookup)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._view: PausedQueues | None = None
+
+    def before_worker_boot(self, broker: Broker, worker: Any) -> None:
+        from app.db import libpq_dsn
+
+        self._view = PausedQueues(libpq_dsn(self.settings.db.unpooled_url))
+        self._view.start()
+        broker.paused_queues = self._view  # type: ignore[attr-defined]
+
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        if self._view is not None:
+            self._view.stop()
+            self._view = None
+        broker.paused_queues = None  # type: ignore[attr-defined]
+
+
+def _throughput() -> ThroughputCounters:
+    from workers.resources import get_resources
+
+    resources = get_resources()
+    return ThroughputCounters(resources.redis, resources.keys)
+
+
+class QueueThroughput(Middleware):
+    """Counts every Dramatiq message that ends in its queue's minute (`ThroughputCounters`): one
+    pipelined write per message, after it ran."""
+
+    def __init__(self) -> None:
+        self._counters: ThroughputCounters | None = None
+
+    def _add(self, queue: str, *, failed: bool) -> None:
+        if self._counters is None:
+            self._counters = _throughput()
+        self._counters.add(queue, finished=1, failed=int(failed))
+
+    def after_process_message(
+        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: Any = None
+    ) -> None:
+        # An expected wait (`Retry`, a ledger deferral) ended the run without a failure.
+        failed = (exception is not None and not isinstance(exception, Retry)
+                  and message.options.get(OUTCOME_OPTION) != "deferred")
+        self._add(message.queue_name, failed=failed)
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        self._add(message.queue_name, failed=bool(message.failed))
+
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        self._counters = None  # its client is the worker's resources', closed with them

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from app.adapters.circuit import HALF_OPEN
 from app.adapters.twilio_sender import senders_for
 from app.errors import CircuitOpen, ProviderError
-from app.keys import NOTIFICATION_ACTORS, NOTIFICATIONS_CHANNEL
+from app.keys import NOTIFICATION_ACTORS, NOTIFICATIONS_CHANNEL, QUEUE_NOTIFICATIONS
 from app.logging import get_logger
 from app.services.notification_delivery import deliver_many
 from workers import ledger
@@ -41,6 +41,7 @@ class Notifier(LedgerBatches):
 
     actors: ClassVar[tuple[str, ...]] = NOTIFICATION_ACTORS
     channel: ClassVar[str] = NOTIFICATIONS_CHANNEL
+    queue: ClassVar[str] = QUEUE_NOTIFICATIONS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -102,6 +103,7 @@ class Notifier(LedgerBatches):
                 else:
                     done.append(job.id)
         self.mark_done(done)
+        self.tally(len(done))
         self.count(jobs, time.perf_counter() - started)
         return len(jobs)
 

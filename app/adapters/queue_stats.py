@@ -98,7 +98,8 @@ def _ready_since_ms(raw: bytes | str | None) -> float | None:
     return float(max(message.message_timestamp, int(eta) if eta else 0))
 
 
-_LEDGER_BACKLOG = """
+#: Per queue: jobs of the actors `{actors}` due or being run, and the oldest one's due age (s).
+LEDGER_BACKLOG_SQL = """
 SELECT queue, count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(due_at)), 0)
 FROM jobs WHERE state IN ('waiting', 'handed') AND due_at <= now() AND {actors}
 GROUP BY queue
@@ -111,7 +112,7 @@ class LedgerBacklog:
 
     def __init__(self, dsn: str, actors_predicate: str) -> None:
         self._dsn = dsn
-        self._sql = _LEDGER_BACKLOG.format(actors=actors_predicate)
+        self._sql = LEDGER_BACKLOG_SQL.format(actors=actors_predicate)
         self._conn: psycopg.Connection[Any] | None = None
 
     def read(self) -> dict[str, tuple[int, float]]:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aredis
+from redis import Redis as SyncRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.adapters.access_cache import AccessMirror
@@ -17,7 +18,7 @@ from app.adapters.stripe_gateway import StripeGateway, StripeWebhooks
 from app.adapters.token_store import TokenStore
 from app.db import async_session_factory, create_async_db_engine
 from app.keys import RedisKeys
-from app.redis_conn import create_async_redis
+from app.redis_conn import create_async_redis, create_sync_redis
 from app.services.access import AccessGate
 from app.services.auth import AuthService
 from app.services.ride_creation import RideWriter
@@ -46,6 +47,7 @@ class WebContext:
     _mirror_task: asyncio.Task[None] | None = None
     _stripe: StripeGateway | None = None
     _stripe_webhooks: StripeWebhooks | None = None
+    _broker_redis: SyncRedis | None = None
     #: Run first on close, while Redis is still open (the socket registry deregisters its server).
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -60,6 +62,13 @@ class WebContext:
         if self._stripe_webhooks is None:
             self._stripe_webhooks = StripeWebhooks(self.settings.stripe)
         return self._stripe_webhooks
+
+    def broker_redis(self) -> SyncRedis:
+        """A sync client on the broker's Redis for what reads it with redis-py (`QueueInspector`);
+        made on first use, for calls run in a worker thread."""
+        if self._broker_redis is None:
+            self._broker_redis = create_sync_redis(self.settings.redis, decode_responses=False)
+        return self._broker_redis
 
     @classmethod
     def build(cls, settings: Settings) -> WebContext:
@@ -107,5 +116,8 @@ class WebContext:
                     break
             self._mirror_task = None
         await self.redis.aclose()
+        if self._broker_redis is not None:
+            self._broker_redis.close()
+            self._broker_redis = None
         await self.statements.close()
         await self.engine.dispose()

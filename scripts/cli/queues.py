@@ -1,4 +1,5 @@
-"""`farmctl queues [--watch]`: what Dramatiq's Redis holds per queue, the registry's failures, workers."""
+"""`farmctl queues [--watch]`: what Dramatiq's Redis holds per queue, the registry's failures, pauses,
+workers; `farmctl queues pause Q [--reason R]` / `farmctl queues resume Q` (audited)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import sqlalchemy.exc
 from app.settings import get_settings
 from app.timestamps import rfc3339
 from scripts.cli import output
-from scripts.cli.arguments import command, seconds
-from scripts.cli.connections import broker_redis, database_sessions
+from scripts.cli.arguments import command, operator_name, seconds
+from scripts.cli.connections import broker_redis, database_sessions, unit_of_work
 from scripts.cli.outcomes import EXIT_OK, first_line, print_error
 
 
@@ -23,6 +24,7 @@ def _queue_report(queues: Sequence[str]) -> dict[str, Any]:
     from app.adapters.queue_stats import QueueInspector
     from app.services.failed_jobs import count_by_queue
     from app.services.job_ledger import LedgerCounts, ledger_counts
+    from app.services.queue_pauses import pauses
 
     settings = get_settings()
     client = broker_redis()
@@ -33,19 +35,22 @@ def _queue_report(queues: Sequence[str]) -> dict[str, Any]:
         client.close()
     failed: dict[str, int] | None
     ledger: dict[str, LedgerCounts] | None
+    paused: dict[str, Any] | None
     try:
         with database_sessions() as sessions, sessions() as session:
             failed = count_by_queue(session)
             ledger = ledger_counts(session, list(queues))
+            paused = pauses(session)
     except sqlalchemy.exc.DBAPIError as error:  # Redis's figures still help; dead letters show there
         print_error(f"the job ledger and failed-jobs registry are unavailable ({first_line(error)})")
-        failed = ledger = None
+        failed = ledger = paused = None
     return {
         "at": rfc3339(datetime.fromtimestamp(snapshot.taken_at, UTC)),
         "queues": [{"queue": q.queue, "ready": q.ready, "delayed": q.delayed, "inFlight": q.in_flight,
                     "dead": q.dead, "failed": None if failed is None else failed.get(q.queue, 0),
                     "oldestReadyAgeS": q.oldest_ready_age_s,
-                    "ledger": None if ledger is None else _ledger_entry(ledger[q.queue])}
+                    "ledger": None if ledger is None else _ledger_entry(ledger[q.queue]),
+                    **_pause_entry(paused, q.queue)}
                    for q in snapshot.queues],
         "workers": [{"id": w.worker_id, "lastBeatAgeS": w.last_beat_age_s, "alive": w.alive,
                      "host": w.card.get("host"), "pid": w.card.get("pid"), "queues": w.card.get("queues"),
@@ -54,6 +59,14 @@ def _queue_report(queues: Sequence[str]) -> dict[str, Any]:
         "liveWorkers": snapshot.live_workers,
         "otherClients": sum(1 for w in snapshot.workers if w.card is None and w.alive),
     }
+
+
+def _pause_entry(paused: dict[str, Any] | None, queue: str) -> dict[str, Any]:
+    """`paused` (None: PostgreSQL unavailable) and, when paused, by whom, since when and why."""
+    row = None if paused is None else paused.get(queue)
+    return {"paused": None if paused is None else row is not None,
+            "pausedAt": rfc3339(row.paused_at) if row else None,
+            "pausedBy": row.paused_by if row else None, "pauseReason": row.reason if row else None}
 
 
 def _ledger_entry(counts: Any) -> dict[str, Any]:
@@ -74,9 +87,13 @@ def _render_ledger(report: dict[str, Any]) -> list[str]:
 def _render_queues(report: dict[str, Any]) -> str:
     rows = [[q["queue"], str(q["ready"]), str(q["delayed"]), str(q["inFlight"]), str(q["dead"]),
              "?" if q["failed"] is None else str(q["failed"]),
-             output.age(q["oldestReadyAgeS"]) if q["ready"] else "-"] for q in report["queues"]]
+             output.age(q["oldestReadyAgeS"]) if q["ready"] else "-",
+             "?" if q["paused"] is None else "PAUSED" if q["paused"] else "-"] for q in report["queues"]]
     lines = output.table(["QUEUE", "READY", "DELAYED", "IN FLIGHT", "DEAD (REDIS)", "FAILED (REGISTRY)",
-                          "OLDEST READY"], rows, right={1, 2, 3, 4, 5, 6})
+                          "OLDEST READY", "PAUSED"], rows, right={1, 2, 3, 4, 5, 6})
+    lines.extend(f"  {q['queue']} paused by {q['pausedBy']} since {q['pausedAt']}"
+                 f"{': ' + q['pauseReason'] if q['pauseReason'] else ''}"
+                 for q in report["queues"] if q["paused"])
     lines.extend(_render_ledger(report))
     workers = report["workers"]
     lines.append(f"\nworkers alive: {report['liveWorkers']}")
@@ -111,14 +128,53 @@ def cmd_queues(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+def cmd_queues_pause(args: argparse.Namespace) -> int:
+    from app.services import audit, queue_pauses
+
+    with database_sessions() as sessions, unit_of_work(sessions) as uow:
+        row = queue_pauses.pause(uow.session, args.queue, audit.Operator.at_terminal(operator_name(args)),
+                                 args.reason)
+        shown = f"{row.queue}: paused by {row.paused_by} since {rfc3339(row.paused_at)}"
+    print(f"{shown}; workers take none of its jobs until `farmctl queues resume {args.queue}`")
+    return EXIT_OK
+
+
+def cmd_queues_resume(args: argparse.Namespace) -> int:
+    from app.services import audit, queue_pauses
+
+    with database_sessions() as sessions, unit_of_work(sessions) as uow:
+        operator = audit.Operator.at_terminal(operator_name(args))
+        was_paused = queue_pauses.resume(uow.session, args.queue, operator)
+    print(f"{args.queue}: resumed" if was_paused else f"{args.queue}: was not paused (nothing changed)")
+    return EXIT_OK
+
+
+def _add_pause_parsers(queues: argparse.ArgumentParser) -> None:
+    from app.keys import QUEUES
+
+    actions = queues.add_subparsers(dest="queues_action", metavar="ACTION")
+    pause = command(actions, "pause", "pause a queue: workers take none of its jobs (the relay still hands "
+                    "them to Redis, where they wait as ready) until it is resumed; audited",
+                    ["farmctl queues pause payments --reason 'Stripe incident'",
+                     "farmctl queues pause notifications --by alice"], cmd_queues_pause, audited=True)
+    pause.add_argument("queue", choices=QUEUES, help="the queue to pause")
+    pause.add_argument("--reason", help="why, shown with the pause and kept in the audit log")
+    resume = command(actions, "resume", "resume a paused queue: workers take its jobs again within a "
+                     "second; audited", ["farmctl queues resume payments"], cmd_queues_resume, audited=True)
+    resume.add_argument("queue", choices=QUEUES, help="the queue to resume")
+
+
 def add_queues_parser(sub: Any) -> None:
     queues = command(
         sub, "queues",
-        "per queue: ready, delayed, in flight, dead letters, failed jobs, oldest ready; the job ledger "
-        "(waiting, due later, handed over, overdue); live workers",
+        "per queue: ready, delayed, in flight, dead letters, failed jobs, oldest ready, paused; the job "
+        "ledger (waiting, due later, handed over, overdue); live workers. `queues pause|resume Q` "
+        "pauses or resumes a queue",
         ["farmctl queues", "farmctl queues --watch", "farmctl queues --watch 5 --json",
-         "farmctl queues --queue payments --queue dispatch"], cmd_queues)
+         "farmctl queues --queue payments --queue dispatch", "farmctl queues pause payments --reason R",
+         "farmctl queues resume payments"], cmd_queues)
     queues.add_argument("--watch", nargs="?", const=2.0, type=seconds, metavar="SECONDS",
                         help="refresh every SECONDS (default 2) until Ctrl-C")
     queues.add_argument("--json", action="store_true", help="one JSON object per snapshot")
     queues.add_argument("--queue", action="append", help="only this queue (repeatable; default: the farm's)")
+    _add_pause_parsers(queues)

@@ -104,10 +104,10 @@ def test_queues_shows_what_redis_and_the_registry_hold(
     code, out = farmctl(capsys, "queues", "--queue", QUEUE, "--queue", IDLE)
     header, first, second, *rest = out.splitlines()
     assert header.split() == ["QUEUE", "READY", "DELAYED", "IN", "FLIGHT", "DEAD", "(REDIS)", "FAILED",
-                              "(REGISTRY)", "OLDEST", "READY"]
-    assert first.split() == [QUEUE, "0", "0", "0", "1", "1", "-"]
+                              "(REGISTRY)", "OLDEST", "READY", "PAUSED"]
+    assert first.split() == [QUEUE, "0", "0", "0", "1", "1", "-", "-"]
     assert second.split()[:6] == [IDLE, "2", "2", "1", "0", "0"]
-    assert second.split()[6].endswith("s")
+    assert second.split()[6].endswith("s") and second.split()[7] == "-"
     assert "workers alive: 1" in rest
     assert any(line.strip().startswith(f"{worker['host']}:{os.getpid()}") for line in rest)
     consumer.close()
@@ -173,3 +173,60 @@ def test_queues_shows_what_the_job_ledger_holds(
     code, out = farmctl(capsys, "queues", "--queue", IDLE)
     row = next(line for line in out.splitlines()[3:] if line.split()[:1] == [IDLE])
     assert row.split() == [IDLE, "2", "1", "1", "2"]
+
+
+def test_queues_pause_and_resume_are_audited_and_shown(
+    clean: None, db: sessionmaker[Session], capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sqlalchemy import select
+
+    from models import AuditEntry
+    from models.ops import QueuePause
+
+    # When an operator pauses `payments` with a reason
+    code, out = farmctl(capsys, "queues", "pause", "payments", "--reason", "Stripe incident", "--by", "alice")
+
+    # Then it is paused, by alice, and the audit log says so
+    assert code == 0, out
+    assert out.startswith("payments: paused by alice since ")
+    with db() as session:
+        [row] = session.scalars(select(QueuePause)).all()
+        assert (row.queue, row.paused_by, row.reason) == ("payments", "alice", "Stripe incident")
+        [entry] = session.scalars(select(AuditEntry).where(AuditEntry.action == "queue.paused")).all()
+        assert (entry.actor_role, entry.operator, entry.target_type, entry.target_id) == (
+            "cli", "alice", "queue", "payments")
+        assert entry.details == {"reason": "Stripe incident", "alreadyPaused": False}
+
+    # And `farmctl queues` shows it, in the table and in JSON
+    code, out = farmctl(capsys, "queues", "--json")
+    assert code == 0
+    paused = {q["queue"]: q["paused"] for q in json.loads(out)["queues"]}
+    assert paused == {"dispatch": False, "payments": True, "notifications": False, "maintenance": False}
+    payments = next(q for q in json.loads(out)["queues"] if q["queue"] == "payments")
+    assert payments["pausedBy"] == "alice" and payments["pauseReason"] == "Stripe incident"
+    code, out = farmctl(capsys, "queues")
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:5]}
+    assert rows["payments"][-1] == "PAUSED" and rows["dispatch"][-1] == "-"
+    assert "  payments paused by alice since " in out and out.count("Stripe incident") == 1
+
+    # When it is resumed (twice: the second changes nothing)
+    code, out = farmctl(capsys, "queues", "resume", "payments", "--by", "alice")
+    assert code == 0 and out.strip() == "payments: resumed"
+    code, out = farmctl(capsys, "queues", "resume", "payments")
+    assert code == 0 and "was not paused" in out
+
+    # Then no queue is paused, and both resumes are audited
+    code, out = farmctl(capsys, "queues", "--json")
+    assert not any(q["paused"] for q in json.loads(out)["queues"])
+    with db() as session:
+        assert session.scalars(select(QueuePause)).all() == []
+        resumed = session.scalars(select(AuditEntry).where(AuditEntry.action == "queue.resumed")
+                                  .order_by(AuditEntry.id)).all()
+        assert [e.details["wasPaused"] for e in resumed] == [True, False]
+
+
+def test_queues_pause_refuses_an_unknown_queue(clean: None, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    code = main(["queues", "pause", "nope"], configure_logs=False)
+    assert code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
