@@ -54,6 +54,9 @@ BOOKINGS_REMIND: Final = JobKind("bookings.remind", QUEUE_NOTIFICATIONS)
 # Inside the Dramatiq namespace (`<ns>:` + this): a hash of the worker processes alive, by broker
 # id. Dramatiq's own `__heartbeats__` also lists every process that only enqueues (web, clock).
 WORKER_REGISTRY: Final = "__farm_workers__"
+# ... and a hash of the jobs each of those workers is running now (messages and batch rows), by
+# broker id (`workers/in_progress.py`).
+WORKER_IN_PROGRESS: Final = "__farm_in_progress__"
 
 # PostgreSQL NOTIFY channel that wakes the outbox relay.
 OUTBOX_CHANNEL: Final = "farm_outbox"
@@ -93,6 +96,17 @@ def driver_room(driver_id: object) -> str:
 
 def ride_room(ride_id: object) -> str:
     return f"ride:{ride_id}"
+
+
+def map_room(region: str) -> str:
+    """The admins watching a region's live map (`map:ride`, `map:driver`)."""
+    return f"{MAP_ROOM_PREFIX}{region}"
+
+
+#: Rooms whose events are published only while some socket is in them (`WatchedRooms`).
+MAP_ROOM_PREFIX: Final = "map:"
+#: The admins watching the farm's queues and workers (`ops:snapshot`).
+OPS_ROOM: Final = "ops"
 
 
 def calendar_room(provider_id: object) -> str:
@@ -167,8 +181,16 @@ class RedisKeys:
         """Sorted set: driver id → version (epoch µs) of the last index change applied to it."""
         return self._k("geo", "versions", vehicle_type)
 
-    # operations
+    # operations console
     def queue_minute(self, queue: str, minute: int) -> str:
         """Hash of one queue's jobs in one minute (epoch s // 60): fields `finished` (runs that
         ended, failed ones included) and `failed` (runs that raised); kept 2 h."""
         return self._k("queue-minute", queue, minute)
+
+    def autoscale_decisions(self) -> str:
+        """List: the autoscaler's last decisions, newest first (JSON each, capped)."""
+        return self._k("ops", "autoscale")
+
+    def watched_rooms(self) -> str:
+        """Hash: a watched-only room (`map:{region}`, `ops`) → JSON {until (epoch s), bounds}."""
+        return self._k("ops", "watched")

@@ -54,8 +54,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.adapters.queue_stats import LedgerBacklog, QueueInspector
+from app.adapters.worker_registry import DecisionLog
 from app.db import libpq_dsn
-from app.keys import QUEUE_DISPATCH, QUEUES, actors_sql, batched_actors
+from app.keys import QUEUE_DISPATCH, QUEUES, RedisKeys, actors_sql, batched_actors
 from app.logging import configure_logging, get_logger
 from app.redis_conn import create_sync_redis
 from app.settings import Settings, get_settings
@@ -100,7 +101,8 @@ class Supervisor:
     """Runs the workers: starts, stops, reaps and restarts them, and decides how many."""
 
     def __init__(self, settings: Settings, worker_args: list[str], inspector: QueueInspector,
-                 metrics_dir: str, *, clock: Callable[[], float] = time.monotonic, name: str = "") -> None:
+                 metrics_dir: str, *, clock: Callable[[], float] = time.monotonic, name: str = "",
+                 decisions: DecisionLog | None = None) -> None:
         self.name = name or ",".join(inspector.queues)
         self.settings = settings
         self.worker_args = worker_args
@@ -110,6 +112,7 @@ class Supervisor:
         self.policy = ScalePolicy(settings.autoscale, settings.worker.threads)
         self.workers: list[WorkerProcess] = []
         self.counts = Counts()
+        self.decisions = decisions  # each worker started or stopped, for `GET /admin/workers`
         self._quick_exits = 0
         self._restart_not_before = 0.0
         self.stop_timeout_s = settings.worker.shutdown_timeout_ms / 1000 + STOP_GRACE_S
@@ -124,6 +127,7 @@ class Supervisor:
         popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
                                  preexec_fn=_prepare_worker)
         self.workers.append(WorkerProcess(popen, self.clock()))
+        self._decided("add", len(self.running) - 1, reason)
         log.info("autoscale.worker_started", pool=self.name, pid=popen.pid, reason=reason,
                  workers=len(self.running))
 
@@ -132,7 +136,13 @@ class Supervisor:
             return
         worker.stopping_since = self.clock()
         worker.popen.send_signal(signal.SIGTERM)
+        self._decided("remove", len(self.running) + 1, reason)
         log.info("autoscale.worker_stopping", pid=worker.pid, reason=reason, workers=len(self.running))
+
+    def _decided(self, action: str, before: int, reason: str) -> None:
+        if self.decisions is not None:
+            self.decisions.record(pool=self.name, action=action, before=before, after=len(self.running),
+                                  reason=reason)
 
     def reap(self) -> None:
         """Forget exited workers; SIGKILL the ones that outlived their shutdown timeout."""
@@ -363,11 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         os.remove(os.path.join(metrics_dir, stale))
     batched = batched_actors(settings)
     ledger = LedgerBacklog(libpq_dsn(settings.db.url), actors_sql(batched)) if batched else None
+    decisions = DecisionLog(client, RedisKeys(settings.redis).autoscale_decisions())
     supervisors = [
         Supervisor(settings, arguments.pool_args(queues),
                    QueueInspector(client, settings.redis.dramatiq_namespace, queues=queues,
                                   heartbeat_timeout_s=settings.worker.heartbeat_timeout_s, ledger=ledger),
-                   metrics_dir)
+                   metrics_dir, decisions=decisions)
         for queues in arguments.pools]
     if settings.worker.metrics_port > 0:
         start_exporter(settings, metrics_dir, SupervisorCollector(supervisors))

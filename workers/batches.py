@@ -48,6 +48,7 @@ from app.logging import get_logger
 from app.services.queue_pauses import PausedQueues
 from app.settings import Settings
 from workers import ledger
+from workers.in_progress import TALLY
 
 log = get_logger("workers.batches")
 
@@ -148,7 +149,9 @@ WHERE id IN (SELECT id FROM jobs WHERE state = 'waiting' AND {predicate} AND due
         if self.paused:
             return []
         lease_s = self.jobs_settings.worker.ledger_lease_s
-        return list(session.execute(self._claim, {"limit": limit, "lease_s": lease_s}).all())
+        rows = list(session.execute(self._claim, {"limit": limit, "lease_s": lease_s}).all())
+        TALLY.batch_running(len(rows))
+        return rows
 
     def claim_one(self, session: Any, job_id: int) -> Any:
         lease_s = self.jobs_settings.worker.ledger_lease_s
@@ -198,7 +201,10 @@ WHERE id IN (SELECT id FROM jobs WHERE state = 'waiting' AND {predicate} AND due
         """Run batches until fewer than a full batch was due; returns how many jobs ran."""
         ran = 0
         while not self._stopping.is_set():
-            count = self.run_batch()
+            try:
+                count = self.run_batch()
+            finally:
+                TALLY.batch_running(0)  # jobs in progress (`workers/in_progress.py`)
             ran += count
             if count < self.batch_size():
                 break

@@ -22,6 +22,7 @@ from dramatiq.middleware import (
 from app.keys import QUEUES
 from app.redis_conn import create_sync_redis
 from app.settings import Settings, get_settings
+from workers.in_progress import InProgress
 from workers.ledger import LedgerRetries
 from workers.maintenance import BrokerMaintenance
 from workers.metrics import JobMetrics
@@ -65,6 +66,7 @@ def build_broker(settings: Settings) -> RedisBroker:
         QueuePausesView(settings),  # before the batch threads: they are given its view
         BatchesMiddleware(settings),
         BrokerMaintenance(settings),
+        InProgress(),
     ):
         broker.add_middleware(middleware)
     for queue in QUEUES:

@@ -4,6 +4,10 @@ Workers and the CLI use `Publisher` (python-socketio's `RedisManager(write_only=
 uses `AsyncPublisher` (`AsyncRedisManager(write_only=True)`) so an emit never blocks its event
 loop. Both speak the same channel, so every socket server in the farm receives every emit.
 Call them after commit (`uow.after_commit`), never before.
+
+An event to a watched-only room (`map:{region}`, `ops`) is published only while some socket is in
+that room (`app.adapters.watched_rooms`): the check is a dict in memory, read from Redis at most
+every second, so the live map costs the hot paths nothing while nobody watches it.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import redis.asyncio as aredis
 import socketio
 
+from app.adapters.watched_rooms import WatchedRooms, is_watched_only
 from app.keys import RedisKeys
 from app.logging import get_logger
-from app.redis_conn import create_sync_redis
+from app.redis_conn import create_async_redis, create_sync_redis
 from app.settings import RedisSettings
 from app.timestamps import rfc3339
 
@@ -72,8 +78,18 @@ class Publisher:
         # Our own client for batched publishes: it retries once and raises, never drops silently.
         self._redis = create_sync_redis(settings, decode_responses=False)
         self._publish_many = self._redis.register_script(_PUBLISH_MANY)
+        self.watched = WatchedRooms(RedisKeys(settings).watched_rooms())
+
+    def watched_rooms(self) -> WatchedRooms:
+        """The watched-only rooms someone is in (re-read at most every second)."""
+        return self.watched.read(self._redis)
+
+    def unwatched(self, room: object) -> bool:
+        return is_watched_only(room) and not self.watched_rooms().has(str(room))
 
     def emit(self, event: str, payload: dict[str, Any], room: str | list[str]) -> None:
+        if self.unwatched(room):
+            return
         self._manager.emit(event, stamp(payload), room=room, namespace="/")
         log.debug("realtime.emitted", event_name=event, room=room)
 
@@ -84,6 +100,7 @@ class Publisher:
         a plain JSON payload), so every socket server handles it as usual. Unlike the manager's
         publish, a Redis failure raises, so the job is retried instead of the emits vanishing.
         """
+        events = [item for item in events if not self.unwatched(item[2])]
         if not events:
             return
         host_id = self._manager.host_id
@@ -108,13 +125,25 @@ class Publisher:
 
 
 class AsyncPublisher:
-    def __init__(self, settings: RedisSettings) -> None:
+    def __init__(self, settings: RedisSettings, redis: aredis.Redis | None = None) -> None:
         self._manager = socketio.AsyncRedisManager(
             settings.url, channel=RedisKeys(settings).socketio_channel(), write_only=True,
             json=BusJson,
         )
+        self._settings = settings
+        #: The process's client (for the watched rooms); made on first use when none is given.
+        self._redis = redis
+        self.watched = WatchedRooms(RedisKeys(settings).watched_rooms())
+
+    async def watched_rooms(self) -> WatchedRooms:
+        """The watched-only rooms someone is in (re-read at most every second)."""
+        if self._redis is None:
+            self._redis = create_async_redis(self._settings)
+        return await self.watched.aread(self._redis)
 
     async def emit(self, event: str, payload: dict[str, Any], room: str | list[str]) -> None:
+        if is_watched_only(room) and not (await self.watched_rooms()).has(str(room)):
+            return
         await self._manager.emit(event, stamp(payload), room=room, namespace="/")
         log.debug("realtime.emitted", event_name=event, room=room)
 

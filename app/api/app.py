@@ -17,6 +17,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.context import WebContext
 from app.api.controllers.admin import AdminController
 from app.api.controllers.admin_jobs import AdminJobsController
+from app.api.controllers.admin_live import AdminLiveController
 from app.api.controllers.admin_queues import AdminQueuesController
 from app.api.controllers.auth import AuthController, me
 from app.api.controllers.bids import BidController
@@ -95,7 +96,7 @@ def create_app(settings: Settings, context_factory: Callable[[], WebContext] | N
         route_handlers=[AuthController, AdminController, DriverController, RideController, BidController,
                         PaymentController, PhoneController, BookingController, AdminBookingController,
                         ProviderScheduleController, free_slots, regions, me, *WEBHOOK_CONTROLLERS,
-                        AdminJobsController, AdminQueuesController],
+                        AdminJobsController, AdminQueuesController, AdminLiveController],
         dependencies={"uow": Provide(provide_uow)},
     )
     root_webhooks = Router(path="/", route_handlers=list(WEBHOOK_CONTROLLERS), include_in_schema=False,

@@ -91,7 +91,7 @@ class WebContext:
             mirror=mirror,
             auth=AuthService(settings.auth, tokens),
             limiter=RateLimiter(client, keys),
-            publisher=AsyncPublisher(settings.redis),
+            publisher=AsyncPublisher(settings.redis, redis=client),
             driver_index=DriverIndex(client, keys),
             ride_writer=RideWriter(statements, settings),
         )

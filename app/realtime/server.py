@@ -5,7 +5,10 @@ API's error code. The socket joins `user:{id}` (and `driver:{id}` for drivers). 
 its session and token expiry (`SocketRegistry`): it is disconnected at that expiry, and when its
 session ends (logout: that session; logout-all, suspension: all the user's sockets).
 
-The events are handled by `ClientNamespace`, the server's one namespace (`/`).
+The events are handled by `ClientNamespace`, the server's one namespace (`/`). Admins may also
+watch a region's live map (`subscribe:map`, room `map:{region}`) and the farm's queues and workers
+(`subscribe:ops`, room `ops`); those rooms' events are published only while someone is in them
+(`RoomWatch`).
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ from app.api.context import WebContext
 from app.api.schemas_drivers import SocketLocationIn
 from app.db import async_unit_of_work
 from app.errors import AppError, ServiceUnavailable
-from app.keys import calendar_room, driver_room, ride_room, user_room
+from app.keys import OPS_ROOM, calendar_room, driver_room, map_room, ride_room, user_room
 from app.logging import get_logger
 from app.observability.web import SOCKET_CONNECTIONS
 from app.realtime.manager import FanOutRedisManager
+from app.realtime.room_watch import RoomWatch
 from app.realtime.sessions import RecheckDeferred, SocketRegistry
 from app.redis_conn import REDIS_ERRORS
-from app.services import drivers, rides
+from app.services import drivers, live_map, rides
 
 log = get_logger("realtime.server")
 
@@ -75,6 +79,10 @@ class ClientNamespace(socketio.AsyncNamespace):
         "unsubscribe:ride": "unsubscribe_ride",
         "subscribe:calendar": "subscribe_calendar",
         "unsubscribe:calendar": "unsubscribe_calendar",
+        "subscribe:map": "subscribe_map",
+        "unsubscribe:map": "unsubscribe_map",
+        "subscribe:ops": "subscribe_ops",
+        "unsubscribe:ops": "unsubscribe_ops",
     }
 
     def __init__(self, context: Callable[[], WebContext]) -> None:
@@ -82,6 +90,7 @@ class ClientNamespace(socketio.AsyncNamespace):
         self.context = context
         self._counted: set[str] = set()  # sockets `connect` accepted (and the gauge counts)
         self._registry: SocketRegistry | None = None
+        self.rooms_watched = RoomWatch(context)
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         """Run the handler of `event`; an event with none is not handled (and not acked)."""
@@ -151,6 +160,7 @@ class ClientNamespace(socketio.AsyncNamespace):
             SOCKET_CONNECTIONS.dec()
         if self._registry is not None:
             self._registry.remove(sid)
+        self.rooms_watched.forget(sid)
         try:
             session = await self.get_session(sid)
         except KeyError:
@@ -217,6 +227,62 @@ class ClientNamespace(socketio.AsyncNamespace):
         if provider_id is not None:
             await self.leave_room(sid, calendar_room(provider_id))
         return {"ok": True}
+
+    # --- the operations console (admins only) ------------------------------------------------------
+    async def _is_admin(self, sid: str) -> bool:
+        return bool((await self.get_session(sid)).get("role") == "admin")
+
+    async def on_subscribe_map(self, sid: str, data: Any = None) -> dict[str, Any]:
+        """Join `map:{region}` (`map:ride`, `map:driver`): admins only; an unknown region is NOT_FOUND."""
+        if not await self._is_admin(sid):
+            return refusal("FORBIDDEN", "Only admins watch the live map.")
+        region = _region(data)
+        if region is None:
+            return refusal("VALIDATION_ERROR", "Give the region to watch.", {"region": "a region code"})
+        try:
+            async with self.context().sessions() as db:
+                if not await live_map.region_exists(db, region):
+                    return refusal("NOT_FOUND", "No region has this code.")
+                bounds = await live_map.region_bounds(db, region)
+            await self.rooms_watched.join(map_room(region), sid, bounds)
+        except DEPENDENCY_ERRORS as error:
+            log.warning("socket.subscribe_unavailable", error=repr(error))
+            return refusal("SERVICE_UNAVAILABLE", "Try again shortly.")
+        await self.enter_room(sid, map_room(region))
+        return {"ok": True}
+
+    async def on_unsubscribe_map(self, sid: str, data: Any = None) -> dict[str, Any]:
+        if not await self._is_admin(sid):
+            return refusal("FORBIDDEN", "Only admins watch the live map.")
+        region = _region(data)
+        if region is not None:
+            await self.leave_room(sid, map_room(region))
+            self.rooms_watched.leave(map_room(region), sid)
+        return {"ok": True}
+
+    async def on_subscribe_ops(self, sid: str, data: Any = None) -> dict[str, Any]:
+        """Join `ops` (`ops:snapshot` every 2 s from the clock): admins only."""
+        if not await self._is_admin(sid):
+            return refusal("FORBIDDEN", "Only admins watch the farm.")
+        try:
+            await self.rooms_watched.join(OPS_ROOM, sid, None)
+        except DEPENDENCY_ERRORS as error:
+            log.warning("socket.subscribe_unavailable", error=repr(error))
+            return refusal("SERVICE_UNAVAILABLE", "Try again shortly.")
+        await self.enter_room(sid, OPS_ROOM)
+        return {"ok": True}
+
+    async def on_unsubscribe_ops(self, sid: str, data: Any = None) -> dict[str, Any]:
+        if not await self._is_admin(sid):
+            return refusal("FORBIDDEN", "Only admins watch the farm.")
+        await self.leave_room(sid, OPS_ROOM)
+        self.rooms_watched.leave(OPS_ROOM, sid)
+        return {"ok": True}
+
+
+def _region(data: Any) -> str | None:
+    region = data.get("region") if isinstance(data, dict) else None
+    return region if isinstance(region, str) and 0 < len(region) <= 16 else None
 
 
 def _uuid_field(data: Any, name: str) -> uuid.UUID | None:

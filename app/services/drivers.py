@@ -11,6 +11,9 @@ Each index write carries the database clock read while the driver's row is locke
 after-commit writes end as the commits did (`app.adapters.driver_index`). The invariant that makes
 the row alone decide: availability is `online` only for an active account (`go_online` checks it
 under the lock; suspension sets `offline` under the same lock).
+
+An online driver's report, going online and going offline are also `map:driver` events for the
+admins watching a region that holds its position (`app.services.live_map`; nothing when none).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import functools
 import uuid
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import func, select, update
 
@@ -27,17 +30,16 @@ from app.db import AsyncUnitOfWork
 from app.errors import AccountDeactivated, NotFound
 from app.keys import ride_room
 from app.logging import get_logger
+from app.services import live_map
+from app.services.live_map import MapPublisher
 from app.timestamps import rfc3339
 from models import Driver, DriverAvailability, User
 
 log = get_logger("drivers")
 
 
-class RidePublisher(Protocol):
+class RidePublisher(MapPublisher, Protocol):
     """Emits an event to a room after commit (`app.adapters.realtime.AsyncPublisher`)."""
-
-    async def emit(self, event: str, payload: dict[str, Any], room: str | list[str]) -> None: ...
-
 
 
 async def update_location(uow: AsyncUnitOfWork, index: DriverIndex, driver_id: uuid.UUID, lat: float,
@@ -65,6 +67,8 @@ async def update_location(uow: AsyncUnitOfWork, index: DriverIndex, driver_id: u
                                                seen_at.timestamp(), version=version))
         else:
             uow.after_commit(functools.partial(index.remove, driver_id, vehicle_type.value, version=version))
+        uow.after_commit(functools.partial(live_map.driver_seen, publisher, driver_id, lat, lng, online=True,
+                                           at=seen_at))
     if ride_id is not None:
         payload = {"rideId": str(ride_id), "driverId": str(driver_id), "lat": lat, "lng": lng,
                    "at": rfc3339(seen_at)}
@@ -73,7 +77,7 @@ async def update_location(uow: AsyncUnitOfWork, index: DriverIndex, driver_id: u
 
 
 async def go_online(uow: AsyncUnitOfWork, index: DriverIndex, driver_id: uuid.UUID, *,
-                    stale_after_s: float) -> None:
+                    stale_after_s: float, publisher: MapPublisher | None = None) -> None:
     """Make the driver available; indexed now if its last position is younger than `stale_after_s`."""
     # Both rows locked: a suspension committing meanwhile is seen here, not overwritten.
     is_active = await uow.session.scalar(
@@ -96,20 +100,27 @@ async def go_online(uow: AsyncUnitOfWork, index: DriverIndex, driver_id: uuid.UU
     if fresh and ride_id is None:
         uow.after_commit(functools.partial(index.place, driver_id, vehicle_type.value, lat, lng,
                                            seen_at.timestamp(), version=version_at(clock)))
+    if publisher is not None:
+        uow.after_commit(functools.partial(live_map.driver_seen, publisher, driver_id, lat, lng, online=True,
+                                           at=clock))
     log.info("drivers.went_online", driver_id=str(driver_id), indexed=bool(fresh and ride_id is None))
 
 
-async def go_offline(uow: AsyncUnitOfWork, index: DriverIndex, driver_id: uuid.UUID) -> None:
+async def go_offline(uow: AsyncUnitOfWork, index: DriverIndex, driver_id: uuid.UUID, *,
+                     publisher: MapPublisher | None = None) -> None:
     """Make the driver unavailable: it is offered no ride from the commit on."""
     row = (await uow.session.execute(
         update(Driver).where(Driver.user_id == driver_id)
         .values(availability=DriverAvailability.OFFLINE)
-        .returning(Driver.vehicle_type, func.clock_timestamp())
+        .returning(Driver.vehicle_type, func.clock_timestamp(), Driver.last_lat, Driver.last_lng)
         .execution_options(synchronize_session=False)
     )).one_or_none()
     if row is None:
         raise NotFound("No driver has this id.")
-    vehicle_type, clock = row
+    vehicle_type, clock, lat, lng = row
     uow.after_commit(functools.partial(index.remove, driver_id, vehicle_type.value,
                                        version=version_at(clock)))
+    if publisher is not None:
+        uow.after_commit(functools.partial(live_map.driver_seen, publisher, driver_id, lat, lng, online=False,
+                                           at=clock))
     log.info("drivers.went_offline", driver_id=str(driver_id))

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from app.keys import RIDES_EXPIRE_BIDS
 from app.logging import get_logger
 from app.outbox import add_job
-from app.services import notifications, payments, ride_moves
+from app.services import live_map, notifications, payments, ride_moves
 from app.services.ride_moves import BY_SYSTEM, RideMoved, RideState
 from app.settings import DispatchSettings, Settings
 from models import Bid, BidStatus, Driver, Payment, PaymentMethod, Ride, RideStatus
@@ -76,7 +76,13 @@ def move_by_system(session: Session, ride_id: uuid.UUID, before: RideStatus, tar
                             by=BY_SYSTEM, at=now, reason=reason)
     session.execute(moved.history_row)
     payload, rooms = moved.event, list(moved.rooms)
-    after_commit(lambda: emit("ride:status", payload, rooms))
+    on_map = live_map.ride_emit(ride, at=now)
+
+    def publish() -> None:
+        emit("ride:status", payload, rooms)
+        emit(*on_map)
+
+    after_commit(publish)
     log.info("ride.status_changed", ride_id=str(ride_id), before=before.value, after=target.value,
              by=SYSTEM, reason=reason)
     return ride, moved

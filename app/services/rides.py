@@ -22,7 +22,7 @@ from app.cursors import Position, decode_cursor, encode_cursor
 from app.db import AsyncUnitOfWork
 from app.errors import Conflict, Forbidden, NotFound
 from app.logging import get_logger
-from app.services import ride_creation, ride_moves
+from app.services import live_map, ride_creation, ride_moves
 from app.services.access import Principal
 from app.services.ride_creation import RideRequest, RideWriter
 from app.services.ride_moves import Mover, RideMoved, RideState
@@ -42,10 +42,13 @@ class RideView:
 
 # --- create ----------------------------------------------------------------------------------------
 async def create_ride(writer: RideWriter, principal: Principal, request: RideRequest, *,
-                      settings: Settings) -> RideView:
+                      settings: Settings, publisher: AsyncPublisher | None = None) -> RideView:
     """Store the ride as PENDING_BIDS with its history row, booking confirmation and first round's
-    job, in a statement shared with the rides arriving meanwhile (`app.services.ride_creation`)."""
+    job, in a statement shared with the rides arriving meanwhile (`app.services.ride_creation`);
+    then (written for good) `map:ride` to its region's map, if someone watches it."""
     ride, event = await ride_creation.create_ride(writer, principal, request, settings=settings)
+    if publisher is not None:
+        await publisher.emit(*live_map.ride_emit(ride))
     return RideView(ride=ride, accepted_bid=None, history=[event])
 
 
@@ -137,7 +140,13 @@ async def move_ride(uow: AsyncUnitOfWork, publisher: AsyncPublisher, ride: Ride,
         set_committed_value(ride, name, value)
     await uow.session.execute(moved.history_row)
     payload, rooms = moved.event, list(moved.rooms)
-    uow.after_commit(lambda: publisher.emit("ride:status", payload, rooms))
+    on_map = live_map.ride_emit(ride, at=moved.at)
+
+    async def emit() -> None:
+        await publisher.emit("ride:status", payload, rooms)
+        await publisher.emit(*on_map)
+
+    uow.after_commit(emit)
     log.info("ride.status_changed", ride_id=str(ride.id), before=moved.before.value, after=moved.after.value,
              by=actor.role)
     return moved

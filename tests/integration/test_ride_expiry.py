@@ -42,6 +42,10 @@ class Emitted(list[tuple[str, dict[str, Any], Any]]):
 AfterCommit = Callable[[Callable[[], None]], None]
 
 
+def rooms_of(room: Any) -> set[str]:
+    return {room} if isinstance(room, str) else set(room)
+
+
 def run(db: sessionmaker[Session], action: Callable[[Session, AfterCommit], Any]) -> Any:
     """Run a job's service function in its own unit of work; its after-commit actions run after."""
     uow = UnitOfWork(db())
@@ -117,9 +121,11 @@ async def test_bids_nobody_accepts_end_the_ride_when_the_acceptance_window_close
     assert (last["from"], last["to"], last["by"], last["reason"]) == (
         "PENDING_BIDS", "CANCELLED", SYSTEM, "no bid was accepted in time")
     assert await market.bid_statuses(ride["id"]) == {b["id"]: "REJECTED" for b in bids}
-    # And `ride:status` went to the ride's and the customer's rooms
-    assert [(e, p["status"], p["by"], set(r)) for e, p, r in emitted] == [
-        ("ride:status", "CANCELLED", SYSTEM, {f"ride:{ride['id']}", f"user:{customer.id}"})]
+    # And `ride:status` went to the ride's and the customer's rooms (and `map:ride` to the region's
+    # live map, which the publisher sends only while an admin watches it)
+    assert [(e, p["status"], p.get("by"), rooms_of(r)) for e, p, r in emitted] == [
+        ("ride:status", "CANCELLED", SYSTEM, {f"ride:{ride['id']}", f"user:{customer.id}"}),
+        ("map:ride", "CANCELLED", None, {"map:BER"})]
     # And the customer is told, once, even if the job comes again
     assert not expire_bids(market, settings, ride["id"], 0, started + timedelta(seconds=window + 60), emitted)
     assert templates(market, customer) == ["bids_expired", "bids_ready", "booking_confirmed"]
@@ -218,9 +224,10 @@ async def test_a_card_hold_not_authorized_in_time_cancels_the_ride_and_releases_
     assert (ride["status"], last["from"], last["by"], last["reason"]) == (
         "CANCELLED", "BID_ACCEPTED", SYSTEM, "payment was not authorized in time")
     assert await pay.market.active_ride_of(driver) is None
-    # And both users' rooms and the ride's got `ride:status`
-    assert [(e, p["status"], set(r)) for e, p, r in emitted] == [
-        ("ride:status", "CANCELLED", {f"ride:{ride_id}", f"user:{customer.id}", f"user:{driver.id}"})]
+    # And both users' rooms and the ride's got `ride:status` (and the region's live map `map:ride`)
+    assert [(e, p["status"], rooms_of(r)) for e, p, r in emitted] == [
+        ("ride:status", "CANCELLED", {f"ride:{ride_id}", f"user:{customer.id}", f"user:{driver.id}"}),
+        ("map:ride", "CANCELLED", {"map:BER"})]
     # And the customer and the driver are told
     assert "payment_expired" in templates(pay.market, customer)
     assert "ride_cancelled" in templates(pay.market, driver)
@@ -231,7 +238,7 @@ async def test_a_card_hold_not_authorized_in_time_cancels_the_ride_and_releases_
     assert pay.balance(ride_id) == pay.stripe_net(intent_id) == 0
     # And a second delivery changes nothing
     assert not expire_hold(pay, ride_id, accepted_at(pay, ride_id) + timedelta(seconds=timeout + 60), emitted)
-    assert pay.queued("payments.cancel") == 0 and len(emitted) == 1
+    assert pay.queued("payments.cancel") == 0 and len(emitted) == 2
 
 
 async def test_an_authorized_hold_keeps_the_ride_and_the_driver_sets_off(pay: PayBench) -> None:

@@ -18,10 +18,12 @@ def test_the_clock_sends_each_periodic_job_at_its_configured_interval() -> None:
                                             driver_prune_interval_s=45, retention_interval_s=7200))
     # When the schedule is built
     scheduler = clock.build_scheduler(settings)
-    # Then it sends each job at its own interval, first at start
+    # Then it sends each job at its own interval, first at start (and the ops snapshot every 2 s)
     jobs = {job.id: job for job in scheduler.get_jobs()}
     assert set(jobs) == {"tokens.cleanup", "rides.reconcile", "notifications.reconcile",
-                         "drivers.prune_stale", "retention.prune"}
+                         "drivers.prune_stale", "retention.prune", "ops.snapshot"}
+    assert jobs["ops.snapshot"].func is clock.send_ops_snapshot
+    assert jobs["ops.snapshot"].trigger.interval == timedelta(seconds=2)
     for name, interval in (
         ("tokens.cleanup", timedelta(minutes=15)),
         ("rides.reconcile", timedelta(seconds=20)),

@@ -44,13 +44,15 @@ class DriverController(Controller):
         """Start receiving ride offers (from the last position if it is fresh, else the next one)."""
         ctx = web_context(state)
         await drivers.go_online(uow, ctx.driver_index, driver.id,
-                                stale_after_s=ctx.settings.dispatch.driver_stale_after_s)
+                                stale_after_s=ctx.settings.dispatch.driver_stale_after_s,
+                                publisher=ctx.publisher)
 
     @post("/offline", status_code=HTTP_204_NO_CONTENT, dependencies=WRITE_LIMIT)
     async def go_offline(self, uow: UnitOfWorkDep, state: State, driver: CallerDep,
                          limit: RateLimitDep) -> None:
         """Stop receiving ride offers."""
-        await drivers.go_offline(uow, web_context(state).driver_index, driver.id)
+        ctx = web_context(state)
+        await drivers.go_offline(uow, ctx.driver_index, driver.id, publisher=ctx.publisher)
 
     @post("/payouts/onboard", status_code=HTTP_200_OK, dependencies=PAYMENT_SETUP_LIMIT)
     async def onboard_payouts(self, state: State, driver: CallerDep, limit: RateLimitDep) -> OnboardOut:

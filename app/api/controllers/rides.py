@@ -45,7 +45,7 @@ class RideController(Controller):
             raise PaymentsDisabled()
         context = web_context(state)
         return RideOut.of(await rides.create_ride(context.ride_writer, principal, data.to_request(),
-                                                  settings=context.settings))
+                                                  settings=context.settings, publisher=context.publisher))
 
     @get("/")
     async def list(
