@@ -18,6 +18,7 @@ from app.logging import get_logger
 from app.security import hash_password
 from app.services import audit, drivers
 from app.services.auth import revoke_all_tokens
+from app.services.live_map import MapPublisher
 from models import AdminAccess, Driver, Role, User
 
 log = get_logger("accounts")
@@ -40,13 +41,14 @@ async def _driver(uow: AsyncUnitOfWork, driver_id: uuid.UUID) -> User:
 
 async def suspend_driver(uow: AsyncUnitOfWork, store: TokenStore, driver_id: uuid.UUID, reason: str,
                          *, index: DriverIndex, actor_id: uuid.UUID | None, actor_role: str,
-                         operator: str | None = None) -> None:
+                         operator: str | None = None, publisher: MapPublisher | None = None) -> None:
     """Deactivate the driver and refuse every token it holds, at once; its sockets are ended.
 
-    It goes offline and leaves the driver index after commit; activation leaves it offline.
+    It goes offline and leaves the driver index after commit (and the live map of admins watching
+    its region, with `publisher`); activation leaves it offline.
     """
     user = await _driver(uow, driver_id)
-    await drivers.go_offline(uow, index, driver_id)
+    await drivers.go_offline(uow, index, driver_id, publisher=publisher)
     user.is_active = False
     user.deactivated_at = datetime.now(UTC)
     user.deactivation_reason = reason

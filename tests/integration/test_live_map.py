@@ -153,6 +153,27 @@ async def test_going_online_and_offline_is_on_the_map(
     assert (came["lat"], came["lng"]) == (left["lat"], left["lng"]) == IN_BERLIN
 
 
+async def test_a_suspended_driver_leaves_the_map(
+    web: str, market: Market, customer: Person, listeners: list[Listener]
+) -> None:
+    # Given a region with a ride, a watching admin, and an online driver reporting from it
+    await market.ride(customer)
+    driver = await market.driver()
+    await report(market, driver, IN_BERLIN)
+    admin = await market.admin()
+    watcher = await listen(web, listeners, admin)
+    await watching(watcher)
+
+    # When an admin suspends the driver
+    response = await market.api.post(f"/api/v1/admin/drivers/{driver.id}/suspend",
+                                     headers=admin.headers, json={"reason": "documents expired"})
+    assert response.status_code == 204
+
+    # Then the map hears it go offline at its last position
+    left = await watcher.until("map:driver", driverId=driver.id, online=False)
+    assert (left["lat"], left["lng"]) == IN_BERLIN
+
+
 async def test_after_unsubscribing_the_admin_hears_nothing_more(
     web: str, market: Market, customer: Person, listeners: list[Listener]
 ) -> None:

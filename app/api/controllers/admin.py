@@ -37,7 +37,8 @@ class AdminController(Controller):
         """Suspend a driver: every token refused at once (403), live sockets disconnected."""
         ctx = web_context(state)
         await accounts.suspend_driver(uow, ctx.tokens, driver_id, data.reason, index=ctx.driver_index,
-                                      actor_id=admin.id, actor_role=admin.role, operator=admin.user.email)
+                                      actor_id=admin.id, actor_role=admin.role, operator=admin.user.email,
+                                      publisher=ctx.publisher)
 
     @post("/drivers/{driver_id:uuid}/activate", status_code=HTTP_204_NO_CONTENT)
     async def activate(
