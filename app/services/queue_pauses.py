@@ -132,10 +132,11 @@ class PausedQueues:
 
     def _read(self, conn: psycopg.Connection[Any]) -> None:
         rows = conn.execute("SELECT queue FROM queue_pauses").fetchall()
-        self._set(frozenset(str(row[0]) for row in rows))
-        if self._down:
-            log.info("queue_pauses.reachable_again", paused=sorted(self._paused))
+        paused = frozenset(str(row[0]) for row in rows)
+        if self._down:  # said before the new set is visible, so whoever sees it change finds this line too
+            log.info("queue_pauses.reachable_again", paused=sorted(paused))
             self._down = False
+        self._set(paused)
 
     def _wait(self, conn: psycopg.Connection[Any]) -> None:
         """Until a notification, `refresh_s` s, or a stop; then take the notifications queued up."""
