@@ -13,4 +13,5 @@ from workers.resources import get_resources
 @job(DRIVERS_PRUNE_STALE, max_retries=3)
 def prune_stale(ctx: JobContext) -> None:
     stale_drivers.prune_stale(ctx.uow.session, get_resources().driver_index, ctx.settings.dispatch,
-                              now=datetime.now(UTC), after_commit=ctx.uow.after_commit)
+                              now=datetime.now(UTC), after_commit=ctx.uow.after_commit,
+                              publisher=ctx.publisher)

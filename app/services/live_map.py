@@ -64,16 +64,24 @@ def ride_emit(ride: Ride, *, at: datetime | None = None) -> tuple[str, dict[str,
     return "map:ride", ride_event(ride, at=at), map_room(ride.region_code)
 
 
+def driver_emits(watched: WatchedRooms, driver_id: uuid.UUID, lat: float | None, lng: float | None, *,
+                 online: bool, at: datetime) -> list[tuple[str, dict[str, Any], str]]:
+    """`(event, payload, room)` of the `map:driver` for every watched region holding the driver."""
+    if lat is None or lng is None:
+        return []
+    return [("map:driver", {"driverId": str(driver_id), "region": region, "lat": lat, "lng": lng,
+                            "online": online, "at": rfc3339(at)}, map_room(region))
+            for region in watched.regions_holding(lat, lng)]
+
+
 async def driver_seen(publisher: MapPublisher, driver_id: uuid.UUID, lat: float | None, lng: float | None,
                       *, online: bool, at: datetime) -> None:
     """`map:driver` to every watched region whose bounds hold the driver (nothing when none)."""
     if lat is None or lng is None:
         return
-    watched = await publisher.watched_rooms()
-    for region in watched.regions_holding(lat, lng):
-        payload = {"driverId": str(driver_id), "region": region, "lat": lat, "lng": lng, "online": online,
-                   "at": rfc3339(at)}
-        await publisher.emit("map:driver", payload, map_room(region))
+    for event, payload, room in driver_emits(await publisher.watched_rooms(), driver_id, lat, lng,
+                                             online=online, at=at):
+        await publisher.emit(event, payload, room)
 
 
 async def region_bounds(session: AsyncSession, region: str, *, now: datetime | None = None) -> Bounds | None:

@@ -20,6 +20,9 @@ arriving meanwhile:
    what step 1 cannot know about: a busy driver's leftover entry, a removal lost to a Redis blip.
    It depends on nothing the transaction writes, so it runs at once.
 
+A driver taken offline in step 1 is also a `map:driver` {online: false} for every watched live map
+holding its last position (after commit, one publish for the run), so an admin's map drops it.
+
 Each run touches at most `limit` drivers per step (and per vehicle type in the sweep); a backlog
 takes several runs. Not touched: drivers on a ride (the ride flow owns them; dispatch skips them
 anyway) and online drivers who never reported a position (nothing to age them by; never indexed).
@@ -38,7 +41,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.adapters.driver_index import version_at
+from app.adapters.watched_rooms import WatchedRooms
 from app.logging import get_logger
+from app.services import live_map
 from app.settings import DispatchSettings
 from models import VehicleType
 
@@ -58,7 +63,7 @@ WITH vanished AS (
 UPDATE drivers d SET availability = 'offline'
 FROM vanished v
 WHERE d.user_id = v.user_id
-RETURNING d.user_id, d.vehicle_type, clock_timestamp()
+RETURNING d.user_id, d.vehicle_type, clock_timestamp(), d.last_lat, d.last_lng
 """)
 
 
@@ -70,6 +75,14 @@ class StaleDriverIndex(Protocol):
     def prune(self, vehicle_types: Iterable[str], seen_before: float, *, limit: int | None = None) -> int: ...
 
 
+class MapEmitter(Protocol):
+    """What the prune needs of the publisher (`app.adapters.realtime.Publisher`)."""
+
+    def watched_rooms(self) -> WatchedRooms: ...
+
+    def emit_many(self, events: list[tuple[str, dict[str, Any], str]]) -> None: ...
+
+
 @dataclass(frozen=True)
 class PruneReport:
     #: Online drivers set offline in PostgreSQL.
@@ -79,15 +92,27 @@ class PruneReport:
 
 
 def prune_stale(session: Session, index: StaleDriverIndex, settings: DispatchSettings, *, now: datetime,
-                after_commit: Callable[[Callable[[], Any]], None], limit: int = PRUNE_LIMIT) -> PruneReport:
+                after_commit: Callable[[Callable[[], Any]], None], publisher: MapEmitter | None = None,
+                limit: int = PRUNE_LIMIT) -> PruneReport:
     """Take offline, and out of the index, drivers not heard from for `driver_prune_after_s`."""
     cutoff = now - timedelta(seconds=settings.driver_prune_after_s)
     rows = session.execute(_TAKE_OFFLINE, {"cutoff": cutoff, "limit": limit}).all()
-    for driver_id, vehicle_type, clock in rows:
+    for driver_id, vehicle_type, clock, _, _ in rows:
         after_commit(functools.partial(index.remove, driver_id, str(vehicle_type), version=version_at(clock)))
+    if rows and publisher is not None:
+        after_commit(functools.partial(_left_the_maps, publisher, [(r[0], r[3], r[4], r[2]) for r in rows]))
     swept = index.prune([v.value for v in VehicleType], cutoff.timestamp(), limit=limit)
-    taken_offline = [driver_id for driver_id, _, _ in rows]
+    taken_offline = [row[0] for row in rows]
     if taken_offline or swept:
         log.info("drivers.pruned_stale", taken_offline=len(taken_offline), swept=swept,
                  driver_ids=[str(d) for d in taken_offline[:50]])
     return PruneReport(taken_offline=taken_offline, swept=swept)
+
+
+def _left_the_maps(publisher: MapEmitter,
+                   drivers: list[tuple[uuid.UUID, float | None, float | None, datetime]]) -> None:
+    watched = publisher.watched_rooms()
+    events = [event for driver_id, lat, lng, at in drivers
+              for event in live_map.driver_emits(watched, driver_id, lat, lng, online=False, at=at)]
+    if events:
+        publisher.emit_many(events)

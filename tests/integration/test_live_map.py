@@ -8,13 +8,23 @@ the people act through the API client (another web process, as behind a load bal
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import socketio
+from sqlalchemy import update
 
+from app.adapters.driver_index import DriverIndexReader
+from app.adapters.realtime import Publisher
 from app.adapters.watched_rooms import CACHE_S
+from app.keys import RedisKeys
+from app.redis_conn import create_sync_redis
+from app.services import stale_drivers
+from app.settings import Settings
+from models import Driver
 from tests.integration.market_support import REGION, BusTap, Market, Person, assert_error, customer, market
 
 __all__ = ["customer", "market"]
@@ -172,6 +182,45 @@ async def test_a_suspended_driver_leaves_the_map(
     # Then the map hears it go offline at its last position
     left = await watcher.until("map:driver", driverId=driver.id, online=False)
     assert (left["lat"], left["lng"]) == IN_BERLIN
+
+
+async def test_a_driver_taken_offline_as_stale_leaves_the_map(
+    web: str, market: Market, customer: Person, listeners: list[Listener], settings: Any
+) -> None:
+    # Given a region with a ride, a watching admin, and an online driver whose app last reported
+    # from the region 20 minutes ago (then vanished)
+    await market.ride(customer)
+    driver = await market.driver()
+    await report(market, driver, IN_BERLIN)
+    with market.db.begin() as session:
+        session.execute(update(Driver).where(Driver.user_id == uuid.UUID(driver.id))
+                        .values(last_seen_at=datetime.now(UTC) - timedelta(minutes=20)))
+    watcher = await listen(web, listeners, await market.admin())
+    await watching(watcher)
+
+    # When `drivers.prune_stale` runs as its job runs it (the worker's publisher, after commit)
+    report_ = await asyncio.to_thread(prune_as_the_job_does, market, settings)
+
+    # Then the driver is offline and the map hears it leave, at its last position
+    assert uuid.UUID(driver.id) in report_.taken_offline
+    left = await watcher.until("map:driver", driverId=driver.id, online=False)
+    assert (left["lat"], left["lng"]) == IN_BERLIN
+
+
+def prune_as_the_job_does(market: Market, settings: Settings) -> stale_drivers.PruneReport:
+    later: list[Callable[[], Any]] = []
+    client = create_sync_redis(settings.redis)
+    publisher = Publisher(settings.redis)
+    try:
+        with market.db.begin() as session:
+            report_ = stale_drivers.prune_stale(
+                session, DriverIndexReader(client, RedisKeys(settings.redis)), settings.dispatch,
+                now=datetime.now(UTC), after_commit=later.append, publisher=publisher)
+        for action in later:
+            action()
+        return report_
+    finally:
+        client.close()
 
 
 async def test_after_unsubscribing_the_admin_hears_nothing_more(
