@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/dev/bootstrap.sh
+ensure_chromium
 
 if [[ $# -eq 0 ]]; then
   say "lint: ruff"

@@ -42,6 +42,36 @@ ensure_venv() {
   echo "$want" > "$stamp"
 }
 
+# The browser tests' Chromium: Debian's package, driven by Playwright (never `playwright install`).
+# Called by run-tests.sh only. Without root or apt it says so, and tests/browser skips.
+CHROMIUM=/usr/bin/chromium  # where Debian puts it; tests/browser/conftest.py launches this path
+ensure_chromium() {
+  [[ -x "$CHROMIUM" ]] && return 0
+  if [[ "$(id -u)" -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    say "Chromium is missing ($CHROMIUM) and can't be installed here (needs root and apt-get):" \
+        "the browser tests will be skipped; install it with: apt-get install chromium"
+    return 0
+  fi
+  say "installing Debian's chromium for the browser tests"
+  local log
+  log="$(mktemp)"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >"$log" 2>&1; then
+    if grep -qE "Unable to locate package|has no installation candidate|Unable to fetch|404 +Not Found" "$log"; then
+      say "apt has no usable package lists; running apt-get update first"
+      if apt-get update -q >"$log" 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >"$log" 2>&1 || true
+      fi
+    fi
+  fi
+  if [[ -x "$CHROMIUM" ]]; then
+    say "installed $("$CHROMIUM" --version 2>/dev/null || echo chromium)"
+  else
+    tail -n 20 "$log" >&2
+    say "could not install chromium (output above): the browser tests will be skipped"
+  fi
+  rm -f "$log"
+}
+
 ensure_services
 ensure_venv
 export PATH="$VENV/bin:$PATH"
