@@ -74,7 +74,13 @@ class Console:
         attributes = "".join(f'[data-{name.replace("_", "-")}="{value}"]' for name, value in data.items())
         return self.page.locator(f'[data-testid="{testid}"]{attributes}')
 
+    def button(self, testid: str) -> Locator:
+        """The button `testid` (the contract gives a replay's row and the replay button one name)."""
+        return self(testid).and_(self.page.get_by_role("button"))
+
     def toast_ok(self) -> None:
+        """The last action's outcome is shown, and it went well."""
+        expect(self("toast")).to_be_visible()
         expect(self("toast")).to_have_attribute("data-kind", "ok")
 
 
