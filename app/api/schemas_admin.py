@@ -27,10 +27,11 @@ class AuditEntryList(Response):
 
 # --- /admin/jobs/* ------------------------------------------------------------------------------
 def job_filter(*, actor: str | None = None, queue: str | None = None, since: str | None = None,
-               error: str | None = None, args: str | None = None,
+               until: str | None = None, error: str | None = None, args: str | None = None,
                replayed: bool | None = None) -> JobFilter:
     """The registry's filter from the API's values (an empty text filters nothing)."""
     return JobFilter(actor=actor or None, queue=queue or None, since=parse_since(since) if since else None,
+                     until=parse_since(until, name="until") if until else None,
                      error=error or None, args=args or None, replayed=replayed)
 
 
@@ -41,6 +42,8 @@ class FailedJobFiltersIn(Request):
     queue: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     since: Annotated[str, msgspec.Meta(max_length=64,
                                        description="2h, 7d, … or an RFC 3339 time")] | None = None
+    until: Annotated[str, msgspec.Meta(max_length=64, description="failed before: 2h (ago), 7d, … or an "
+                                                                  "RFC 3339 time")] | None = None
     error: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     args: Annotated[str, msgspec.Meta(
         max_length=1000, description="text in the args/kwargs JSON, or a JSON object/array they contain",
@@ -48,8 +51,8 @@ class FailedJobFiltersIn(Request):
     replayed: bool | None = None
 
     def where(self) -> JobFilter:
-        return job_filter(actor=self.actor, queue=self.queue, since=self.since, error=self.error,
-                          args=self.args, replayed=self.replayed)
+        return job_filter(actor=self.actor, queue=self.queue, since=self.since, until=self.until,
+                          error=self.error, args=self.args, replayed=self.replayed)
 
 
 class ReplayIn(Request):

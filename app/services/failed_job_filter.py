@@ -23,8 +23,9 @@ _DURATION = re.compile(r"^\s*(\d{1,18})\s*(s|m|h|d|w)\s*\Z")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_since(text: str, *, now: datetime | None = None) -> datetime:
-    """`30m`, `2h`, `7d`, `1w` ago, or an ISO 8601 / RFC 3339 moment (UTC when it has no offset)."""
+def parse_since(text: str, *, now: datetime | None = None, name: str = "since") -> datetime:
+    """`30m`, `2h`, `7d`, `1w` ago, or an ISO 8601 / RFC 3339 moment (UTC when it has no offset);
+    `name` is the filter's, for the refusal (`since`, `until`)."""
     now = now or datetime.now(UTC)
     match = _DURATION.match(text)
     try:
@@ -32,8 +33,8 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
             return now - timedelta(seconds=int(match[1]) * _UNIT_S[match[2]])
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except (ValueError, OverflowError) as exc:
-        raise ValidationFailed("since must be a duration such as 2h or 7d, or a date-time.",
-                               details={"since": text}) from exc
+        raise ValidationFailed(f"{name} must be a duration such as 2h or 7d, or a date-time.",
+                               details={name: text}) from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -57,6 +58,8 @@ class JobFilter:
     actor: str | None = None
     queue: str | None = None
     since: datetime | None = None
+    #: Only jobs that failed before this moment (the console's "until").
+    until: datetime | None = None
     #: Text found (case-insensitively) in the exception's type or message.
     error: str | None = None
     #: True: only jobs replayed at least once; False: only jobs never replayed.
@@ -67,7 +70,8 @@ class JobFilter:
     def describe(self) -> dict[str, str | bool]:
         """The filters that are set, as JSON-simple values (for the audit log)."""
         found = {"actor": self.actor, "queue": self.queue, "error": self.error, "replayed": self.replayed,
-                 "since": self.since.isoformat() if self.since else None, "args": self.args}
+                 "since": self.since.isoformat() if self.since else None,
+                 "until": self.until.isoformat() if self.until else None, "args": self.args}
         return {name: value for name, value in found.items() if value is not None}
 
     def clauses(self) -> list[ColumnElement[bool]]:
@@ -78,6 +82,8 @@ class JobFilter:
             where.append(FailedJob.queue == self.queue)
         if self.since:
             where.append(FailedJob.failed_at >= self.since)
+        if self.until:
+            where.append(FailedJob.failed_at < self.until)
         if self.error:
             pattern = f"%{escape_like(self.error)}%"
             where.append(or_(FailedJob.exception_type.ilike(pattern, escape="\\"),

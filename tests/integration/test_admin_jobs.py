@@ -373,6 +373,38 @@ async def test_purging_matching_jobs_needs_the_count_and_drops_their_dead_letter
     assert nothing.status_code == 200 and nothing.json() == {"purged": 0}
 
 
+async def test_until_bounds_the_list_the_count_and_the_matching_actions_alike(
+    api: Client, accounts: Accounts, db: sessionmaker[Session], three: tuple[FailedJob, FailedJob, FailedJob],
+) -> None:
+    # Given three failed jobs (3 h, 1 h and 10 min ago) and an admin (the console's "until" filter)
+    first, notice, third = three
+    token, _ = await admin_token(accounts)
+
+    async def listed(**params: str) -> list[uuid.UUID]:
+        response = await api.get(URL, params=params, headers=token)
+        counted = await api.get(f"{URL}/count", params=params, headers=token)
+        assert response.status_code == counted.status_code == 200, (response.text, counted.text)
+        ids = [uuid.UUID(item["id"]) for item in response.json()["items"]]
+        assert counted.json() == {"count": len(ids)}, params
+        return ids
+
+    # When it lists up to a moment, alone or with `since`, Then only the jobs failed before it
+    assert await listed(until="2h") == [first.id]
+    assert await listed(since="2h", until="30m") == [notice.id]
+    moment = (datetime.now(UTC) - timedelta(minutes=30)).isoformat()
+    assert await listed(until=moment) == [notice.id, first.id]
+    # And a bad value is 400 naming `until`
+    bad = await api.get(URL, params={"until": "later"}, headers=token)
+    assert bad.status_code == 400 and bad.json()["error"]["details"] == {"until": "later"}
+
+    # When it purges what failed before 2 h ago, with the previewed count
+    purged = await api.post(f"{URL}/purge", json={"filters": {"until": "2h"}, "expect": 1}, headers=token)
+    # Then only that job is gone
+    assert purged.status_code == 200 and purged.json() == {"purged": 1}, purged.text
+    with db() as session:
+        assert set(session.scalars(select(FailedJob.id))) == {notice.id, third.id}
+
+
 # --- who may -------------------------------------------------------------------------------------
 def refused_as_read_only(response: httpx.Response) -> bool:
     return (response.status_code == 403 and error_code(response) == "FORBIDDEN"

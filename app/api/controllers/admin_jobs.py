@@ -44,6 +44,9 @@ async def provide_job_filter(
     queue: Annotated[str | None, QueryParameter(name="queue", max_length=64)] = None,
     since: Annotated[str | None, QueryParameter(name="since", max_length=64,
                                                 description="2h, 7d, … or an RFC 3339 time")] = None,
+    until: Annotated[str | None, QueryParameter(
+        name="until", max_length=64,
+        description="failed before: 2h (ago), 7d, … or an RFC 3339 time")] = None,
     error: Annotated[str | None, QueryParameter(
         name="error", max_length=200, description="text in the exception's type or message")] = None,
     args: Annotated[str | None, QueryParameter(
@@ -54,7 +57,8 @@ async def provide_job_filter(
         name="replayed", description="true: replayed at least once; false: never replayed")] = None,
 ) -> JobFilter:
     """The registry's filters from the query string."""
-    return job_filter(actor=actor, queue=queue, since=since, error=error, args=args, replayed=replayed)
+    return job_filter(actor=actor, queue=queue, since=since, until=until, error=error, args=args,
+                      replayed=replayed)
 
 
 def _admin(caller: Principal) -> failed_jobs_admin.Admin:
