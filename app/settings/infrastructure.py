@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from app.settings.declare import NOT_NEGATIVE, POSITIVE, one_of, setting
+from app.settings.declare import NOT_NEGATIVE, POSITIVE, Check, one_of, setting
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,15 @@ class LogSettings:
                                                  doc="structlog renderer: `console` or `json`")
 
 
+def _is_tile_template(url: str) -> bool:
+    return url == "" or (url.startswith(("https://", "http://")) and "/" in url.split("://", 1)[1]
+                         and all(part in url for part in ("{z}", "{x}", "{y}")))
+
+
+TILE_URL = Check(_is_tile_template,
+                 "{name} must be empty or an http(s) URL with {{z}}, {{x}} and {{y}}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class WebSettings:
     """The `web` process (uvicorn, the API and Socket.IO)."""
@@ -208,3 +217,8 @@ class WebSettings:
         "RIDE_WRITE_CONCURRENCY", 4, check=POSITIVE,
         doc="… and at most this many such statements of one web process in flight at once (each holds a "
             "connection of the statement pool, `DB_STATEMENT_POOL_SIZE`)")
+    console_tile_url: str = setting(
+        "CONSOLE_TILE_URL", "", check=TILE_URL,
+        doc="raster map tiles under the operations console's live map, an OSM-style template such as "
+            "`https://tiles.example.com/{z}/{x}/{y}.png` (its host is added to the console's "
+            "`img-src`); empty: no tiles, the map draws rides and drivers only (air-gapped)")
