@@ -22,6 +22,7 @@ from app.api.controllers.admin_queues import AdminQueuesController
 from app.api.controllers.auth import AuthController, me
 from app.api.controllers.bids import BidController
 from app.api.controllers.bookings import AdminBookingController, BookingController
+from app.api.controllers.console import console_routes
 from app.api.controllers.drivers import DriverController
 from app.api.controllers.health import health, ready
 from app.api.controllers.payments import PaymentController
@@ -102,7 +103,8 @@ def create_app(settings: Settings, context_factory: Callable[[], WebContext] | N
     root_webhooks = Router(path="/", route_handlers=list(WEBHOOK_CONTROLLERS), include_in_schema=False,
                            dependencies={"uow": Provide(provide_uow)})
     return Litestar(
-        route_handlers=[api, root_webhooks, health, ready, metrics_route(metrics)],
+        route_handlers=[api, root_webhooks, health, ready, metrics_route(metrics),
+                        *console_routes(settings.web)],
         lifespan=[lifespan],
         middleware=[request_metrics_middleware, request_id_middleware, input_guard_middleware],
         before_send=[security_headers_hook(settings)],
