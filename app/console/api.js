@@ -112,9 +112,8 @@ export function refresh() {
 
 export async function request(method, path, { query, body } = {}) {
   let response = await send(method, path, { query, body, token: accessToken() });
-  if (response.status === 401 && sessionStorage.getItem(REFRESH)) {
-    if (await refresh()) response = await send(method, path, { query, body, token: accessToken() });
-    else if (!hasSession()) return parse(response);
+  if (response.status === 401 && sessionStorage.getItem(REFRESH) && (await refresh())) {
+    response = await send(method, path, { query, body, token: accessToken() });
     if (response.status === 401) endSession();
   }
   return parse(response);

@@ -39,7 +39,7 @@ export function mount(ctx, route, root) {
   const background = svg("g");
   const rideLayer = svg("g");
   const driverLayer = svg("g");
-  const canvas = svg("svg", { testid: "map-canvas", class: "map-canvas", viewBox: "0 0 1000 600", role: "img",
+  const canvas = svg("svg", { testid: "map-canvas", class: "map-canvas", viewBox: "0 0 1000 620", role: "img",
     "aria-label": region ? `live map of ${region}` : "live map" }, background, tiles, rideLayer, driverLayer);
   const panel = h("aside", { testid: "ride-timeline", class: "timeline-panel", hidden: true });
   root.append(h("div", { class: "page-head" }, h("h1", {}, "Live map", region ? ` · ${region}` : ""), counts),
@@ -68,9 +68,9 @@ export function mount(ctx, route, root) {
   }
 
   /** A region without server bounds gets bounds around what is seen, widened when needed. */
-  function hold(lat, lng) {
-    if (fixed || (bounds && draw.inside(bounds, lat, lng))) return;
-    const points = [[lat, lng]];
+  function hold(...places) {
+    if (fixed || (bounds && places.every(([lat, lng]) => draw.inside(bounds, lat, lng)))) return;
+    const points = [...places];
     rides.forEach(({ ride }) => points.push([ride.pickup.lat, ride.pickup.lng], [ride.dropoff.lat, ride.dropoff.lng]));
     drivers.forEach(({ driver }) => points.push([driver.lat, driver.lng]));
     bounds = draw.boundsAround(points);
@@ -78,11 +78,16 @@ export function mount(ctx, route, root) {
     redraw();
   }
 
-  async function showTimeline(rideId) {
+  function select(rideId) {
     openRide = rideId;
+    rides.forEach((entry, id) => entry.node.classList.toggle("selected", id === rideId));
+  }
+
+  async function showTimeline(rideId) {
+    select(rideId);
     const entry = rides.get(rideId);
     const state = { rideId, ride: null, seen: entry ? entry.seen : [], error: "", onClose: () => {
-      openRide = null;
+      select(null);
       panel.hidden = true;
     } };
     drawTimeline(panel, state);
@@ -92,14 +97,12 @@ export function mount(ctx, route, root) {
       state.error = ctx.describe(error);
     }
     if (alive && openRide === rideId) {
-      if (entry) entry.detail = state;
       drawTimeline(panel, state);
     }
   }
 
   function upsertRide(ride, at) {
-    hold(ride.pickup.lat, ride.pickup.lng);
-    hold(ride.dropoff.lat, ride.dropoff.lng);
+    hold([ride.pickup.lat, ride.pickup.lng], [ride.dropoff.lat, ride.dropoff.lng]);
     let entry = rides.get(ride.rideId);
     if (!entry) {
       entry = { ride, seen: [], node: draw.rideMark(ride, showTimeline), removal: null };
@@ -129,7 +132,7 @@ export function mount(ctx, route, root) {
       showCounts();
       return;
     }
-    hold(driver.lat, driver.lng);
+    hold([driver.lat, driver.lng]);
     if (!entry) {
       entry = { driver, node: draw.driverMark(driver) };
       drivers.set(driver.driverId, entry);

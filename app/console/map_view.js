@@ -4,7 +4,7 @@
 import { fill, svg } from "./dom.js";
 
 const WIDTH = 1000;
-const MAX_HEIGHT = 760;
+const HEIGHT = 620;
 const TILE = 256;
 const MAX_TILES = 64;
 
@@ -14,15 +14,18 @@ const mercY = (lat) => {
   return (1 - Math.log(Math.tan(r) + 1 / Math.cos(r)) / Math.PI) / 2;
 };
 
-/** A projection of `bounds` ({minLat, minLng, maxLat, maxLng}) onto at most 1000 x 760 units. */
+/** A projection of `bounds` ({minLat, minLng, maxLat, maxLng}) onto 1000 x 620 units: the region
+ * fits whole and centred, and the view widens around it to fill the frame. */
 export function projection(bounds) {
-  const x0 = mercX(bounds.minLng);
-  const y0 = mercY(bounds.maxLat);
-  const dx = Math.max(1e-9, mercX(bounds.maxLng) - x0);
-  const dy = Math.max(1e-9, mercY(bounds.minLat) - y0);
-  const scale = Math.min(WIDTH / dx, MAX_HEIGHT / dy);
+  const left = mercX(bounds.minLng);
+  const top = mercY(bounds.maxLat);
+  const dx = Math.max(1e-9, mercX(bounds.maxLng) - left);
+  const dy = Math.max(1e-9, mercY(bounds.minLat) - top);
+  const scale = Math.min(WIDTH / dx, HEIGHT / dy);
+  const x0 = left + dx / 2 - WIDTH / 2 / scale;
+  const y0 = top + dy / 2 - HEIGHT / 2 / scale;
   return {
-    x0, y0, scale, width: dx * scale, height: dy * scale,
+    x0, y0, scale, width: WIDTH, height: HEIGHT,
     point: (lat, lng) => [(mercX(lng) - x0) * scale, (mercY(lat) - y0) * scale],
   };
 }
@@ -96,7 +99,8 @@ export function placeRide(node, ride, view) {
   const [px, py] = view.point(ride.pickup.lat, ride.pickup.lng);
   const [dx, dy] = view.point(ride.dropoff.lat, ride.dropoff.lng);
   node.dataset.status = ride.status;
-  node.setAttribute("class", `ride status-${ride.status.toLowerCase()}`);
+  const selected = node.classList.contains("selected") ? " selected" : "";
+  node.setAttribute("class", `ride status-${ride.status.toLowerCase()}${selected}`);
   fill(node, svg("title", {}, `ride ${ride.rideId.slice(0, 8)} · ${ride.status}`),
     svg("line", { x1: px, y1: py, x2: dx, y2: dy, class: "ride-hit" }),
     svg("line", { x1: px, y1: py, x2: dx, y2: dy, class: "ride-path" }),
