@@ -4,7 +4,9 @@ admin routes it reads still wanting an admin."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import re
 from html.parser import HTMLParser
 
@@ -155,3 +157,42 @@ async def test_a_tile_server_is_allowed_for_images_only_when_configured(
     assert policy["script-src"] == ["'self'"] and policy["connect-src"] == ["'self'", "ws:", "wss:"]
     assert ('<meta name="console-tile-url" content="https://{s}.tiles.example.org/{z}/{x}/{y}.png?key=a&amp;'
             'b=&quot;c&quot;">') in response.text
+
+
+# --- the console's own Socket.IO client (app/console/socket.js) speaks this, frame by frame ---------
+async def frames(url: str, token: str, *sent: str) -> list[str]:
+    """Open a WebSocket as the console does, connect with `token`, send `sent`; every frame received
+    after the open packet, one answer per frame sent (and one for the connect)."""
+    from websockets.asyncio.client import connect
+    from websockets.typing import Origin
+
+    received: list[str] = []
+    socket_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    # (with the page's Origin, as a browser sends it: the socket server admits its own origin only)
+    async with asyncio.timeout(10), connect(socket_url, origin=Origin(url)) as ws:
+        opened = json.loads(str(await ws.recv())[1:])
+        assert {"sid", "pingInterval", "pingTimeout"} <= set(opened)
+        for frame in (f"40{json.dumps({'token': token})}", *sent):
+            await ws.send(frame)
+            received.append(str(await ws.recv()))
+    return received
+
+
+async def test_the_socket_frames_the_console_sends_get_the_answers_it_reads(
+    web: str, accounts: Accounts,
+) -> None:
+    # Given an admin's token
+    token = (await accounts.admin())["accessToken"]
+
+    # When the console's frames go over a bare WebSocket: connect with auth, join ops, ask for a map
+    connected, ops, unknown = await frames(web, token, '421["subscribe:ops",{}]',
+                                           '422["subscribe:map",{"region":"NOWHERE"}]')
+
+    # Then the connect is acked with a sid, and each event's ack carries its id and the answer
+    assert connected.startswith("40{") and "sid" in json.loads(connected[2:])
+    assert ops == '431[{"ok":true}]'
+    assert unknown.startswith("432[") and json.loads(unknown[3:])[0]["error"]["code"] == "NOT_FOUND"
+
+    # And a refused token is a connect error whose code says to refresh
+    [refused] = await frames(web, "not-a-token")
+    assert refused.startswith("44") and json.loads(refused[2:])["data"]["code"] == "INVALID_TOKEN"
