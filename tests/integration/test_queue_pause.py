@@ -213,8 +213,26 @@ def test_a_consumer_gives_back_what_it_prefetched_when_its_queue_is_paused(
         consumer.close()
 
 
+@pytest.fixture
+def view_logs_info(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The view's INFO lines reach `capture_logs`, whatever level an earlier test configured: the
+    module's logger is cached at the level in force when first used, so it gets a fresh one."""
+    import logging
+
+    import structlog
+
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+                        cache_logger_on_first_use=False)
+    monkeypatch.setattr(queue_pauses, "log", structlog.get_logger("queue_pauses"))
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+
+
 def test_the_view_keeps_the_last_pauses_it_read_while_postgresql_is_away(
-        view: PausedQueues, db: sessionmaker[Session], settings: Settings) -> None:
+        view: PausedQueues, db: sessionmaker[Session], settings: Settings, view_logs_info: None) -> None:
     import structlog
     from sqlalchemy import text
 
