@@ -93,6 +93,7 @@ function showLogin(note = "") {
   pageRoot.replaceChildren();
   shell.hidden = true;
   loginView.hidden = false;
+  byTestId(loginView, "login-error").hidden = true;
   const noteNode = loginView.querySelector(".login-note");
   if (noteNode) noteNode.remove();
   if (note) byTestId(loginView, "login-form").append(h("p", { class: "login-note muted" }, note));
