@@ -66,6 +66,11 @@ def test_a_failed_job_is_found_by_its_argument_opened_replayed_and_leaves_the_li
     expect(console.row("failed-row", id=other_id)).to_be_visible()
     expect(console.row("failed-row", id=failed_id)).to_have_count(0)
 
+    # When they include replayed jobs, it is listed again
+    console("filter-include-replayed").check()
+    console("filter-apply").click()
+    expect(console.row("failed-row", id=failed_id)).to_be_visible()
+
 
 def test_replay_matching_confirms_the_count_then_replays_them_all(
     page: Page, accounts: Accounts, ledger: Ledger,

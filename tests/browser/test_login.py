@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -70,11 +71,15 @@ def test_a_read_only_admin_sees_everything_and_can_press_nothing(page: Page, acc
     expect(pause_buttons.first).to_be_visible()
     for index in range(pause_buttons.count()):
         expect(pause_buttons.nth(index)).to_be_disabled()
+        expect(pause_buttons.nth(index)).to_have_attribute("title", re.compile(r"\S"))  # saying why
     console.go("/failed")
     expect(console.row("failed-row", id=failed_id)).to_be_visible()
     expect(console.row("failed-row", id=failed_id).get_by_test_id("failed-replay")).to_be_disabled()
     expect(console("replay-matching")).to_be_disabled()
     expect(console("purge-matching")).to_be_disabled()
+    console.row("failed-row", id=failed_id).get_by_test_id("failed-open").click()
+    expect(console("job-detail")).to_be_visible()
+    expect(console.button("job-replay")).to_be_disabled()
     console.go("/schedules")
     expect(console("schedule-row").first).to_be_visible()
     expect(console("schedule-run").first).to_be_disabled()

@@ -16,7 +16,7 @@ from app.keys import RedisKeys, map_room
 from app.redis_conn import create_sync_redis
 from app.settings import Settings
 from tests.browser.conftest import REGION, Accounts, Screenshots, register
-from tests.browser.console_support import Console, wait_until
+from tests.browser.console_support import Console, hash_route, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -53,9 +53,12 @@ def test_the_live_map_shows_a_ride_and_a_driver_moving_then_leaving(
     assert http.put("/drivers/me/location", json=NEAR_PICKUP, headers=driver.headers).status_code == 204
     assert http.post("/drivers/me/online", headers=driver.headers).status_code == 204
     try:
-        # When the admin opens the region's map, both are drawn where they are
+        # When the admin picks the region on the map page, both are drawn where they are
         console = Console(page)
-        console.login(accounts.admin, f"/map/{REGION}")
+        console.login(accounts.admin, "/map")
+        console("map-region").fill(REGION)
+        console("map-open").click()
+        expect(page).to_have_url(hash_route(f"/map/{REGION}"))
         ride = console.row("map-ride", ride_id=ride_id)
         marker = console.row("map-driver", driver_id=driver.id)
         expect(ride).to_be_visible()

@@ -52,6 +52,8 @@ def test_a_paused_queue_holds_its_jobs_until_it_is_resumed(
     console.login(accounts.admin, "/queues")
     row = console.row("queue-row", queue=QUEUE)
     expect(row).to_have_attribute("data-paused", "false")
+    expect(row.get_by_test_id("queue-sparkline")).to_be_visible()
+    expect(console("workers-alive")).to_have_text("1", timeout=WORKER_WAIT_MS)  # the farm runs one
 
     # When the admin pauses it, with a reason
     row.get_by_test_id("queue-pause").click()
